@@ -1,0 +1,37 @@
+"""Image sources, the WebDataset shard writer and the shard reader."""
+
+from sslflow.data.manifest import Manifest, ShardInfo, resolve_urls
+from sslflow.data.reader import Mode, ShardDataset, ShardReadError, decode_image, pil_to_tensor
+from sslflow.data.sources import (
+    SOURCE_NAMES,
+    EncodedImage,
+    Sample,
+    Skipped,
+    Source,
+    SourceError,
+    fashion_mnist_dir,
+    open_source,
+)
+from sslflow.data.writer import ShardWriteError, WriterConfig, write_shards
+
+__all__ = [
+    "SOURCE_NAMES",
+    "EncodedImage",
+    "Manifest",
+    "Mode",
+    "Sample",
+    "ShardDataset",
+    "ShardInfo",
+    "ShardReadError",
+    "ShardWriteError",
+    "Skipped",
+    "Source",
+    "SourceError",
+    "WriterConfig",
+    "decode_image",
+    "fashion_mnist_dir",
+    "open_source",
+    "pil_to_tensor",
+    "resolve_urls",
+    "write_shards",
+]

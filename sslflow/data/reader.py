@@ -1,0 +1,279 @@
+"""Read shard sets: exactly once (embedding, evaluation) or resampled forever (training).
+
+Built on webdataset's tar iterator. Splitting across DDP ranks and DataLoader workers is done
+here rather than with webdataset's splitters, because exactly-once must also hold when there
+are fewer shards than ranks × workers (webdataset then raises or hands a worker nothing).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from sslflow.data.manifest import Manifest, resolve_urls
+from sslflow.data.tar import iter_samples, open_url
+
+log = logging.getLogger(__name__)
+
+IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
+NO_LABEL = -1
+
+
+class Mode(str, Enum):
+    """How a shard set is traversed."""
+
+    FINITE = "finite"  # every sample exactly once across ranks and workers, shard order kept
+    RESAMPLED = "resampled"  # shards drawn with replacement, fixed samples per epoch
+
+
+class ShardReadError(RuntimeError):
+    """A shard or sample could not be read; names the shard URL and the sample key."""
+
+
+@dataclass
+class ReadErrors:
+    """What ``on_error="skip"`` skipped in this process (each DataLoader worker has its own)."""
+
+    corrupt_shards: int = 0
+    bad_samples: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.corrupt_shards + self.bad_samples
+
+
+def _worker_slot(rank: int, world_size: int) -> tuple[int, int]:
+    """This process's global slot and the number of slots (ranks × DataLoader workers)."""
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info else (0, 1)
+    return rank * workers + worker, world_size * workers
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class ShardDataset(IterableDataset):
+    """WebDataset shards as a PyTorch ``IterableDataset`` of ``{"key", "image", "label"}``.
+
+    Args:
+        shards: a ``Manifest``, a manifest path, or shard URLs (local paths, http(s)://,
+            ``pipe:`` commands; a string may hold several, brace patterns expand).
+        mode: ``finite`` yields each sample exactly once across DataLoader workers and DDP
+            ranks; ``resampled`` draws shards with replacement and yields ``samples_per_epoch``
+            samples per epoch in total (split across ranks and workers).
+        samples_per_epoch: required for ``resampled``; defaults to the manifest's total.
+        seed: seeds shard choice and the shuffle buffer (with the epoch from ``set_epoch``).
+        decode: ``tensor`` gives uint8 (C, H, W) tensors; ``pil`` gives PIL images.
+        image_mode: PIL mode to convert to (``"L"``, ``"RGB"``); None keeps L and RGB and
+            converts any other mode to RGB explicitly.
+        transform: applied to the decoded image.
+        on_error: ``raise`` (default) raises ``ShardReadError`` naming shard and key;
+            ``skip`` skips the shard remainder or the sample, counts it and logs a warning.
+        rank, world_size: override the DDP rank (defaults: torch.distributed, then RANK and
+            WORLD_SIZE).
+        shuffle_buffer: samples held for shuffling in resampled mode.
+    """
+
+    def __init__(
+        self,
+        shards: Manifest | str | Sequence[str],
+        mode: Mode | str = Mode.FINITE,
+        samples_per_epoch: int | None = None,
+        seed: int = 0,
+        decode: str = "tensor",
+        image_mode: str | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        on_error: str = "raise",
+        rank: int | None = None,
+        world_size: int | None = None,
+        shuffle_buffer: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.manifest = _as_manifest(shards)
+        self.urls = self.manifest.urls() if self.manifest else _as_urls(shards)
+        if not self.urls:
+            raise ValueError("ShardDataset needs at least one shard URL")
+        self.mode = Mode(mode)
+        if self.mode is Mode.RESAMPLED:
+            samples_per_epoch = samples_per_epoch or (self.manifest and self.manifest.total_samples)
+            if not samples_per_epoch:
+                raise ValueError("resampled mode needs samples_per_epoch (no manifest to count)")
+        if decode not in ("tensor", "pil"):
+            raise ValueError(f"decode must be 'tensor' or 'pil', got {decode!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.samples_per_epoch = samples_per_epoch
+        self.seed = seed
+        self.epoch = 0
+        self.decode = decode
+        self.image_mode = image_mode
+        self.transform = transform
+        self.on_error = on_error
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle_buffer = shuffle_buffer
+        self.errors = ReadErrors()
+
+    def __len__(self) -> int:
+        """Samples per epoch over all ranks (finite: the manifest's total)."""
+        if self.mode is Mode.RESAMPLED:
+            return int(self.samples_per_epoch or 0)
+        if self.manifest is None:
+            raise TypeError("length of a finite URL list is unknown without a manifest")
+        return self.manifest.total_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the resampling seed per epoch (call before creating the epoch's iterator)."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        dist_rank, dist_world = _dist_rank_world()
+        rank = dist_rank if self.rank is None else self.rank
+        world = dist_world if self.world_size is None else self.world_size
+        slot, slots = _worker_slot(rank, world)
+        if self.mode is Mode.FINITE:
+            return self._finite(slot, slots)
+        return self._resampled(slot, slots)
+
+    def _finite(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+        if len(self.urls) >= slots:
+            for url in self.urls[slot::slots]:
+                yield from self._samples(url)
+            return
+        position = 0  # fewer shards than slots: split by sample instead, still exactly once
+        for url in self.urls:
+            for sample in self._samples(url, raw=True):
+                if position % slots == slot:
+                    decoded = self._decode(sample)
+                    if decoded is not None:
+                        yield decoded
+                position += 1
+
+    def _resampled(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+        total = int(self.samples_per_epoch or 0)
+        quota = total // slots + (1 if slot < total % slots else 0)
+        rng = random.Random(f"{self.seed}-{self.epoch}-{slot}")
+        buffer: list[dict[str, Any]] = []
+        yielded = empty_draws = 0
+        while yielded < quota:
+            drawn = False
+            for sample in self._samples(rng.choice(self.urls)):
+                drawn = True
+                if len(buffer) < self.shuffle_buffer:
+                    buffer.append(sample)
+                    continue
+                index = rng.randrange(len(buffer))
+                buffer[index], sample = sample, buffer[index]
+                yield sample
+                yielded += 1
+                if yielded >= quota:
+                    return
+            empty_draws = 0 if drawn else empty_draws + 1
+            if empty_draws >= 100:
+                raise ShardReadError(f"100 shards in a row gave no sample among {self.urls[:3]}...")
+
+    def _samples(self, url: str, raw: bool = False) -> Iterator[dict[str, Any]]:
+        """Samples of one shard; a read error raises or skips the shard's remainder."""
+        last_key = None
+        try:
+            with open_url(url) as stream:
+                for sample in iter_samples(stream, url):
+                    last_key = sample["__key__"]
+                    if raw:
+                        yield sample
+                        continue
+                    decoded = self._decode(sample)
+                    if decoded is not None:
+                        yield decoded
+        except ShardReadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tar/IO errors of every kind end the shard
+            message = f"corrupt or unreadable shard {url} (after sample {last_key!r}): {exc}"
+            if self.on_error == "raise":
+                raise ShardReadError(message + "; pass on_error='skip' to skip it") from exc
+            self.errors.corrupt_shards += 1
+            log.warning("skipping rest of shard: %s", message)
+
+    def _decode(self, sample: dict[str, Any]) -> dict[str, Any] | None:
+        key, url = sample.get("__key__"), sample.get("__url__")
+        try:
+            ext = next((k for k in IMAGE_KEYS if k in sample), None)
+            if ext is None:
+                raise ValueError(f"no image member ({', '.join(IMAGE_KEYS)})")
+            if self.decode == "tensor":
+                image = decode_tensor(sample[ext], self.image_mode)
+            else:
+                image = decode_image(sample[ext], self.image_mode)
+            label = int(sample["cls"]) if "cls" in sample else NO_LABEL
+        except Exception as exc:  # noqa: BLE001 - any undecodable sample is reported the same way
+            message = f"cannot decode sample {key!r} in shard {url}: {type(exc).__name__}: {exc}"
+            if self.on_error == "raise":
+                raise ShardReadError(message + "; pass on_error='skip' to skip it") from exc
+            self.errors.bad_samples += 1
+            log.warning("skipping %s", message)
+            return None
+        if self.transform is not None:
+            image = self.transform(image)
+        return {"key": key, "image": image, "label": label}
+
+
+def decode_image(data: bytes, mode: str | None = None) -> Image.Image:
+    """Decode image bytes to PIL, converting the mode explicitly (never implicitly)."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        target = mode or (image.mode if image.mode in ("L", "RGB") else "RGB")
+        return image.convert(target) if image.mode != target else image.copy()
+
+
+def decode_tensor(data: bytes, mode: str | None = None) -> torch.Tensor:
+    """Decode PNG/JPEG/WebP bytes straight to a uint8 (C, H, W) tensor.
+
+    torchvision's C++ decoders take ~20 µs for a 28×28 PNG against ~40 µs for PIL plus the
+    array copy. ``mode`` is ``"L"``, ``"RGB"`` or None (keep grey or RGB, drop alpha).
+    """
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_image as tv_decode
+
+    read_mode = {"L": ImageReadMode.GRAY, "RGB": ImageReadMode.RGB}.get(mode or "")
+    tensor = tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=read_mode or ImageReadMode.UNCHANGED)
+    if read_mode is None and tensor.shape[0] in (2, 4):  # grey+alpha or RGBA: drop alpha explicitly
+        tensor = tensor[: tensor.shape[0] - 1]
+    return tensor
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """uint8 (C, H, W) tensor without a float round trip."""
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def _as_manifest(shards: Manifest | str | Sequence[str]) -> Manifest | None:
+    if isinstance(shards, Manifest):
+        return shards
+    if isinstance(shards, (str, os.PathLike)):
+        _, manifest = resolve_urls(str(shards))
+        return manifest
+    return None
+
+
+def _as_urls(shards: Manifest | str | Sequence[str]) -> list[str]:
+    if isinstance(shards, (str, os.PathLike)):
+        urls, _ = resolve_urls(str(shards))
+        return urls
+    return [str(u) for u in shards]  # type: ignore[union-attr]

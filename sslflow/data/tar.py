@@ -1,0 +1,106 @@
+"""A lean reader for WebDataset tar streams: members grouped into samples by key.
+
+Hand-written because Python's ``tarfile`` (which webdataset's iterator uses) spends ~3/4 of
+a small-image read parsing headers (measured: 370 µs of 650 µs per Fashion-MNIST sample).
+This parser handles what tar writers put in shards: ustar, GNU long names and pax headers,
+and it checks every header checksum so a corrupt or truncated shard is reported, not
+misread. Streams are opened with webdataset's ``gopen`` (files, http(s)://, ``pipe:``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO, Any
+
+BLOCK = 512
+
+
+class TarFormatError(ValueError):
+    """The stream is not a valid tar: bad checksum, truncated member, or unknown layout."""
+
+
+def _octal(field: bytes) -> int:
+    text = field.rstrip(b"\0 ").lstrip(b" ")
+    if not text:
+        return 0
+    if field[0] & 0x80:  # GNU base-256 for sizes past 8 GiB
+        return int.from_bytes(field[1:], "big")
+    return int(text, 8)
+
+
+def _read_exact(stream: IO[bytes], size: int, what: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise TarFormatError(f"truncated tar: {what} needs {size} bytes, got {len(data)}")
+    return data
+
+
+def _pax_path(payload: bytes) -> str | None:
+    for record in payload.split(b"\n"):
+        _, _, body = record.partition(b" ")
+        if body.startswith(b"path="):
+            return body[5:].decode("utf-8")
+    return None
+
+
+def iter_members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
+    """Yield (name, data) for each regular file of a tar stream."""
+    long_name: str | None = None
+    while True:
+        header = stream.read(BLOCK)
+        if not header or header == b"\0" * BLOCK:
+            return
+        if len(header) != BLOCK:
+            raise TarFormatError(f"truncated tar header ({len(header)} bytes)")
+        stored = _octal(header[148:156])
+        computed = sum(header) - sum(header[148:156]) + 8 * 32
+        if stored != computed:
+            raise TarFormatError(f"tar header checksum mismatch ({stored} != {computed})")
+        size = _octal(header[124:136])
+        kind = header[156:157]
+        padded = (size + BLOCK - 1) // BLOCK * BLOCK
+        payload = _read_exact(stream, padded, "member")[:size]
+        if kind in (b"L", b"x"):  # GNU long name / pax extended header for the next member
+            long_name = payload.rstrip(b"\0").decode() if kind == b"L" else _pax_path(payload)
+            continue
+        if kind in (b"g", b"K"):
+            continue
+        name = long_name or header[0:100].rstrip(b"\0").decode("utf-8")
+        prefix = header[345:500].rstrip(b"\0")
+        if not long_name and header[257:262] == b"ustar" and prefix:
+            name = prefix.decode("utf-8") + "/" + name
+        long_name = None
+        if kind in (b"0", b"\0", b"7"):
+            yield name, payload
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """WebDataset's rule: the key is up to the first dot of the file name, the rest is the field."""
+    directory, _, base = name.rpartition("/")
+    key, _, field = base.partition(".")
+    return (f"{directory}/{key}" if directory else key), field
+
+
+def iter_samples(stream: IO[bytes], url: str) -> Iterator[dict[str, Any]]:
+    """Group consecutive members with the same key into a sample dict (``__key__``, fields)."""
+    current: dict[str, Any] | None = None
+    for name, data in iter_members(stream):
+        if name.startswith("__") or "." not in name.rpartition("/")[2]:
+            continue
+        key, field = split_name(name)
+        if current is None or current["__key__"] != key:
+            if current is not None:
+                yield current
+            current = {"__key__": key, "__url__": url}
+        if field in current:
+            raise TarFormatError(f"duplicate field {field!r} for key {key!r}")
+        current[field] = data
+    if current is not None:
+        yield current
+
+
+def open_url(url: str) -> IO[bytes]:
+    """Open a local path, http(s):// URL or ``pipe:`` command as a byte stream."""
+    from webdataset.gopen import gopen
+
+    return gopen(url, "rb")

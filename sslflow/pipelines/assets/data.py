@@ -1,0 +1,116 @@
+"""Data assets: the raw pretraining pool and the labelled evaluation split, as shard sets."""
+
+import hashlib
+import time
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from sslflow.data import Manifest, open_source, write_shards
+from sslflow.data.sources import Source, SourceError
+from sslflow.pipelines.metadata import shard_set_metadata, shard_set_metrics
+from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun
+
+
+class SourceConfig(dg.Config):
+    """Where images come from (see ``sslflow.data.open_source``)."""
+
+    source: str = Field("fashion-mnist", description="fashion-mnist, cifar10, cifar100, image-folder, digits or shards")
+    path: str = Field("", description="folder, manifest or URL list; empty = the source's default lookup")
+    download: bool = Field(False, description="let torchvision download Fashion-MNIST when not found locally")
+    shard_size: int = Field(5000, description="samples per shard (≥ 2 shards per DataLoader worker keeps readers busy)")
+    max_bytes: int = Field(1 << 30, description="start a new shard past this many bytes")
+    overwrite: bool = Field(False, description="replace a complete shard set written with another config")
+
+    def open(self, split: str, download_root: Path) -> Source:
+        return open_source(self.source, self.path or None, split, self.download, download_root)
+
+
+class RawShardsConfig(SourceConfig):
+    split: str = Field(
+        "train",
+        description="train, test or all; the default keeps the test images out of pretraining",
+    )
+
+
+def _write_tracked(
+    context: dg.AssetExecutionContext, source: Source, out: Path, config: SourceConfig, run: TrackedRun
+) -> Manifest:
+    started = time.perf_counter()
+    manifest = write_shards(
+        source,
+        out,
+        shard_size=config.shard_size,
+        max_bytes=config.max_bytes,
+        overwrite=config.overwrite,
+        on_shard=lambda info: context.log.info(f"wrote {info.name}: {info.samples} samples"),
+    )
+    seconds = time.perf_counter() - started
+    prefix = f"{out.name}." if out.name in ("train", "test") else ""
+    run.log_metrics({f"{prefix}{k}": v for k, v in shard_set_metrics(manifest).items()})
+    run.log_metrics({f"{prefix}write_seconds": seconds})
+    run.log_artifact(out / "manifest.json", artifact_path=out.name)
+    run.set_tags({f"sslflow.{prefix}shards_uri": out.as_uri(), f"sslflow.{prefix}content_hash": manifest.content_hash})
+    for skip in manifest.skipped[:20]:
+        context.log.warning(f"skipped {skip['where']}: {skip['reason']}")
+    return manifest
+
+
+@dg.asset(group_name="data", code_version="1", kinds={"webdataset", "mlflow"})
+def raw_shards(
+    context: dg.AssetExecutionContext, config: RawShardsConfig, home: SslflowHome, mlflow: MLflowTracking
+) -> dg.MaterializeResult:
+    """The unlabelled pretraining pool as WebDataset shards with a manifest (labels kept if known)."""
+    try:
+        source = config.open(config.split, home.path() / "downloads")
+    except SourceError as exc:
+        raise dg.Failure(str(exc)) from exc
+    out = home.asset_dir("raw_shards")
+    with mlflow.start_run(context, "raw_shards") as run:
+        run.log_params(config.model_dump())
+        manifest = _write_tracked(context, source, out, config, run)
+        metadata = shard_set_metadata(manifest, run)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(manifest.content_hash))
+
+
+class EvalSplitConfig(SourceConfig):
+    """A labelled source with an official train/test split (image-folder: ``train/`` and ``test/``)."""
+
+
+def _split_source(config: EvalSplitConfig, split: str, download_root: Path) -> Source:
+    if config.source == "image-folder":
+        if not config.path:
+            raise SourceError("eval_split with image-folder needs path with train/ and test/ sub-folders")
+        return open_source("image-folder", str(Path(config.path) / split))
+    return config.open(split, download_root)
+
+
+@dg.asset(group_name="data", code_version="1", kinds={"webdataset", "mlflow"})
+def eval_split(
+    context: dg.AssetExecutionContext, config: EvalSplitConfig, home: SslflowHome, mlflow: MLflowTracking
+) -> dg.MaterializeResult:
+    """Labelled train and test shard sets used by the probes (Fashion-MNIST: the official 60k/10k)."""
+    try:
+        sources = {split: _split_source(config, split, home.path() / "downloads") for split in ("train", "test")}
+    except SourceError as exc:
+        raise dg.Failure(str(exc)) from exc
+    for split, source in sources.items():
+        if source.classes is None:
+            raise dg.Failure(f"eval_split needs labels, but the {split} source {source.describe()} has none")
+    root = home.asset_dir("eval_split")
+    metadata: dict[str, object] = {}
+    with mlflow.start_run(context, "eval_split") as run:
+        run.log_params(config.model_dump())
+        manifests = {split: _write_tracked(context, src, root / split, config, run) for split, src in sources.items()}
+        for split, manifest in manifests.items():
+            metadata.update({f"{split}_{k}": v for k, v in shard_set_metadata(manifest, run).items()
+                             if k in ("samples", "shards", "skipped", "total_size", "manifest", "first_shards")})  # fmt: skip
+        metadata["classes"] = ", ".join(manifests["train"].classes or [])
+        metadata.update(shard_set_metadata(manifests["test"], run))
+        metadata["samples"] = sum(m.total_samples for m in manifests.values())
+    version = hashlib.sha256("".join(m.content_hash for m in manifests.values()).encode()).hexdigest()
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+
+
+ASSETS = [raw_shards, eval_split]
