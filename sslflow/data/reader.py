@@ -90,7 +90,7 @@ class ShardDataset(IterableDataset):
 
     def __init__(
         self,
-        shards: Manifest | str | Sequence[str],
+        shards: Manifest | str | os.PathLike[str] | Sequence[str],
         mode: Mode | str = Mode.FINITE,
         samples_per_epoch: int | None = None,
         seed: int = 0,
@@ -103,8 +103,7 @@ class ShardDataset(IterableDataset):
         shuffle_buffer: int = 1000,
     ) -> None:
         super().__init__()
-        self.manifest = _as_manifest(shards)
-        self.urls = self.manifest.urls() if self.manifest else _as_urls(shards)
+        self.urls, self.manifest = _resolve(shards)
         if not self.urls:
             raise ValueError("ShardDataset needs at least one shard URL")
         self.mode = Mode(mode)
@@ -263,17 +262,10 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
-def _as_manifest(shards: Manifest | str | Sequence[str]) -> Manifest | None:
+def _resolve(shards: Manifest | str | os.PathLike[str] | Sequence[str]) -> tuple[list[str], Manifest | None]:
+    """Shard URLs and, when there is one, the manifest (for counts and classes)."""
     if isinstance(shards, Manifest):
-        return shards
+        return shards.urls(), shards
     if isinstance(shards, (str, os.PathLike)):
-        _, manifest = resolve_urls(str(shards))
-        return manifest
-    return None
-
-
-def _as_urls(shards: Manifest | str | Sequence[str]) -> list[str]:
-    if isinstance(shards, (str, os.PathLike)):
-        urls, _ = resolve_urls(str(shards))
-        return urls
-    return [str(u) for u in shards]  # type: ignore[union-attr]
+        return resolve_urls(str(shards))
+    return [str(u) for u in shards], None

@@ -64,10 +64,15 @@ def encode_sample(sample: Sample, config: WriterConfig) -> dict[str, Any]:
         buffer = io.BytesIO()
         sample.image.save(buffer, format="PNG", compress_level=config.png_compress_level)
         ext, data = "png", buffer.getvalue()
-    record: dict[str, Any] = {"__key__": sample.key, ext: data, "json": sample.meta}
+    record: dict[str, Any] = {"__key__": sample.key, ext: data, "json": json.dumps(sample.meta).encode()}
     if sample.label is not None:
-        record["cls"] = sample.label
+        record["cls"] = str(sample.label).encode()
     return record
+
+
+def tar_bytes(record: dict[str, Any]) -> int:
+    """Bytes a record takes in a tar: a 512-byte header per member plus data padded to 512."""
+    return sum(512 + (len(v) + 511) // 512 * 512 for k, v in record.items() if not k.startswith("__"))
 
 
 def write_shards(
@@ -119,7 +124,7 @@ def write_shards(
     if not done:
         _clear(out)
         _append_journal(out, {"fingerprint": print_, "source": description, "writer": vars(config)})
-    _remove_stale(out, {s.name for s in done})
+    _remove_stale(out, {entry["name"] for entry in done})
     position = done[-1]["position"] if done else 0
     shards = [ShardInfo(**{k: d[k] for k in ("name", "samples", "bytes", "sha256")}) for d in done]
     _write_remaining(source, out, config, shards, skipped, position, progress, on_shard)
@@ -152,7 +157,7 @@ def _write_remaining(
     from tqdm.auto import tqdm
 
     pending_skips: list[dict[str, Any]] = []
-    state = {"position": position}
+    state = {"position": position, "bytes": 0}
 
     def finish_shard(partial_name: str) -> None:
         partial = Path(partial_name)
@@ -178,7 +183,7 @@ def _write_remaining(
     writer = wds.ShardWriter(
         pattern,
         maxcount=config.shard_size,
-        maxsize=config.max_bytes,
+        maxsize=float("inf"),  # shards are cut here, on real tar bytes (ShardWriter counts payload only)
         post=finish_shard,
         start_shard=len(shards),
         verbose=0,
@@ -191,12 +196,23 @@ def _write_remaining(
                 pending_skips.append({"where": item.where, "reason": item.reason})
                 log.warning("skipped %s: %s", item.where, item.reason)
             else:
-                if writer.count >= config.shard_size or writer.size >= config.max_bytes:
+                record = encode_sample(item, config)
+                size = tar_bytes(record)
+                full = writer.count >= config.shard_size or state["bytes"] + size > config.max_bytes
+                if full and writer.count > 0:
                     writer.next_stream()  # close the full shard while position is still its end
-                writer.write(encode_sample(item, config))
+                    state["bytes"] = 0
+                writer.write(record)
+                state["bytes"] += size
             state["position"] += 1
             bar.update(1)
         writer.close()
+    except BaseException:
+        writer.post = None  # the open shard is incomplete: close it, never rename it
+        writer.finish()
+        for partial in out.glob("*.partial"):
+            partial.unlink()
+        raise
     finally:
         bar.close()
     if pending_skips:  # skips after the last sample belong to no shard; keep them all the same

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from sslflow.data import Manifest, open_source, write_shards
 from sslflow.data.sources import Source, SourceError
-from sslflow.pipelines.metadata import shard_set_metadata, shard_set_metrics
+from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun
 
 
@@ -99,16 +99,17 @@ def eval_split(
         if source.classes is None:
             raise dg.Failure(f"eval_split needs labels, but the {split} source {source.describe()} has none")
     root = home.asset_dir("eval_split")
-    metadata: dict[str, object] = {}
     with mlflow.start_run(context, "eval_split") as run:
         run.log_params(config.model_dump())
         manifests = {split: _write_tracked(context, src, root / split, config, run) for split, src in sources.items()}
+        metadata: dict[str, object] = {
+            "samples": sum(m.total_samples for m in manifests.values()),
+            "classes": ", ".join(manifests["train"].classes or []),
+            **run_metadata(run),
+        }
         for split, manifest in manifests.items():
-            metadata.update({f"{split}_{k}": v for k, v in shard_set_metadata(manifest, run).items()
-                             if k in ("samples", "shards", "skipped", "total_size", "manifest", "first_shards")})  # fmt: skip
-        metadata["classes"] = ", ".join(manifests["train"].classes or [])
-        metadata.update(shard_set_metadata(manifests["test"], run))
-        metadata["samples"] = sum(m.total_samples for m in manifests.values())
+            shown = shard_set_metadata(manifest, run)
+            metadata.update({f"{split}_{k}": shown[k] for k in ("samples", "shards", "skipped", "total_size", "manifest", "first_shards")})
     version = hashlib.sha256("".join(m.content_hash for m in manifests.values()).encode()).hexdigest()
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
 

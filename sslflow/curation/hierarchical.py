@@ -1,0 +1,366 @@
+"""Hierarchical k-means with resampling (Vo et al., 2024, "Automatic Data Curation for
+Self-Supervised Learning: A Clustering-Based Approach", Sec. 4), written from the paper.
+
+Hand-written because no maintained library implements the resampling scheme.
+
+Per level ``i`` with ``Level(n_clusters=K, n_resampling_steps=m, sample_size=r)``:
+
+* step 0: seeded k-means (k-means++ then Lloyd) on the level's input;
+* steps 1..m (the *resampling steps*; ``m`` counts only these, so ``m=0`` is plain k-means and
+  a level runs ``1 + m`` k-means in all): take the ``r`` points closest to each current
+  centroid (all of a cluster's points when it has fewer), run a fresh seeded k-means with K
+  clusters on that pool, then reassign every input point of the level to the new centroids.
+
+Because each cluster contributes at most ``r`` points to the pool, dense regions no longer
+outweigh sparse ones, and the centroids spread more uniformly over the data's modes.
+Level 0's input is the embeddings; level ``i+1``'s input is level ``i``'s centroids.
+
+Storage (``<root>/``): ``config.json``, ``rows.npy`` (embedding row of each level-0 point) and per
+level ``level_NN/``: ``centroids.npy`` (K, D) float32, ``assignments.npy`` (n,) int32,
+``distances.npy`` (n,) float32 squared distances, ``clusters_offsets.npy`` (K+1,) int64 and
+``clusters_members.npy`` (n,) int64 (CSR: members of cluster c are
+``members[offsets[c]:offsets[c+1]]``, sorted by distance to the centroid), ``steps/step_SSS.npy``
+(centroids after each step, for resuming) and ``stats.json`` (written last: its presence marks the
+level complete). Nothing is pickled. A run stopped anywhere resumes from the last completed
+level and, inside a level, from the last completed step.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sslflow.curation.kmeans import KMeansConfig, Rows, RowSubset, assign, kmeans
+from sslflow.curation.stats import normalised_entropy, size_quantiles
+from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
+
+log = logging.getLogger(__name__)
+
+
+class HierarchyError(ValueError):
+    """A hierarchy cannot be built from this input; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level: K clusters, m resampling steps, r points per cluster in each resampling pool."""
+
+    n_clusters: int
+    n_resampling_steps: int = 0
+    sample_size: int = 1
+
+    @classmethod
+    def parse(cls, value: Level | Sequence[int]) -> Level:
+        if isinstance(value, Level):
+            return value
+        if len(value) != 3:
+            raise HierarchyError(
+                f"a level is (n_clusters, n_resampling_steps, sample_size), got {list(value)}"
+            )
+        return cls(*(int(v) for v in value))
+
+
+@dataclass(frozen=True)
+class HierarchyConfig:
+    """How to build the hierarchy.
+
+    Attributes:
+        levels: from the finest (level 0, clusters of the embeddings) to the coarsest; the
+            number of clusters must strictly decrease.
+        seed: base seed; step ``s`` of level ``i`` seeds its k-means with ``seed + 1000 i + s``.
+        spherical: cosine k-means on L2-normalised embeddings.
+        max_iter: Lloyd iterations per k-means run.
+        chunk_size: rows per streamed chunk.
+        drop_invalid: drop NaN/inf rows instead of failing on them.
+        progress: show progress bars.
+    """
+
+    levels: tuple[Level, ...]
+    seed: int = 0
+    spherical: bool = False
+    max_iter: int = 50
+    chunk_size: int = 16384
+    drop_invalid: bool = False
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(Level.parse(v) for v in self.levels))
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change the result (a resumed build must match them)."""
+        return {
+            "levels": [asdict(level) for level in self.levels],
+            "seed": self.seed,
+            "spherical": self.spherical,
+            "max_iter": self.max_iter,
+            "drop_invalid": self.drop_invalid,
+        }
+
+
+@dataclass
+class Hierarchy:
+    """A built hierarchy on disk; arrays are read lazily from ``root``."""
+
+    root: Path
+    config: dict[str, Any]
+    stats: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.config["levels"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.config["dim"])
+
+    def level_dir(self, level: int) -> Path:
+        return self.root / f"level_{level:02d}"
+
+    def rows(self) -> np.ndarray:
+        """(N0,) int64: embedding row of each level-0 point."""
+        return load_npy(self.root / "rows.npy")
+
+    def centroids(self, level: int) -> np.ndarray:
+        return load_npy(self.level_dir(level) / "centroids.npy")
+
+    def assignments(self, level: int) -> np.ndarray:
+        return load_npy(self.level_dir(level) / "assignments.npy")
+
+    def distances(self, level: int) -> np.ndarray:
+        return load_npy(self.level_dir(level) / "distances.npy")
+
+    def clusters(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (offsets (K+1,), members (n,)): members sorted by distance to their centroid."""
+        folder = self.level_dir(level)
+        return load_npy(folder / "clusters_offsets.npy"), load_npy(folder / "clusters_members.npy")
+
+    def leaf_paths(self) -> np.ndarray:
+        """(K0, L) int32: for each level-0 cluster its cluster at every level (column = level)."""
+        paths = [np.arange(len(self.centroids(0)), dtype=np.int32)]
+        for level in range(1, self.n_levels):
+            paths.append(self.assignments(level)[paths[-1]])
+        return np.stack(paths, axis=1)
+
+
+def load_hierarchy(root: str | Path) -> Hierarchy:
+    """Open a complete hierarchy; fails naming the first missing level."""
+    root = Path(root)
+    if not (root / "config.json").is_file():
+        raise HierarchyError(f"no hierarchy at {root}: config.json is missing")
+    config = load_json(root / "config.json")
+    stats = []
+    for level in range(len(config["levels"])):
+        path = root / f"level_{level:02d}" / "stats.json"
+        if not path.is_file():
+            raise HierarchyError(f"hierarchy at {root} is incomplete: level {level} has no stats.json")
+        stats.append(load_json(path))
+    return Hierarchy(root=root, config=config, stats=stats)
+
+
+def find_invalid_rows(x: np.ndarray, chunk_size: int = 65536) -> np.ndarray:
+    """Indices (int64) of rows holding NaN or ±inf, streamed over a memmap."""
+    bad = [start + np.flatnonzero(~np.isfinite(x[start : start + chunk_size]).all(axis=1))
+           for start in range(0, len(x), chunk_size)]  # fmt: skip
+    return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
+
+
+def check_keys(keys: Sequence[str]) -> None:
+    """Raise ``HierarchyError`` naming duplicated keys."""
+    unique, counts = np.unique(np.asarray(keys, dtype=object).astype(str), return_counts=True)
+    if (counts > 1).any():
+        dupes = unique[counts > 1]
+        raise HierarchyError(
+            f"{len(dupes)} duplicate keys in the embeddings, e.g. {list(dupes[:5])}; "
+            "each sample needs a unique key: rebuild the shards or the embeddings"
+        )
+
+
+def check_levels(levels: Sequence[Level], n_points: int) -> None:
+    """Fail before any work when the levels cannot be built on ``n_points`` rows."""
+    if not levels:
+        raise HierarchyError("at least one level is needed, e.g. [(1000, 10, 15)]")
+    available = n_points
+    for index, level in enumerate(levels):
+        if level.n_clusters < 1 or level.n_resampling_steps < 0 or level.sample_size < 1:
+            raise HierarchyError(
+                f"level {index} {asdict(level)}: n_clusters and sample_size must be ≥ 1 and "
+                "n_resampling_steps ≥ 0"
+            )
+        if index and level.n_clusters >= levels[index - 1].n_clusters:
+            sizes = [lv.n_clusters for lv in levels]
+            raise HierarchyError(
+                f"levels must have strictly decreasing n_clusters (level {index - 1} → {index}: "
+                f"{sizes}); order them from the finest level to the coarsest"
+            )
+        if level.n_clusters > available:
+            what = "rows" if index == 0 else f"level {index - 1} centroids"
+            raise HierarchyError(
+                f"level {index} asks for {level.n_clusters} clusters but has only {available} "
+                f"{what} to cluster; use n_clusters ≤ {available} (e.g. {max(1, available // 10)})"
+            )
+        available = level.n_clusters
+
+
+def build_hierarchy(
+    embeddings: np.ndarray,
+    keys: Sequence[str],
+    out_dir: str | Path,
+    config: HierarchyConfig,
+    rows: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> Hierarchy:
+    """Build (or resume) the hierarchy of ``embeddings`` into ``out_dir``.
+
+    Args:
+        embeddings: (N, D) rows, e.g. a float16 memmap; read in chunks.
+        keys: N sample keys (checked for duplicates).
+        out_dir: the hierarchy folder (see the module docstring for its layout).
+        config: levels and k-means options.
+        rows: sorted embedding rows to cluster (e.g. after deduplication); None = all.
+        overwrite: delete an existing hierarchy built with another config instead of failing.
+
+    Raises:
+        HierarchyError: duplicate keys, NaN/inf rows (without ``drop_invalid``), levels that do
+            not fit the data, or an existing hierarchy with another dimension or config.
+    """
+    out = Path(out_dir)
+    if len(keys) != len(embeddings):
+        raise HierarchyError(f"{len(keys)} keys for {len(embeddings)} embedding rows")
+    check_keys(keys)
+    selected = np.arange(len(embeddings), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    invalid = find_invalid_rows(embeddings)
+    invalid = invalid[np.isin(invalid, selected)]
+    if len(invalid) and not config.drop_invalid:
+        raise HierarchyError(
+            f"{len(invalid)} embedding rows hold NaN or inf, e.g. keys "
+            f"{[keys[i] for i in invalid[:5]]}; fix the embedder or pass drop_invalid=True"
+        )
+    selected = np.setdiff1d(selected, invalid)
+    check_levels(config.levels, len(selected))
+    identity = {**config.identity(), "dim": int(embeddings.shape[1]), "n_points": len(selected)}
+    _prepare(out, identity, overwrite)
+    save_npy(out / "rows.npy", selected)
+    if len(invalid):
+        log.warning("dropped %d NaN/inf embedding rows", len(invalid))
+    data: Rows = embeddings if rows is None and not len(invalid) else RowSubset(embeddings, selected)
+    stats: list[dict[str, Any]] = []
+    for index, level in enumerate(config.levels):
+        stats.append(_build_level(data, out / f"level_{index:02d}", index, level, config))
+        data = load_npy(out / f"level_{index:02d}" / "centroids.npy")
+    save_json(out / "summary.json", {"dropped_invalid": len(invalid), "levels": stats})
+    return Hierarchy(root=out, config=identity, stats=stats)
+
+
+def _prepare(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    """Create ``out`` or check that an existing hierarchy there can be resumed."""
+    path = out / "config.json"
+    if path.is_file():
+        existing = load_json(path)
+        if existing != identity:
+            if existing.get("dim") != identity["dim"] and not overwrite:
+                raise HierarchyError(
+                    f"hierarchy at {out} has embedding dimension {existing.get('dim')}, these "
+                    f"embeddings have {identity['dim']}; use another folder or overwrite=True"
+                )
+            if not overwrite:
+                changed = sorted(k for k in identity if existing.get(k) != identity[k])
+                raise HierarchyError(
+                    f"hierarchy at {out} was built with other settings ({', '.join(changed)}); "
+                    "use another folder or overwrite=True"
+                )
+            shutil.rmtree(out)
+    save_json(path, identity)
+
+
+def _step_seed(config: HierarchyConfig, level: int, step: int) -> int:
+    return config.seed + 1000 * level + step
+
+
+def _build_level(data: Rows, folder: Path, index: int, level: Level, config: HierarchyConfig) -> dict[str, Any]:
+    """Run or resume one level; returns its stats (also written to ``stats.json``)."""
+    if (folder / "stats.json").is_file():
+        log.info("level %d already complete in %s", index, folder)
+        return load_json(folder / "stats.json")
+    started = time.perf_counter()
+    steps = folder / "steps"
+    done = sorted(steps.glob("step_*.npy")) if steps.is_dir() else []
+    kmeans_config = KMeansConfig(
+        n_clusters=level.n_clusters,
+        max_iter=config.max_iter,
+        spherical=config.spherical,
+        chunk_size=config.chunk_size,
+        progress=config.progress,
+    )
+    history: list[dict[str, Any]] = []
+    if done:
+        first = int(done[-1].stem.split("_")[1]) + 1
+        centroids = load_npy(done[-1])
+        labels, distances = assign(data, centroids, config.chunk_size, config.spherical)
+        log.info("level %d: resuming after step %d", index, first - 1)
+    else:
+        first = 1
+        result = kmeans(data, _with_seed(kmeans_config, _step_seed(config, index, 0)))
+        centroids, labels, distances = result.centroids, result.labels, result.distances
+        save_npy(steps / "step_000.npy", centroids)
+        history.append({"step": 0, "inertia": result.inertia, "n_iter": result.n_iter,
+                        "reseeded": result.reseeded})  # fmt: skip
+    for step in range(first, level.n_resampling_steps + 1):
+        pool = closest_per_cluster(labels, distances, level.n_clusters, level.sample_size)
+        seeded = _with_seed(kmeans_config, _step_seed(config, index, step))
+        result = kmeans(np.asarray(data[pool], dtype=np.float32), seeded)
+        centroids = result.centroids
+        labels, distances = assign(data, centroids, config.chunk_size, config.spherical)
+        save_npy(steps / f"step_{step:03d}.npy", centroids)
+        history.append({"step": step, "pool": len(pool), "pool_inertia": result.inertia,
+                        "inertia": float(distances.sum(dtype=np.float64)), "n_iter": result.n_iter,
+                        "reseeded": result.reseeded})  # fmt: skip
+    offsets, members = to_csr(labels, distances, level.n_clusters)
+    sizes = np.diff(offsets)
+    save_npy(folder / "centroids.npy", centroids)
+    save_npy(folder / "assignments.npy", labels.astype(np.int32))
+    save_npy(folder / "distances.npy", distances.astype(np.float32))
+    save_npy(folder / "clusters_offsets.npy", offsets)
+    save_npy(folder / "clusters_members.npy", members)
+    stats = {
+        "level": index,
+        **asdict(level),
+        "n_input": len(labels),
+        "inertia": float(distances.sum(dtype=np.float64)),
+        "mean_distance": float(distances.mean(dtype=np.float64)),
+        "empty_clusters": int((sizes == 0).sum()),
+        "size_entropy": normalised_entropy(sizes),
+        "sizes": size_quantiles(sizes),
+        "steps": history,
+        "seconds": time.perf_counter() - started,
+    }
+    save_json(folder / "stats.json", stats)
+    return stats
+
+
+def _with_seed(config: KMeansConfig, seed: int) -> KMeansConfig:
+    return KMeansConfig(**{**asdict(config), "seed": seed})
+
+
+def closest_per_cluster(labels: np.ndarray, distances: np.ndarray, n_clusters: int, r: int) -> np.ndarray:
+    """Sorted indices of the ``r`` points nearest to each cluster's centroid (all if fewer)."""
+    offsets, members = to_csr(labels, distances, n_clusters)
+    rank = np.arange(len(members)) - np.repeat(offsets[:-1], np.diff(offsets))
+    return np.sort(members[rank < r])
+
+
+def to_csr(labels: np.ndarray, distances: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters as CSR: offsets (K+1,) int64 and members (n,) int64 sorted by (cluster, distance).
+
+    Ties in distance keep the lower index first, so the layout is deterministic.
+    """
+    members = np.lexsort((np.arange(len(labels)), distances, labels)).astype(np.int64)
+    counts = np.bincount(labels, minlength=n_clusters)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return offsets, members

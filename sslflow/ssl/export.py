@@ -1,0 +1,304 @@
+"""Frozen backbones: build, save, load (file or MLflow registry) and embed uint8 images.
+
+A backbone checkpoint written by :func:`save_backbone` is a plain dict that
+``torch.load(..., weights_only=True)`` reads::
+
+    {"format": "sslflow.backbone/1",
+     "config": {"name", "in_chans", "image_size", "small_stem", "mean", "std", "feature_dim"},
+     "state_dict": {parameter name: tensor}}
+
+The same backbone logged to MLflow (see :func:`log_backbone_model`) is the pickled
+``nn.Module`` with that config in the model's ``metadata``, so ``mlflow.pytorch.load_model``
+gives the module back and :func:`load_backbone` the whole :class:`FrozenBackbone`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslflow.ssl.backbones import create_backbone
+from sslflow.ssl.preprocess import match_channels, normalise, resize
+
+CHECKPOINT_FORMAT = "sslflow.backbone/1"
+MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+def default_stats(module: nn.Module, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """timm's normalisation for ``module`` (ImageNet unless its config says otherwise).
+
+    For one channel the RGB values are averaged, matching timm's summed grey filters.
+    """
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    if in_chans == len(mean):
+        return mean, std
+    if in_chans == 1:
+        return (round(sum(mean) / len(mean), 4),), (round(sum(std) / len(std), 4),)
+    raise ValueError(f"no default normalisation for in_chans={in_chans}; give mean and std explicitly")
+
+
+@dataclass
+class FrozenBackbone:
+    """A backbone in eval mode with frozen weights plus what is needed to feed it.
+
+    Attributes:
+        module: maps float (B, in_chans, image_size, image_size) to (B, feature_dim).
+        name: timm model name.
+        in_chans: channels the module expects.
+        image_size: side of the square images it was trained on.
+        mean: per-channel normalisation mean (on the [0, 1] scale), ``in_chans`` values.
+        std: per-channel normalisation std, ``in_chans`` values.
+        feature_dim: width D of the features.
+        small_stem: whether a ResNet uses the 3×3 stride-1 stem (needed to rebuild it).
+    """
+
+    module: nn.Module
+    name: str
+    in_chans: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    feature_dim: int
+    small_stem: bool = True
+    _device: torch.device = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ValueError(f"mean/std need {self.in_chans} values, got {self.mean} / {self.std}")
+        self.module.eval()
+        self.module.requires_grad_(False)
+        first = next(self.module.parameters(), None)
+        self._device = first.device if first is not None else torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> FrozenBackbone:
+        """Move the module to ``device`` (in place); returns ``self``."""
+        self.module.to(device)
+        self._device = torch.device(device)
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able description used to rebuild the module (checkpoint and MLflow metadata)."""
+        return {
+            "name": self.name,
+            "in_chans": self.in_chans,
+            "image_size": self.image_size,
+            "small_stem": self.small_stem,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "feature_dim": self.feature_dim,
+        }
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) → normalised float32 (B, in_chans, image_size, image_size)."""
+        if images.ndim != 4:
+            raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(images.shape)}")
+        x = images.to(self._device)
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)  # before the channel conversion, so luminance is not rounded
+        x = normalise(match_channels(x, self.in_chans), self.mean, self.std)
+        return resize(x, self.image_size)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Features of a batch: uint8 (B, C, H, W) → float32 (B, feature_dim) on the CPU.
+
+        Channels are converted (RGB → grey by luminance, grey → RGB by expansion), images
+        resized to ``image_size`` when needed, scaled to [0, 1] and normalised.
+        """
+        with torch.inference_mode():
+            return self.module(self.preprocess(images)).float().cpu()
+
+    def fingerprint(self) -> str:
+        """sha256 of the config and every state_dict tensor (cache key for feature files)."""
+        digest = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode())
+        for key, tensor in sorted(self.module.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+
+def _frozen(
+    module: nn.Module,
+    feature_dim: int,
+    name: str,
+    in_chans: int,
+    image_size: int,
+    small_stem: bool,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> FrozenBackbone:
+    if mean is None or std is None:
+        mean, std = default_stats(module, in_chans)
+    return FrozenBackbone(module, name, in_chans, image_size, tuple(mean), tuple(std), feature_dim, small_stem)
+
+
+def random_backbone(
+    name: str, in_chans: int = 1, image_size: int = 28, seed: int = 0, small_stem: bool = True
+) -> FrozenBackbone:
+    """A randomly initialised backbone (the probing baseline), identical for identical arguments."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module, dim = create_backbone(name, in_chans, image_size, small_stem)
+    return _frozen(module, dim, name, in_chans, image_size, small_stem)
+
+
+def timm_backbone(
+    name: str, pretrained: bool | str, in_chans: int = 3, image_size: int = 224, small_stem: bool = False
+) -> FrozenBackbone:
+    """A timm backbone with its pretrained weights (hub or local file) and timm's normalisation."""
+    module, dim = create_backbone(name, in_chans, image_size, small_stem, pretrained)
+    return _frozen(module, dim, name, in_chans, image_size, small_stem)
+
+
+def save_backbone(backbone: FrozenBackbone, path: str | os.PathLike[str]) -> Path:
+    """Write ``backbone`` in the sslflow checkpoint format (atomically: temp file, then rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": backbone.config(),
+        "state_dict": {k: v.detach().cpu() for k, v in backbone.module.state_dict().items()},
+    }
+    partial = target.with_name(target.name + ".partial")
+    torch.save(payload, partial)
+    partial.replace(target)
+    return target
+
+
+def backbone_from_checkpoint(payload: dict[str, Any], where: str) -> FrozenBackbone:
+    """Rebuild a :class:`FrozenBackbone` from a loaded sslflow checkpoint dict."""
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{where} is not an sslflow backbone checkpoint (format={payload.get('format')!r})")
+    cfg = payload["config"]
+    module, dim = create_backbone(cfg["name"], cfg["in_chans"], cfg["image_size"], cfg["small_stem"])
+    module.load_state_dict(payload["state_dict"])
+    return _frozen(module, dim, cfg["name"], cfg["in_chans"], cfg["image_size"], cfg["small_stem"], cfg["mean"], cfg["std"])
+
+
+def load_backbone(spec: str | os.PathLike[str], tracking_uri: str | None = None) -> FrozenBackbone:
+    """Load a backbone from an sslflow checkpoint file or an MLflow model URI.
+
+    Args:
+        spec: a file written by :func:`save_backbone` (or a training checkpoint folder's
+            ``backbone.pt``), or an MLflow model URI: ``models:/sslflow-<method>@<alias>``,
+            ``models:/<name>/<version>``, ``models:/<name>/latest`` or ``models:/<model id>``
+            (MLflow 3 keeps logged models outside the run's artifacts, so ``runs:/<id>/model``
+            only resolves for models stored as run artifacts).
+        tracking_uri: MLflow tracking URI for model URIs (default: MLflow's own default).
+
+    Raises:
+        FileNotFoundError: ``spec`` is neither a model URI nor an existing file.
+        ValueError: the model URI cannot be resolved; the message lists registered models
+            and their aliases.
+    """
+    text = str(spec)
+    if text.startswith(MODEL_URI_SCHEMES):
+        return _load_mlflow(text, tracking_uri)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"backbone {text!r} is neither a file nor an MLflow model URI ({', '.join(MODEL_URI_SCHEMES)})"
+        )
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return backbone_from_checkpoint(payload, str(path))
+
+
+def _registry_listing(tracking_uri: str | None) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    rows = []
+    for model in client.search_registered_models():
+        aliases = ", ".join(f"@{alias}" for alias in sorted(model.aliases or {}))
+        rows.append(f"{model.name} ({aliases or 'no aliases'})")
+    return "; ".join(rows) or "no registered models"
+
+
+def _load_mlflow(uri: str, tracking_uri: str | None) -> FrozenBackbone:
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    try:
+        info = mlflow.models.get_model_info(uri)
+    except MlflowException as exc:
+        raise ValueError(
+            f"cannot resolve MLflow model {uri!r} at {mlflow.get_tracking_uri()}: {exc.message}. "
+            f"Registered models: {_registry_listing(tracking_uri)}"
+        ) from exc
+    cfg = (info.metadata or {}).get("sslflow_backbone")
+    if cfg is None:
+        raise ValueError(f"MLflow model {uri!r} was not logged by sslflow (no 'sslflow_backbone' metadata)")
+    module = mlflow.pytorch.load_model(uri, map_location="cpu")
+    return _frozen(
+        module, cfg["feature_dim"], cfg["name"], cfg["in_chans"], cfg["image_size"], cfg["small_stem"], cfg["mean"], cfg["std"]
+    )
+
+
+@dataclass(frozen=True)
+class LoggedBackbone:
+    """Where a backbone went in MLflow: the model URI, and the registered name/version/alias."""
+
+    model_uri: str
+    registered_name: str | None
+    version: str | None
+    alias: str | None
+
+    @property
+    def registry_uri(self) -> str | None:
+        """``models:/<name>@<alias>`` (or ``/<version>``) when registered."""
+        if self.registered_name is None:
+            return None
+        return f"models:/{self.registered_name}@{self.alias}" if self.alias else f"models:/{self.registered_name}/{self.version}"
+
+
+def log_backbone_model(
+    backbone: FrozenBackbone,
+    run_id: str,
+    tracking_uri: str,
+    registered_name: str | None = None,
+    alias: str | None = "current",
+) -> LoggedBackbone:
+    """Log ``backbone.module`` as a pickled MLflow PyTorch model under run ``run_id``.
+
+    The pickle flavour (not MLflow's default ``pt2`` export) loads back as the same
+    ``nn.Module`` class. ``pip_requirements`` are given so MLflow does not spend ~20 s
+    inferring them. When ``registered_name`` is set the model is registered and ``alias``
+    moved to the new version. (MLflow reserves the alias ``latest``: ``models:/<name>/latest``
+    already means the newest version, hence the default alias ``current``.)
+    """
+    import mlflow
+    import mlflow.pytorch
+    import timm
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    info = mlflow.pytorch.log_model(
+        backbone.module.cpu(),
+        name="model",
+        run_id=run_id,
+        serialization_format="pickle",
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"timm=={timm.__version__}"],
+        metadata={"sslflow_backbone": backbone.config()},
+        registered_model_name=registered_name,
+    )
+    backbone.to(backbone._device)
+    version = None if info.registered_model_version is None else str(info.registered_model_version)
+    if registered_name is not None and alias:
+        MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(registered_name, alias, version)
+    return LoggedBackbone(info.model_uri, registered_name, version, alias if registered_name else None)
