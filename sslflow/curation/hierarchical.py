@@ -77,6 +77,7 @@ class HierarchyConfig:
         seed: base seed; step ``s`` of level ``i`` seeds its k-means with ``seed + 1000 i + s``.
         spherical: cosine k-means on L2-normalised embeddings.
         max_iter: Lloyd iterations per k-means run.
+        init_trials: k-means++ candidates per draw (None = scikit-learn's greedy 2 + log K).
         chunk_size: rows per streamed chunk.
         drop_invalid: drop NaN/inf rows instead of failing on them.
         progress: show progress bars.
@@ -86,6 +87,7 @@ class HierarchyConfig:
     seed: int = 0
     spherical: bool = False
     max_iter: int = 50
+    init_trials: int | None = None
     chunk_size: int = 16384
     drop_invalid: bool = False
     progress: bool = False
@@ -100,6 +102,7 @@ class HierarchyConfig:
             "seed": self.seed,
             "spherical": self.spherical,
             "max_iter": self.max_iter,
+            "init_trials": self.init_trials,
             "drop_invalid": self.drop_invalid,
         }
 
@@ -294,6 +297,7 @@ def _build_level(data: Rows, folder: Path, index: int, level: Level, config: Hie
     kmeans_config = KMeansConfig(
         n_clusters=level.n_clusters,
         max_iter=config.max_iter,
+        init_trials=config.init_trials,
         spherical=config.spherical,
         chunk_size=config.chunk_size,
         progress=config.progress,

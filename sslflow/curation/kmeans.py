@@ -76,6 +76,8 @@ class KMeansConfig:
             between unit vectors, i.e. 2 - 2 cos.
         init_sample: rows drawn for k-means++ (it costs K × sample × D); None = all rows up
             to max(40 K, 10,000).
+        init_trials: candidates tried per k-means++ draw; None = scikit-learn's greedy default
+            (2 + log K), 1 = the original k-means++ (about (2 + log K)× cheaper).
         chunk_size: rows per streamed chunk; memory is O(chunk_size × K + N).
         progress: show a tqdm bar over iterations.
     """
@@ -85,6 +87,7 @@ class KMeansConfig:
     seed: int = 0
     spherical: bool = False
     init_sample: int | None = None
+    init_trials: int | None = None
     chunk_size: int = 16384
     progress: bool = False
 
@@ -202,7 +205,7 @@ def init_centroids(x: Rows, config: KMeansConfig, comm: _Comm | None = None) -> 
             rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
         sample[np.searchsorted(picked, mine)] = rows
     sample = comm.sum(sample).astype(np.float32)
-    centroids, _ = kmeans_plusplus(sample, k, random_state=config.seed)
+    centroids, _ = kmeans_plusplus(sample, k, random_state=config.seed, n_local_trials=config.init_trials)
     return _normalise(centroids.astype(np.float32), config.spherical)
 
 

@@ -158,6 +158,14 @@ def load_feature_set(folder: str | Path) -> FeatureSet:
     return _read(folder, np.load(folder / "features.npy", mmap_mode="r"), json.loads(meta_path.read_text()))
 
 
+def output_dim(embedder: Embedder, manifest: Manifest) -> int:
+    """Feature width D of ``embedder`` on this shard set, from one embedded sample."""
+    first = next(iter(ShardDataset(manifest, mode="finite", decode="tensor")), None)
+    if first is None:
+        raise ValueError(f"the shard set at {manifest.root} holds no samples")
+    return int(embedder.embed(first["image"][None]).shape[1])
+
+
 def _batches(manifest: Manifest, batch_size: int, num_workers: int) -> Iterator[dict]:
     dataset = ShardDataset(manifest, mode="finite", decode="tensor")
     workers = min(num_workers, len(manifest.shards))
@@ -183,24 +191,27 @@ def extract_features(
         split: ``train`` or ``test`` (part of the cache path).
         batch_size: images per forward pass.
         num_workers: DataLoader workers decoding shards (capped at the number of shards).
-        dim: feature width, when known (``FrozenBackbone.feature_dim``); checked against the
-            cache and the output.
+        dim: the width the model declares (``FrozenBackbone.feature_dim``); checked against
+            what it outputs. The cache is reused only at the output width.
 
     Raises:
         UnlabelledShardsError: the shard set has no labels (the message names the shards).
         ValueError: a sample without a label, or the model's width differs from ``dim``.
     """
     require_labels(manifest, split)
+    width = output_dim(embedder, manifest)
+    if dim is not None and width != dim:
+        raise ValueError(f"the model gives {width}-d features, expected {dim}")
     fingerprint = embedder.fingerprint()
     folder = cache_dir(Path(root), fingerprint, split)
-    cached = load_cached(folder, fingerprint, manifest, dim)
+    cached = load_cached(folder, fingerprint, manifest, width)
     if cached is not None:
         log.info("reusing cached %s features at %s", split, folder)
         return cached
     partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.partial")
     partial.mkdir(parents=True)
     try:
-        _write(embedder, manifest, partial, split, fingerprint, batch_size, num_workers, dim)
+        _write(embedder, manifest, partial, split, fingerprint, batch_size, num_workers)
         _swap_in(partial, folder)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
@@ -215,7 +226,6 @@ def _write(
     fingerprint: str,
     batch_size: int,
     num_workers: int,
-    dim: int | None,
 ) -> None:
     total = manifest.total_samples
     features: np.ndarray | None = None
@@ -225,8 +235,6 @@ def _write(
         for batch in _batches(manifest, batch_size, num_workers):
             out = embedder.embed(batch["image"]).numpy()
             if features is None:
-                if dim is not None and out.shape[1] != dim:
-                    raise ValueError(f"the model gives {out.shape[1]}-d features, expected {dim}")
                 features = np.lib.format.open_memmap(
                     folder / "features.npy", mode="w+", dtype=np.float32, shape=(total, out.shape[1])
                 )

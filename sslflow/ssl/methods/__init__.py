@@ -12,11 +12,17 @@ from typing import Any
 
 from torch import nn
 
+from sslflow.ssl.methods.amcl import AMCL, AMCLConfig
 from sslflow.ssl.methods.base import SSLMethod, ViewSpec
+from sslflow.ssl.methods.moco import MoCo, MoCoConfig
 from sslflow.ssl.methods.simclr import SimCLR, SimCLRConfig
+from sslflow.ssl.methods.swav import SwAV, SwAVConfig
 
 METHODS: dict[str, tuple[type[SSLMethod], type]] = {
+    "swav": (SwAV, SwAVConfig),
     "simclr": (SimCLR, SimCLRConfig),
+    "moco": (MoCo, MoCoConfig),
+    "amcl": (AMCL, AMCLConfig),
 }
 
 
@@ -45,4 +51,17 @@ def build_method(name: str, backbone: nn.Module, feature_dim: int, **overrides: 
     return method_cls(backbone, feature_dim, config_cls(**overrides))
 
 
-__all__ = ["METHODS", "SSLMethod", "SimCLR", "SimCLRConfig", "ViewSpec", "build_method"]
+__all__ = [
+    "AMCL",
+    "AMCLConfig",
+    "METHODS",
+    "MoCo",
+    "MoCoConfig",
+    "SSLMethod",
+    "SimCLR",
+    "SimCLRConfig",
+    "SwAV",
+    "SwAVConfig",
+    "ViewSpec",
+    "build_method",
+]

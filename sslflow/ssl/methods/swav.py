@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from lightly.loss import SwaVLoss
+from lightly.loss.swav_loss import sinkhorn
 from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 from torch import nn
 
@@ -140,11 +141,10 @@ class SwAV(SSLMethod):
         """Swapped-prediction loss averaged over the prototype sets (see SSLMethod)."""
         self.check_views(views)
         self.prototypes.normalize()
-        n_global = self.views().n_global
-        batch = views[0].shape[0]
+        n_global, n_local = self.views().n_global, self.views().n_local
         # One backbone pass per crop resolution (SwAV's multi-crop forward).
         z_global = self.embed(torch.cat(views[:n_global])).chunk(n_global)
-        z_local = self.embed(torch.cat(views[n_global:])).chunk(len(views) - n_global) if len(views) > n_global else ()
+        z_local = self.embed(torch.cat(views[n_global:])).chunk(n_local) if n_local else ()
         use_queue = bool(self.queues) and epoch >= self.config.queue_start_epoch
         queue_ready = use_queue and all(queue.is_full for queue in self.queues)
         with torch.autocast(device_type=views[0].device.type, enabled=False):
@@ -164,8 +164,7 @@ class SwAV(SSLMethod):
         if use_queue:
             for queue, z in zip(self.queues, z_global):
                 queue.push(z)
-        logs = {"queue_used": float(queue_ready), "batch": float(batch)}
-        return loss, logs
+        return loss, {"queue_used": float(queue_ready)}
 
     def before_optimizer_step(self, step: int) -> None:
         """Drop the prototype gradients while ``step < freeze_prototypes_steps``.
@@ -180,7 +179,5 @@ class SwAV(SSLMethod):
     @torch.no_grad()
     def assignments(self, images: torch.Tensor, head: int = 0) -> torch.Tensor:
         """Sinkhorn codes of images (B, C, H, W) for prototype set ``head`` -> (B, n_prototypes)."""
-        from lightly.loss.swav_loss import sinkhorn
-
         scores = self.prototypes(self.embed(images))[head]
         return sinkhorn(scores, self.config.sinkhorn_iterations, self.config.sinkhorn_epsilon)

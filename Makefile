@@ -1,0 +1,31 @@
+# The README's two commands. Both create or update .venv and are safe to run again.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision builds that lie on this kind of machine's disk; override for another machine.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+export SSLFLOW_HOME ?= $(CURDIR)/.sslflow
+
+.PHONY: demo test test-slow ui venv clean-home
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC) -e '.[test]'
+	touch $@
+
+demo: venv
+	$(VENV)/bin/sslflow demo
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+ui: venv
+	$(VENV)/bin/sslflow ui
+
+clean-home:
+	rm -rf $(SSLFLOW_HOME)

@@ -1,0 +1,197 @@
+"""The ``sslflow`` command: one subcommand per stage, each materialising the stage's assets.
+
+Every stage runs through Dagster in-process on the persistent instance of the sslflow home, so
+what you run here shows up in the Dagster UI and in MLflow exactly as runs launched there.
+Heavy imports (torch, dagster, mlflow) happen inside the subcommands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SOURCE_HELP = "fashion-mnist (default), cifar10, cifar100, image-folder, digits, shards"
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="sslflow home for shards, memmaps, checkpoints, MLflow (default $SSLFLOW_HOME or ./.sslflow)")
+    parser.add_argument("--config", type=Path, help="YAML file of per-asset config: {asset_name: {field: value}}")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="ASSET.FIELD=VALUE",
+        help="override one config field, e.g. --set raw_shards.shard_size=2000 (repeatable; VALUE is YAML)",
+    )
+
+
+def _add_source(parser: argparse.ArgumentParser, with_split: bool) -> None:
+    parser.add_argument("--source", help=SOURCE_HELP)
+    parser.add_argument("--path", help="folder, manifest.json or shard URL list of the source")
+    if with_split:
+        parser.add_argument("--split", choices=["train", "test", "all"], help="split of the source (default train)")
+    parser.add_argument("--shard-size", type=int, help="samples per shard (default 5000)")
+    parser.add_argument("--max-bytes", type=int, help="bytes per shard before a new one starts (default 1 GiB)")
+    parser.add_argument("--download", action="store_true", default=None, help="allow downloading Fashion-MNIST")
+    parser.add_argument("--overwrite", action="store_true", default=None, help="replace shards written with another config")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sslflow",
+        description="Curate, pretrain and probe self-supervised image backbones. Each stage is a Dagster "
+        "asset tracked in MLflow; these commands materialise them from the shell.",
+        epilog="Start with `sslflow demo`, then `sslflow ui` to browse the runs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run every stage on the default source (Fashion-MNIST) and print where to look")
+    demo.add_argument("--home", help="sslflow home (default $SSLFLOW_HOME or ./.sslflow)")
+
+    ingest = sub.add_parser("ingest", help="write a source into WebDataset shards (asset raw_shards)")
+    _add_source(ingest, with_split=True)
+    _add_common(ingest)
+
+    split = sub.add_parser("eval-split", help="write the labelled train/test shards used by the probes (asset eval_split)")
+    _add_source(split, with_split=False)
+    _add_common(split)
+
+    materialize = sub.add_parser("materialize", help="materialise any assets by name, with --config/--set")
+    materialize.add_argument("assets", nargs="+", help="asset names, e.g. raw_shards eval_split")
+    _add_common(materialize)
+
+    sub.add_parser("assets", help="list the assets and their config fields")
+
+    ui = sub.add_parser("ui", help="start the Dagster UI and the MLflow UI on 127.0.0.1 and print their URLs")
+    ui.add_argument("--home", help="sslflow home (default $SSLFLOW_HOME or ./.sslflow)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    ui.add_argument("--dagster-port", type=int, default=3000)
+    ui.add_argument("--mlflow-port", type=int, default=5000)
+    return parser
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["raw_shards.shard_size=2000"]`` → ``{"raw_shards": {"shard_size": 2000}}``."""
+    import yaml
+
+    config: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        target, sep, value = item.partition("=")
+        asset, dot, field = target.partition(".")
+        if not sep or not dot or not asset or not field:
+            raise SystemExit(f"--set {item!r}: expected ASSET.FIELD=VALUE, e.g. raw_shards.shard_size=2000")
+        config.setdefault(asset, {})[field] = yaml.safe_load(value)
+    return config
+
+
+def load_run_config(args: argparse.Namespace, asset: str | None = None, flags: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """Merge --config, then --set, then the stage's own flags (later wins)."""
+    import yaml
+
+    config: dict[str, dict[str, Any]] = {}
+    if args.config:
+        loaded = yaml.safe_load(args.config.read_text()) or {}
+        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+            raise SystemExit(f"{args.config}: expected a mapping of asset name to config mapping")
+        config.update({k: dict(v) for k, v in loaded.items()})
+    for name, values in parse_overrides(args.overrides).items():
+        config.setdefault(name, {}).update(values)
+    if asset:
+        for flag in flags:
+            value = getattr(args, flag, None)
+            if value is not None:
+                config.setdefault(asset, {})[flag] = value
+    return config
+
+
+def _materialize(selection: Sequence[str], config: dict[str, dict[str, Any]], home: str | None) -> int:
+    from sslflow.pipelines.runner import materialize_assets
+
+    result = materialize_assets(selection, config, home=home)
+    for event in result.get_asset_materialization_events():
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+        shown = {k: meta[k] for k in ("samples", "shards", "total_size", "mlflow_run_id") if k in meta}
+        print(f"{event.asset_key.to_user_string()}: {shown}")
+    return 0 if result.success else 1
+
+
+SOURCE_FLAGS = ("source", "path", "shard_size", "max_bytes", "download", "overwrite")
+
+
+def _list_assets() -> int:
+    from sslflow.pipelines.definitions import defs
+
+    for asset in defs.assets or []:
+        for key in asset.keys:  # type: ignore[union-attr]
+            name = key.to_user_string()
+            op = asset.node_def  # type: ignore[union-attr]
+            schema = op.config_schema.as_field().config_type if op.config_schema else None
+            fields = ", ".join(sorted(schema.fields)) if schema is not None and hasattr(schema, "fields") else ""
+            print(f"{name}: {fields}")
+    return 0
+
+
+def run_ui(home: str | None, host: str, dagster_port: int, mlflow_port: int) -> int:
+    """Start ``dagster dev`` and ``mlflow ui`` on the same home; stop both on Ctrl-C."""
+    from sslflow.paths import sslflow_home
+    from sslflow.pipelines.runner import dagster_home
+
+    root = sslflow_home(home)
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SSLFLOW_HOME": str(root), "DAGSTER_HOME": str(dagster_home(root))}
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    bin_dir = Path(sys.executable).parent
+    dagster_cmd = [str(bin_dir / "dagster"), "dev", "-h", host, "-p", str(dagster_port)]
+    dagster_cmd += ["-w", str(workspace)] if workspace.exists() else ["-m", "sslflow.pipelines.definitions"]
+    mlflow_cmd = [
+        str(bin_dir / "mlflow"), "ui", "--host", host, "--port", str(mlflow_port),
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--default-artifact-root", (root / "mlartifacts").as_uri(),
+    ]  # fmt: skip
+    processes = [
+        subprocess.Popen(cmd, env=env, start_new_session=True) for cmd in (dagster_cmd, mlflow_cmd)
+    ]
+    print(f"Dagster UI: http://{host}:{dagster_port}\nMLflow UI:  http://{host}:{mlflow_port}\n(Ctrl-C stops both)", flush=True)
+    try:
+        while all(p.poll() is None for p in processes):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=30)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from sslflow.pipelines.demo import run_demo
+
+        return run_demo(args.home)
+    if args.command == "ingest":
+        return _materialize(["raw_shards"], load_run_config(args, "raw_shards", (*SOURCE_FLAGS, "split")), args.home)
+    if args.command == "eval-split":
+        return _materialize(["eval_split"], load_run_config(args, "eval_split", SOURCE_FLAGS), args.home)
+    if args.command == "materialize":
+        return _materialize(args.assets, load_run_config(args), args.home)
+    if args.command == "assets":
+        return _list_assets()
+    if args.command == "ui":
+        return run_ui(args.home, args.host, args.dagster_port, args.mlflow_port)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

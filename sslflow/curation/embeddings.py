@@ -1,0 +1,329 @@
+"""Embeddings of a shard set: an N×D float16 ``.npy`` memmap plus keys and labels, resumable.
+
+Output folder layout: ``embeddings.npy`` (N, D) float16, ``keys.txt`` (one key per row),
+``labels.npy`` (N,) int64 (-1 = unlabelled; used only by the curation report),
+``embedder.json`` (what produced the rows, with its fingerprint), ``progress.json`` (rows
+done, updated after each chunk) and, for the ``pixels`` embedder, ``pca_mean.npy`` and
+``pca_components.npy``. ``meta.json`` is written last and marks the folder complete.
+
+Embedders (``EmbedConfig.embedder``):
+
+* ``pixels``: grey/RGB pixels resized to ``image_size``², scaled to [0, 1], projected by a PCA
+  to ``dim`` fitted (scikit-learn, seeded randomised SVD) on ``pca_samples`` seeded images. The
+  offline default: no weights needed.
+* a timm model name: ``pretrained=True`` loads its weights (hub cache or a local file given
+  as ``weights``); otherwise a seeded random initialisation.
+* an sslflow checkpoint file or an MLflow model URI (``models:/…``, ``runs:/…``), as produced
+  by sslflow's pretraining, so round t's model curates round t+1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from sslflow.curation.storage import load_json, load_lines, load_npy, save_json, save_lines, save_npy
+from sslflow.data import Manifest, ShardDataset
+
+log = logging.getLogger(__name__)
+
+MODEL_URI_PREFIXES = ("models:/", "runs:/")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How to embed a shard set.
+
+    Attributes:
+        embedder: ``pixels``, a timm model name, a checkpoint path or an MLflow model URI.
+        dim: output width of the ``pixels`` embedder (PCA components).
+        image_size: side images are resized to before embedding (pixels and timm).
+        image_mode: ``L`` (grey) or ``RGB``: channels the pixels embedder reads.
+        in_chans: input channels of a timm model (checkpoints carry their own).
+        pretrained: load a timm model's pretrained weights (from the local cache or ``weights``).
+        weights: a local weights file for the timm model ("" = timm's cache).
+        pca_samples: images the PCA is fitted on (seeded choice).
+        batch_size: images per forward pass.
+        chunk_size: rows between progress checkpoints (the unit of resumption).
+        seed: seeds the PCA sample and random timm initialisations.
+        tracking_uri: MLflow tracking URI for model URIs ("" = MLflow's default).
+        progress: show a tqdm bar.
+    """
+
+    embedder: str = "pixels"
+    dim: int = 64
+    image_size: int = 28
+    image_mode: str = "L"
+    in_chans: int = 1
+    pretrained: bool = False
+    weights: str = ""
+    pca_samples: int = 10_000
+    batch_size: int = 256
+    chunk_size: int = 4096
+    seed: int = 0
+    tracking_uri: str = ""
+    progress: bool = True
+
+
+class Embedder(Protocol):
+    """Maps uint8 image batches (B, C, H, W) to float32 features (B, dim)."""
+
+    dim: int
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def fingerprint(self) -> str: ...
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (B, C, H, W) → float32 (B, C, size, size) in [0, 1] (antialiased bilinear)."""
+    x = images.float().div_(255.0)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+@dataclass
+class PixelsEmbedder:
+    """Flattened resized pixels projected on PCA components: (B, C, H, W) → (B, dim)."""
+
+    image_size: int
+    mean: np.ndarray
+    components: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return len(self.components)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        flat = resize_square(images, self.image_size).flatten(1)
+        return (flat - torch.from_numpy(self.mean)) @ torch.from_numpy(self.components).T
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(f"pixels-{self.image_size}".encode())
+        digest.update(self.mean.tobytes())
+        digest.update(self.components.tobytes())
+        return digest.hexdigest()
+
+    @classmethod
+    def fit(cls, manifest: Manifest, config: EmbedConfig, out: Path) -> PixelsEmbedder:
+        """Fit the PCA on a seeded sample of the shard set (or reload it from ``out``)."""
+        mean_path, comp_path = out / "pca_mean.npy", out / "pca_components.npy"
+        if mean_path.is_file() and comp_path.is_file():
+            return cls(config.image_size, load_npy(mean_path), load_npy(comp_path))
+        from sklearn.decomposition import PCA
+
+        total = manifest.total_samples
+        count = min(config.pca_samples, total)
+        wanted = np.sort(np.random.default_rng(config.seed).choice(total, size=count, replace=False))
+        rows: list[np.ndarray] = []
+        position = 0
+        for batch in _batches(manifest, config, desc="PCA sample"):
+            flat = resize_square(batch["image"], config.image_size).flatten(1).numpy()
+            hit = wanted[(wanted >= position) & (wanted < position + len(flat))] - position
+            rows.append(flat[hit])
+            position += len(flat)
+            if position > wanted[-1]:
+                break
+        sample = np.concatenate(rows)
+        dim = min(config.dim, sample.shape[1], len(sample))
+        if dim < config.dim:
+            raise ValueError(
+                f"pixels embedder: dim={config.dim} exceeds what {len(sample)} images of "
+                f"{sample.shape[1]} pixels allow; use dim ≤ {dim}"
+            )
+        pca = PCA(n_components=dim, svd_solver="randomized", random_state=config.seed).fit(sample)
+        mean = pca.mean_.astype(np.float32)
+        components = pca.components_.astype(np.float32)
+        save_npy(mean_path, mean)
+        save_npy(comp_path, components)
+        return cls(config.image_size, mean, components)
+
+
+@dataclass
+class BackboneEmbedder:
+    """A frozen ``sslflow.ssl.export.FrozenBackbone`` (timm model or sslflow checkpoint)."""
+
+    backbone: Any
+
+    @property
+    def dim(self) -> int:
+        return int(self.backbone.feature_dim)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone.embed(images)
+
+    def fingerprint(self) -> str:
+        return str(self.backbone.fingerprint())
+
+
+def make_embedder(config: EmbedConfig, manifest: Manifest, out: Path) -> Embedder:
+    """Build the embedder named by ``config.embedder`` (see the module docstring)."""
+    if config.embedder == "pixels":
+        return PixelsEmbedder.fit(manifest, config, out)
+    from sslflow.ssl import export  # lazy: torch/timm model code is only needed here
+
+    spec = config.embedder
+    if spec.startswith(MODEL_URI_PREFIXES) or Path(spec).expanduser().is_file():
+        return BackboneEmbedder(export.load_backbone(spec, config.tracking_uri or None))
+    if config.pretrained:
+        weights: bool | str = config.weights or True
+        return BackboneEmbedder(export.timm_backbone(spec, weights, config.in_chans, config.image_size))
+    return BackboneEmbedder(export.random_backbone(spec, config.in_chans, config.image_size, config.seed))
+
+
+def _batches(manifest: Manifest, config: EmbedConfig, desc: str, skip: int = 0) -> Iterator[dict[str, Any]]:
+    """Finite pass (each sample once, manifest order) in batches, after ``skip`` samples."""
+    dataset = ShardDataset(manifest, mode="finite", image_mode=config.image_mode, rank=0, world_size=1)
+    bar = tqdm(total=manifest.total_samples, initial=skip, desc=desc, disable=not config.progress, unit="img")
+    batch: list[dict[str, Any]] = []
+    for position, sample in enumerate(dataset):
+        if position < skip:
+            continue
+        batch.append(sample)
+        if len(batch) == config.batch_size:
+            bar.update(len(batch))
+            yield _collate(batch, config.image_size)
+            batch = []
+    if batch:
+        bar.update(len(batch))
+        yield _collate(batch, config.image_size)
+    bar.close()
+
+
+def _collate(samples: list[dict[str, Any]], size: int) -> dict[str, Any]:
+    """Stack images of possibly different sizes by resizing the odd ones to ``size``² (uint8)."""
+    images = [s["image"] for s in samples]
+    if len({tuple(i.shape) for i in images}) > 1:
+        images = [(resize_square(i[None], size)[0] * 255).round().to(torch.uint8) for i in images]
+    return {
+        "image": torch.stack(images),
+        "key": [s["key"] for s in samples],
+        "label": np.array([s["label"] for s in samples], dtype=np.int64),
+    }
+
+
+@dataclass(frozen=True)
+class EmbeddingSet:
+    """A complete embeddings folder (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def path(self) -> Path:
+        return self.root / "embeddings.npy"
+
+    def array(self) -> np.ndarray:
+        """(N, D) float16 memmap (read-only)."""
+        return load_npy(self.path, mmap=True)
+
+    def keys(self) -> list[str]:
+        return load_lines(self.root / "keys.txt")
+
+    def labels(self) -> np.ndarray:
+        return load_npy(self.root / "labels.npy")
+
+    def meta(self) -> dict[str, Any]:
+        return load_json(self.root / "meta.json")
+
+
+def load_embeddings(root: str | Path) -> EmbeddingSet:
+    root = Path(root)
+    if not (root / "meta.json").is_file():
+        raise FileNotFoundError(f"no complete embeddings at {root} (meta.json missing): run the embeddings step")
+    return EmbeddingSet(root)
+
+
+def embed_shards(shards: Manifest | str | Path, out_dir: str | Path, config: EmbedConfig) -> EmbeddingSet:
+    """Embed every sample of a shard set once, in manifest order; resumes an interrupted run.
+
+    Args:
+        shards: a ``Manifest`` or a manifest path/folder.
+        out_dir: output folder (see the module docstring).
+        config: the embedder and its options.
+
+    Returns:
+        The complete ``EmbeddingSet``. An existing folder made with another config or another
+        shard set is rebuilt from scratch.
+    """
+    manifest = shards if isinstance(shards, Manifest) else Manifest.load(shards)
+    out = Path(out_dir)
+    identity = {**asdict(config), "progress": None, "shards": manifest.content_hash}
+    if (out / "meta.json").is_file() and load_json(out / "meta.json")["identity"] == identity:
+        return EmbeddingSet(out)
+    done = _resumable_rows(out, identity)
+    out.mkdir(parents=True, exist_ok=True)
+    embedder = make_embedder(config, manifest, out)
+    total = manifest.total_samples
+    save_json(out / "embedder.json", {"identity": identity, "fingerprint": embedder.fingerprint(), "dim": embedder.dim})
+    mode = "r+" if done else "w+"
+    array = np.lib.format.open_memmap(out / "embeddings.npy", mode=mode, dtype=np.float16, shape=(total, embedder.dim))
+    labels = np.lib.format.open_memmap(out / "labels.npy", mode=mode, dtype=np.int64, shape=(total,))
+    save_lines(out / "keys.txt", load_lines(out / "keys.txt")[:done] if done else [])
+    keys: list[str] = []
+    position = done
+    for batch in _batches(manifest, config, desc=f"embed ({config.embedder})", skip=done):
+        end = position + len(batch["key"])
+        if end > total:
+            raise ValueError(f"shard set yields more samples than its manifest's {total}")
+        array[position:end] = embedder(batch["image"]).numpy().astype(np.float16)
+        labels[position:end] = batch["label"]
+        keys.extend(batch["key"])
+        position = end
+        if len(keys) >= config.chunk_size:
+            _checkpoint(out, array, labels, keys, position, identity)
+            keys = []
+    if position != total:
+        raise ValueError(f"shard set yielded {position} samples but its manifest says {total}")
+    _checkpoint(out, array, labels, keys, position, identity)
+    del array, labels
+    save_json(out / "meta.json", {"identity": identity, "fingerprint": embedder.fingerprint(),
+                                  "rows": total, "dim": embedder.dim, "classes": manifest.classes})  # fmt: skip
+    return EmbeddingSet(out)
+
+
+def _resumable_rows(out: Path, identity: dict[str, Any]) -> int:
+    """Rows already embedded by an interrupted run with the same identity (0 = start over)."""
+    path = out / "progress.json"
+    if not path.is_file():
+        return 0
+    progress = load_json(path)
+    if progress.get("identity") != identity or not (out / "embeddings.npy").is_file():
+        for name in ("progress.json", "meta.json", "pca_mean.npy", "pca_components.npy"):
+            (out / name).unlink(missing_ok=True)
+        return 0
+    log.info("resuming embeddings at row %d", progress["rows"])
+    return int(progress["rows"])
+
+
+def _checkpoint(out: Path, array: np.memmap, labels: np.memmap, keys: list[str], rows: int,
+                identity: dict[str, Any]) -> None:  # fmt: skip
+    """Flush the memmaps, append the chunk's keys, then record ``rows`` as done.
+
+    The order makes a crash safe: a resumed run keeps only the first ``rows`` keys.
+    """
+    array.flush()
+    labels.flush()
+    with open(out / "keys.txt", "a", encoding="utf-8") as handle:
+        handle.write("".join(k + "\n" for k in keys))
+    (out / "progress.json.partial").write_text(json.dumps({"identity": identity, "rows": rows}))
+    (out / "progress.json.partial").replace(out / "progress.json")
+
+
+def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
+    """sha256 of a (large) file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

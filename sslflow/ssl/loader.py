@@ -1,0 +1,125 @@
+"""Training batches streamed from shards, resumable in the middle of an epoch.
+
+``ShardDataset(mode="resampled")`` draws a fixed number of samples per epoch whose order
+depends only on (seed, epoch, rank, worker); the DataLoader takes batches from its workers
+in turn. So the k-th batch of an epoch is the same in every run, and resuming at batch k
+means starting the epoch's stream again and dropping its first k batches (decoding only:
+augmentation happens later, on the training device).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as TF
+
+from sslflow.data import Manifest, ShardDataset
+
+
+class SquareResize:
+    """Resize a uint8 (C, H, W) image so its shorter side is ``size``, then center-crop a square.
+
+    A no-op for images that already are ``size`` × ``size`` (Fashion-MNIST at 28 px). A class
+    rather than a closure so DataLoader workers can pickle it.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[-2:] == (self.size, self.size):
+            return image
+        image = TF.resize(image, self.size, antialias=True)
+        return TF.center_crop(image, [self.size, self.size])
+
+
+def collate_images(samples: list[dict[str, Any]]) -> torch.Tensor:
+    """Stack the images of a list of samples: uint8 (B, C, H, W); keys and labels are dropped."""
+    return torch.stack([sample["image"] for sample in samples])
+
+
+def _slot_quota(total: int, slot: int, slots: int) -> int:
+    """Samples ``ShardDataset`` gives to one (rank, worker) slot per epoch in resampled mode."""
+    return total // slots + (1 if slot < total % slots else 0)
+
+
+def batches_per_epoch(samples_per_epoch: int, rank_batch: int, world_size: int, num_workers: int) -> int:
+    """Full batches every rank can take per epoch (the minimum over ranks, as DDP needs equal counts).
+
+    Each DataLoader worker batches its own quota of samples and drops its incomplete batch.
+    """
+    workers = max(1, num_workers)
+    slots = world_size * workers
+    per_rank = [
+        sum(_slot_quota(samples_per_epoch, rank * workers + w, slots) // rank_batch for w in range(workers))
+        for rank in range(world_size)
+    ]
+    return min(per_rank)
+
+
+class ShardBatches:
+    """An epoch of uint8 image batches per rank, with a fixed length and a resumable position.
+
+    Args:
+        dataset: a resampled ``ShardDataset``.
+        batch_size: batch per rank.
+        num_workers: DataLoader workers decoding shards.
+        length: batches per epoch (see :func:`batches_per_epoch`).
+    """
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int, length: int) -> None:
+        if length < 1:
+            raise ValueError(
+                f"an epoch holds no full batch of {batch_size} per rank: raise samples_per_epoch "
+                f"({dataset.samples_per_epoch}) or lower batch_size / num_workers"
+            )
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.length = length
+        self._skip = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def start_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select the epoch's sample stream and drop its first ``skip`` batches (resume)."""
+        if not 0 <= skip <= self.length:
+            raise ValueError(f"cannot skip {skip} batches of an epoch of {self.length}")
+        self.dataset.set_epoch(epoch)
+        self._skip = skip
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_images,
+            drop_last=True,
+            pin_memory=torch.cuda.is_available(),
+            prefetch_factor=4 if self.num_workers else None,
+        )
+        iterator = iter(loader)
+        for _ in range(self._skip):
+            next(iterator)
+        for _ in range(self.length - self._skip):
+            yield next(iterator)
+
+
+def training_dataset(
+    manifest: Manifest, samples_per_epoch: int, image_size: int, seed: int, shuffle_buffer: int = 1000
+) -> ShardDataset:
+    """The resampled shard stream used for pretraining (uint8 tensors, squared to ``image_size``)."""
+    return ShardDataset(
+        manifest,
+        mode="resampled",
+        samples_per_epoch=samples_per_epoch,
+        seed=seed,
+        decode="tensor",
+        transform=SquareResize(image_size),
+        on_error="skip",
+        shuffle_buffer=shuffle_buffer,
+    )

@@ -1,0 +1,329 @@
+"""Pretrain a backbone on shards: ``pretrain(config, data, run_dir)`` or ``python -m sslflow.ssl.train``.
+
+A run folder holds everything of one run::
+
+    run_dir/config.json         resolved PretrainConfig (compared on resume)
+    run_dir/checkpoints/last.ckpt   Lightning checkpoint every n steps and at the end
+    run_dir/backbone.pt         final backbone (``sslflow.ssl.export`` format)
+    run_dir/result.json         what ``pretrain`` returned (written by rank 0)
+
+Calling ``pretrain`` again on the same folder resumes exactly from ``last.ckpt``: weights,
+optimiser, scheduler, method state (queues, momentum encoders, prototype counters), epoch
+and position in the epoch's sample stream, RNG states. Under ``torchrun`` (or Lightning's
+own DDP launcher with ``devices > 1``) every rank runs the same call; only rank 0 writes files
+and reports metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from sslflow.data import Manifest, ShardDataset
+from sslflow.ssl.augment import AugmentConfig, ViewAugment
+from sslflow.ssl.backbones import create_backbone
+from sslflow.ssl.config import ConfigError, PretrainConfig
+from sslflow.ssl.export import FrozenBackbone, save_backbone
+from sslflow.ssl.knn_monitor import KNNMonitor
+from sslflow.ssl.loader import ShardBatches, batches_per_epoch, training_dataset
+from sslflow.ssl.methods import build_method
+from sslflow.ssl.module import PretrainModule, steps_for
+from sslflow.ssl.preprocess import channel_stats, match_channels
+
+MetricsHook = Callable[[dict[str, float], int], None]
+STATS_SAMPLES = 2048
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """Where a finished run left its files, and its headline numbers."""
+
+    run_dir: Path
+    backbone_path: Path
+    checkpoint_path: Path
+    checkpoint_sha256: str
+    steps: int
+    epochs: int
+    final_loss: float
+    images_per_second: float
+    seconds: float
+    resumed_from_step: int
+    config: PretrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["config"] = self.config.to_dict()
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+class MetricsCallback(pl.Callback):
+    """Hands step metrics (loss, lr, images/s, method extras) to ``hook`` on rank 0 every n steps."""
+
+    def __init__(self, hook: MetricsHook, every_n_steps: int) -> None:
+        self.hook = hook
+        self.every_n_steps = every_n_steps
+        self._last_step = -1
+
+    def _report(self, trainer: pl.Trainer) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or step == self._last_step:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+        if metrics:
+            self.hook(metrics, step)
+            self._last_step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self._report(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer)
+
+
+def _world_size(config: PretrainConfig) -> int:
+    """Processes in this run: torchrun's WORLD_SIZE when launched by it, else devices × nodes."""
+    return int(os.environ.get("WORLD_SIZE", 0)) or config.world_size
+
+
+def resolve_config(config: PretrainConfig, manifest: Manifest) -> PretrainConfig:
+    """Fill in what depends on the data (samples per epoch, mean/std) and check the images.
+
+    Reads up to 2,048 samples of the first shard: their size must be at least ``image_size``
+    (crops are cut from the stored image, never from an upsampled one) and their channels
+    convertible to ``in_chans``.
+
+    Raises:
+        ConfigError: images smaller than ``image_size`` or channels that cannot be converted.
+    """
+    first = ShardDataset(manifest.urls()[:1], mode="finite", decode="tensor", rank=0, world_size=1)
+    images: list[torch.Tensor] = []
+    for sample in first:
+        images.append(sample["image"])
+        if len(images) >= STATS_SAMPLES:
+            break
+    if not images:
+        raise ConfigError(f"the first shard {manifest.urls()[0]} holds no readable image")
+    height, width = images[0].shape[-2:]
+    if min(height, width) < config.image_size:
+        raise ConfigError(
+            f"image_size={config.image_size} is larger than the images ({height}×{width}) in "
+            f"{manifest.urls()[0]}: crops would be upsampled; set image_size ≤ {min(height, width)}"
+        )
+    try:
+        match_channels(images[0][None], config.in_chans)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (in_chans={config.in_chans}, images in {manifest.urls()[0]})") from exc
+    updates: dict[str, Any] = {"samples_per_epoch": config.samples_per_epoch or manifest.total_samples}
+    if config.mean is None or config.std is None:
+        same_size = [img for img in images if img.shape == images[0].shape]
+        mean, std = channel_stats(match_channels(torch.stack(same_size), config.in_chans))
+        updates.update(mean=config.mean or mean, std=config.std or std)
+    resolved = dataclasses.replace(config, **updates)
+    resolved.check()
+    return resolved
+
+
+def _check_run_dir(config: PretrainConfig, run_dir: Path, force: bool) -> None:
+    saved_path = run_dir / "config.json"
+    if saved_path.exists():
+        differences = config.resume_differences(json.loads(saved_path.read_text()))
+        if differences and not force:
+            listed = "; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in differences.items())
+            raise ConfigError(
+                f"run folder {run_dir} was started with another config ({listed}); use a new run folder, "
+                "or force=True to resume anyway"
+            )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pretrain(
+    config: PretrainConfig,
+    data: Manifest | str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    on_metrics: MetricsHook | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    knn_data: tuple[Manifest, Manifest] | None = None,
+    force: bool = False,
+) -> PretrainResult:
+    """Pretrain ``config.method`` on the shards ``data``, resuming ``run_dir`` if it has a checkpoint.
+
+    Args:
+        config: the run's settings (checked before anything is read).
+        data: a ``Manifest`` or a manifest path / shard folder.
+        run_dir: the run folder (created; resumed when it holds ``checkpoints/last.ckpt``).
+        on_metrics: called on rank 0 as ``on_metrics(metrics, step)`` every
+            ``config.log_every_n_steps`` optimiser steps (e.g. to log to MLflow).
+        callbacks: extra Lightning callbacks.
+        knn_data: labelled (train, test) shard sets for the online kNN monitor; required when
+            ``config.knn_monitor_every_n_epochs > 0``.
+        force: resume even if the run folder was started with another config.
+
+    Returns:
+        A :class:`PretrainResult` (on every rank; files are written by rank 0).
+
+    Raises:
+        ConfigError: a configuration that cannot work, or a changed config on resume.
+        NonFiniteLossError: the loss became NaN/inf (``last.ckpt`` keeps the last good state).
+    """
+    started = time.perf_counter()
+    config.check()
+    world = _world_size(config)
+    if world != config.world_size:
+        raise ConfigError(
+            f"launched with WORLD_SIZE={world} but devices × num_nodes = {config.world_size}; make them agree"
+        )
+    if config.knn_monitor_every_n_epochs > 0 and knn_data is None:
+        raise ConfigError("knn_monitor_every_n_epochs > 0 needs knn_data=(labelled train, labelled test)")
+    manifest = data if isinstance(data, Manifest) else Manifest.load(data)
+    config = resolve_config(config, manifest)
+    run_dir = Path(run_dir)
+    _check_run_dir(config, run_dir, force)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    backbone, feature_dim = create_backbone(config.backbone, config.in_chans, config.image_size, config.small_stem)
+    try:
+        method = build_method(config.method, backbone, feature_dim, **config.method_options)
+        augment = ViewAugment(method.views(), config.image_size, config.in_chans, config.mean or (), config.std or (), AugmentConfig(**config.augment))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+    assert config.samples_per_epoch is not None
+    rank_batches = batches_per_epoch(config.samples_per_epoch, config.rank_batch_size, world, config.num_workers)
+    length, steps_per_epoch, total_steps = steps_for(config, rank_batches)
+    dataset = training_dataset(manifest, config.samples_per_epoch, config.image_size, config.seed)
+    batches = ShardBatches(dataset, config.rank_batch_size, config.num_workers, length)
+    module = PretrainModule(config, method, augment, batches, steps_per_epoch, total_steps)
+    module.force_resume = force
+
+    all_callbacks: list[pl.Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="step-{step}",
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=config.checkpoint_every_n_steps,
+        ),
+        *callbacks,
+    ]
+    if on_metrics is not None:
+        all_callbacks.append(MetricsCallback(on_metrics, config.log_every_n_steps))
+    if knn_data is not None and config.knn_monitor_every_n_epochs > 0:
+        all_callbacks.append(KNNMonitor(knn_data[0], knn_data[1], config, config.knn_monitor_every_n_epochs))
+    trainer = pl.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=config.precision,
+        max_epochs=config.epochs,
+        max_steps=total_steps,
+        accumulate_grad_batches=config.accumulate_grad_batches,
+        callbacks=all_callbacks,
+        logger=False,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        deterministic=config.deterministic,
+        default_root_dir=run_dir,
+        use_distributed_sampler=False,
+        log_every_n_steps=config.log_every_n_steps,
+        num_sanity_val_steps=0,
+    )
+    resumed_from = 0
+    if checkpoint.exists():
+        resumed_from = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    trainer.fit(module, ckpt_path=str(checkpoint) if checkpoint.exists() else None, weights_only=True)
+    trainer.save_checkpoint(checkpoint)
+
+    backbone_path = run_dir / "backbone.pt"
+    loss = trainer.callback_metrics.get("loss")
+    result = PretrainResult(
+        run_dir=run_dir,
+        backbone_path=backbone_path,
+        checkpoint_path=checkpoint,
+        checkpoint_sha256="",
+        steps=trainer.global_step,
+        epochs=trainer.current_epoch,
+        final_loss=float(loss) if loss is not None else float("nan"),
+        images_per_second=float(trainer.callback_metrics.get("images_per_second", 0.0)),
+        seconds=time.perf_counter() - started,
+        resumed_from_step=resumed_from,
+        config=config,
+    )
+    if trainer.is_global_zero:
+        frozen = FrozenBackbone(
+            copy.deepcopy(method.backbone).cpu().float(),
+            config.backbone,
+            config.in_chans,
+            config.image_size,
+            config.mean or (),
+            config.std or (),
+            feature_dim,
+            config.small_stem,
+        )
+        save_backbone(frozen, backbone_path)
+        result = dataclasses.replace(result, checkpoint_sha256=sha256_file(checkpoint))
+        (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _mlflow_hook(tracking_uri: str, run_id: str) -> MetricsHook:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+    return log
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Pretrain a backbone on WebDataset shards (one process per rank).")
+    parser.add_argument("--config", required=True, help="JSON file with PretrainConfig fields")
+    parser.add_argument("--data", required=True, help="manifest.json or shard folder")
+    parser.add_argument("--run-dir", required=True, help="run folder (resumed if it has a checkpoint)")
+    parser.add_argument("--force", action="store_true", help="resume even if the config changed")
+    parser.add_argument("--tracking-uri", default="", help="MLflow tracking URI for per-step metrics (rank 0)")
+    parser.add_argument("--mlflow-run-id", default="", help="existing MLflow run to log metrics to")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, on_metrics: MetricsHook | None = None) -> PretrainResult:
+    """Entry point for ``python -m sslflow.ssl.train`` and ``torchrun -m sslflow.ssl.train``."""
+    args = parse_args(argv)
+    config = PretrainConfig.from_dict(json.loads(Path(args.config).read_text()))
+    if on_metrics is None and args.tracking_uri and args.mlflow_run_id and int(os.environ.get("RANK", 0)) == 0:
+        on_metrics = _mlflow_hook(args.tracking_uri, args.mlflow_run_id)
+    return pretrain(config, args.data, args.run_dir, on_metrics=on_metrics, force=args.force)
+
+
+if __name__ == "__main__":
+    main()
