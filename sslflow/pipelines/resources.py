@@ -113,12 +113,26 @@ class MLflowTracking(dg.ConfigurableResource):
         except Exception:  # noqa: BLE001 - another process created it first
             return client.get_experiment_by_name(self.experiment_name).experiment_id
 
-    def check_reachable(self) -> None:
-        """Fail before any work when the tracking server cannot be reached, naming the URI."""
+    def check_reachable(self, timeout: float = 10.0) -> None:
+        """Fail before any work when a tracking server cannot be reached, naming the URI.
+
+        A plain GET of ``/health`` with a short timeout: MlflowClient itself retries with
+        backoff for minutes before giving up.
+        """
+        uri = self.resolved_uri()
+        if not uri.startswith(("http://", "https://")):
+            return
+        import urllib.error
+        import urllib.request
+
         try:
-            self.client().search_experiments(max_results=1)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable"
-            raise RuntimeError(f"MLflow tracking server {self.resolved_uri()} is unreachable: {exc}") from exc
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise dg.Failure(
+                f"MLflow tracking server {uri} is unreachable ({exc}); start it or fix "
+                "MLflowTracking.tracking_uri"
+            ) from exc
 
     @contextlib.contextmanager
     def start_run(

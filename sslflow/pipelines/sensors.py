@@ -1,0 +1,119 @@
+"""Sensors: new shard sets in the inbox, drift that calls for re-curation, new model versions."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from sslflow.data.manifest import resolve_urls
+from sslflow.data.sources import safe_key
+from sslflow.pipelines.assets.inbox import (
+    entry_spec,
+    inbox_assignment,
+    inbox_folder,
+    inbox_partitions,
+    inbox_shards,
+    partition_key,
+)
+from sslflow.pipelines.jobs import RETRY, curation_job, probing_job
+from sslflow.pipelines.resources import MLflowTracking, SslflowHome
+
+MODEL_PREFIX = "sslflow-"
+
+inbox_job = dg.define_asset_job(
+    "inbox_job",
+    selection=dg.AssetSelection.assets(inbox_shards, inbox_assignment),
+    partitions_def=inbox_partitions,
+    description="Ingest one inbox entry and assign it to the existing hierarchy.",
+    op_retry_policy=RETRY,
+)
+
+
+def check_entry(entry: Path) -> str | None:
+    """Why ``entry`` is not a shard set, or None when it is one."""
+    if entry.name.startswith("."):
+        return "hidden"
+    if safe_key(partition_key(entry)) != partition_key(entry):
+        return "name must be letters, digits, '_' or '-' (it becomes the partition key)"
+    if entry.is_dir() and not (entry / "manifest.json").is_file():
+        return "folder without manifest.json"
+    if entry.is_file() and entry.suffix != ".txt":
+        return "files must be .txt lists of shard URLs"
+    if not entry.is_dir() and not entry.is_file():
+        return "neither a folder nor a file"
+    try:
+        urls, _ = resolve_urls(entry_spec(entry))
+    except Exception as exc:  # noqa: BLE001 - any unreadable entry is skipped with its reason
+        return f"unreadable: {exc}"
+    return None if urls else "no shard URLs"
+
+
+@dg.sensor(job=inbox_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+def inbox_sensor(context: dg.SensorEvaluationContext, home: SslflowHome) -> dg.SensorResult:
+    """Each new shard set in ``<home>/inbox`` becomes a partition and a run of ``inbox_job``.
+
+    An entry is a folder holding manifest.json or a ``.txt`` file of shard URLs; anything else is
+    skipped with a logged reason (once) and the sensor keeps running.
+    """
+    folder = inbox_folder(home)
+    seen = set(json.loads(context.cursor)) if context.cursor else set()
+    if not folder.is_dir():
+        return dg.SensorResult(skip_reason=f"inbox {folder} does not exist yet")
+    fresh: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name in seen:
+            continue
+        seen.add(entry.name)
+        reason = check_entry(entry)
+        if reason:
+            context.log.warning(f"inbox: skipping {entry}: {reason}")
+            continue
+        fresh.append(partition_key(entry))
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=key, partition_key=key) for key in fresh],
+        dynamic_partitions_requests=[inbox_partitions.build_add_request(fresh)] if fresh else [],
+        cursor=json.dumps(sorted(seen)),
+    )
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("inbox_assignment"),
+    job=curation_job,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry) -> dg.RunRequest | dg.SkipReason:
+    """Re-curate when an inbox assignment reports drift above its threshold."""
+    materialization = asset_event.asset_materialization
+    metadata = materialization.metadata if materialization else {}
+    flag = metadata.get("needs_recuration")
+    if flag is None or not flag.value:
+        return dg.SkipReason("latest inbox assignment is within the drift threshold")
+    drift = metadata["drift"].value
+    return dg.RunRequest(run_key=f"recurate-{asset_event.run_id}", tags={"sslflow/reason": f"drift={drift:.3f}"})
+
+
+@dg.sensor(job=probing_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.STOPPED)
+def new_model_sensor(context: dg.SensorEvaluationContext, mlflow: MLflowTracking) -> dg.SensorResult:
+    """A probing report for every new version of a registered ``sslflow-*`` model."""
+    client = mlflow.client()
+    seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    requests = []
+    latest = dict(seen)
+    for version in client.search_model_versions(f"name LIKE '{MODEL_PREFIX}%'"):
+        number = int(version.version)
+        if number <= seen.get(version.name, 0):
+            continue
+        latest[version.name] = max(latest.get(version.name, 0), number)
+        uri = f"models:/{version.name}/{number}"
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{version.name}-{number}",
+                run_config={"ops": {"probe_features": {"config": {"model": uri}}}},
+                tags={"sslflow/model": uri},
+            )
+        )
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(latest, sort_keys=True))
+
+
+SENSORS = [inbox_sensor, drift_sensor, new_model_sensor]
+JOBS = [inbox_job]
