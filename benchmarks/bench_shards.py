@@ -38,13 +38,14 @@ class PngFolder(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return decode_tensor(self.files[index].read_bytes())
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path = self.files[index]
+        return decode_tensor(path.read_bytes()), int(path.parent.name)
 
 
-def collate(batch: list[object]) -> list[object]:
-    """Keep samples as a list: the benchmark measures reading and decoding, not stacking."""
-    return batch
+def rows(batch: dict[str, torch.Tensor] | list[torch.Tensor]) -> int:
+    """Images in a collated batch: shard batches are dicts, folder batches (image, label) lists."""
+    return len(batch["image"] if isinstance(batch, dict) else batch[0])
 
 
 def rate(samples: Iterable[object], expected: int) -> float:
@@ -82,8 +83,8 @@ def main() -> None:
         results: dict[str, dict[int, float]] = {}
         for workers in (0, 2):
             def loader(dataset: Dataset) -> Iterable[object]:
-                batches = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers, collate_fn=collate)
-                return (item for batch in batches for item in batch)
+                batches = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers)
+                return (row for batch in batches for row in range(rows(batch)))
 
             results.setdefault("shards finite", {})[workers] = rate(loader(ShardDataset(manifest)), n)
             resampled = ShardDataset(manifest, mode="resampled", samples_per_epoch=n)

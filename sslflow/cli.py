@@ -64,6 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(split, with_split=False)
     _add_common(split)
 
+    curate = sub.add_parser(
+        "curate",
+        help="embed, cluster (hierarchical k-means), sample and write the curated shards "
+        "(assets embeddings → curated_shards) from a YAML config",
+    )
+    _add_common(curate)
+
+    pretrain = sub.add_parser("pretrain", help="pretrain a backbone with SwAV, SimCLR, MoCo or AMCL (asset pretrained_model)")
+    pretrain.add_argument("--method", help="swav, simclr, moco or amcl")
+    pretrain.add_argument("--backbone", help="a timm model name, e.g. resnet18")
+    pretrain.add_argument("--epochs", type=int)
+    _add_common(pretrain)
+
+    probe = sub.add_parser("probe", help="kNN and linear probes of a model plus the report (assets probe_features → probing_report)")
+    probe.add_argument("--model", help="models:/sslflow-<method>@<alias>, runs:/<id>/model or a checkpoint file")
+    _add_common(probe)
+
     materialize = sub.add_parser("materialize", help="materialise any assets by name, with --config/--set")
     materialize.add_argument("assets", nargs="+", help="asset names, e.g. raw_shards eval_split")
     _add_common(materialize)
@@ -123,6 +140,8 @@ def _materialize(selection: Sequence[str], config: dict[str, dict[str, Any]], ho
     return 0 if result.success else 1
 
 
+CURATION_STAGE = ("embeddings", "kmeans_hierarchy", "curated_index", "curated_shards")
+PROBING_STAGE = ("probe_features", "knn_probe", "linear_probe", "probing_report")
 SOURCE_FLAGS = ("source", "path", "shard_size", "max_bytes", "download", "overwrite")
 
 
@@ -184,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _materialize(["raw_shards"], load_run_config(args, "raw_shards", (*SOURCE_FLAGS, "split")), args.home)
     if args.command == "eval-split":
         return _materialize(["eval_split"], load_run_config(args, "eval_split", SOURCE_FLAGS), args.home)
+    if args.command == "curate":
+        return _materialize(CURATION_STAGE, load_run_config(args), args.home)
+    if args.command == "pretrain":
+        return _materialize(["pretrained_model"], load_run_config(args, "pretrained_model", ("method", "backbone", "epochs")), args.home)
+    if args.command == "probe":
+        return _materialize(PROBING_STAGE, load_run_config(args, "probe_features", ("model",)), args.home)
     if args.command == "materialize":
         return _materialize(args.assets, load_run_config(args), args.home)
     if args.command == "assets":

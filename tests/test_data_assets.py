@@ -65,13 +65,24 @@ def test_raw_shards_and_eval_split_are_tracked_in_mlflow(resources: dict[str, ob
     assert eval_run.data.metrics["train.samples"] == 1437 and eval_run.data.metrics["test.samples"] == 360
 
 
-def test_rematerialising_unchanged_config_rewrites_nothing(resources: dict[str, object], sslflow_home: Path) -> None:
+def test_rematerialising_unchanged_inputs_is_reported_up_to_date(resources: dict[str, object], sslflow_home: Path) -> None:
     config = {"raw_shards": {"config": {"source": "digits", "split": "test"}}, "eval_split": {"config": {"source": "digits"}}}
-    materialize(resources, config)
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.materialize([raw_shards, eval_split], instance=instance, resources=resources, run_config={"ops": config})
     shard = sslflow_home / "raw_shards" / "shard-000000.tar"
     before = shard.stat().st_mtime_ns
-    again = materialize(resources, config)
+    again = dg.materialize([raw_shards, eval_split], instance=instance, resources=resources, run_config={"ops": config})
     assert again.success and shard.stat().st_mtime_ns == before
+    for asset in ("raw_shards", "eval_split"):
+        assert metadata_of(again, asset)["reused_from_run"] == first.run_id
+        assert metadata_of(again, asset)[RUN_ID_KEY] == metadata_of(first, asset)[RUN_ID_KEY]
+    client = MlflowClient(tracking_uri=f"sqlite:///{sslflow_home / 'mlflow.db'}")
+    assert len(client.search_runs([client.get_experiment_by_name("sslflow").experiment_id])) == 2
+
+    config["raw_shards"]["config"]["shard_size"] = 100
+    config["raw_shards"]["config"]["overwrite"] = True
+    changed = dg.materialize([raw_shards], instance=instance, resources=resources, run_config={"ops": {"raw_shards": config["raw_shards"]}})
+    assert "reused_from_run" not in metadata_of(changed, "raw_shards") and metadata_of(changed, "raw_shards")["shards"] == 4
 
 
 def test_bad_source_fails_the_run_with_the_fix(resources: dict[str, object], sslflow_home: Path) -> None:

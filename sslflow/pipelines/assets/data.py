@@ -9,6 +9,7 @@ from pydantic import Field
 
 from sslflow.data import Manifest, open_source, write_shards
 from sslflow.data.sources import Source, SourceError
+from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun
 
@@ -67,10 +68,14 @@ def raw_shards(
     except SourceError as exc:
         raise dg.Failure(str(exc)) from exc
     out = home.asset_dir("raw_shards")
+    inputs = input_fingerprint(context, config, extra={"source": source.describe()})
+    reused = reuse_if_unchanged(context, inputs, [out / "manifest.json"])
+    if reused:
+        return reused
     with mlflow.start_run(context, "raw_shards") as run:
         run.log_params(config.model_dump())
         manifest = _write_tracked(context, source, out, config, run)
-        metadata = shard_set_metadata(manifest, run)
+        metadata = {**shard_set_metadata(manifest, run), INPUT_FINGERPRINT: inputs}
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(manifest.content_hash))
 
 
@@ -99,12 +104,17 @@ def eval_split(
         if source.classes is None:
             raise dg.Failure(f"eval_split needs labels, but the {split} source {source.describe()} has none")
     root = home.asset_dir("eval_split")
+    inputs = input_fingerprint(context, config, extra={s: src.describe() for s, src in sources.items()})
+    reused = reuse_if_unchanged(context, inputs, [root / "train" / "manifest.json", root / "test" / "manifest.json"])
+    if reused:
+        return reused
     with mlflow.start_run(context, "eval_split") as run:
         run.log_params(config.model_dump())
         manifests = {split: _write_tracked(context, src, root / split, config, run) for split, src in sources.items()}
         metadata: dict[str, object] = {
             "samples": sum(m.total_samples for m in manifests.values()),
             "classes": ", ".join(manifests["train"].classes or []),
+            INPUT_FINGERPRINT: inputs,
             **run_metadata(run),
         }
         for split, manifest in manifests.items():
