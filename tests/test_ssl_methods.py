@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,16 @@ from sslflow.ssl.methods.moco import MoCo
 from sslflow.ssl.methods.swav import SwAV
 
 MEAN, STD = 0.286, 0.353  # Fashion-MNIST pixel statistics
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: with tiny models on a shared 2-core machine, two threads mostly
+    spin-wait on each other (measured 4x slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +53,9 @@ def tiny_backbone() -> tuple[nn.Module, int]:
     return net, 32
 
 
-def crop(batch: torch.Tensor, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+def crop(
+    batch: torch.Tensor, size: int, scale: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
     """Random resized crop + horizontal flip + brightness jitter, per sample, as tensor ops."""
     n, _, height, width = batch.shape
     area = torch.empty(n).uniform_(*scale, generator=generator)
@@ -56,7 +69,9 @@ def crop(batch: torch.Tensor, size: int, scale: tuple[float, float], generator: 
     return out * torch.empty(n, 1, 1, 1).uniform_(0.8, 1.2, generator=generator)
 
 
-def make_views(spec: ViewSpec, batch: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+def make_views(
+    spec: ViewSpec, batch: torch.Tensor, generator: torch.Generator
+) -> list[torch.Tensor]:
     """The views a method asks for, globals first."""
     sizes = spec.crop_sizes(batch.shape[-1])
     scales = [spec.global_scale] * spec.n_global + [spec.local_scale] * spec.n_local
@@ -70,7 +85,8 @@ def train(method: SSLMethod, batch: torch.Tensor, steps: int, lr: float = 2e-3) 
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     losses = []
     for step in range(steps):
-        loss, _ = method.training_step_loss(make_views(method.views(), batch, generator), step, epoch=0)
+        views = make_views(method.views(), batch, generator)
+        loss, _ = method.training_step_loss(views, step, epoch=0)
         optimizer.zero_grad()
         loss.backward()
         method.before_optimizer_step(step)
@@ -103,6 +119,20 @@ def test_loss_falls_over_30_steps(case: str, images: torch.Tensor) -> None:
     assert last < 0.95 * first, f"{case}: loss {first:.3f} -> {last:.3f}"
 
 
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_methods_run_under_bf16_autocast(case: str, images: torch.Tensor) -> None:
+    # Mixed precision: the heads may run in bf16, the losses (Sinkhorn's exp(x / 0.05), the
+    # adaptive temperatures) must still come out finite in float32.
+    torch.manual_seed(0)
+    name, overrides = CONFIGS[case]
+    method = build_method(name, *tiny_backbone(), hidden_dim=64, output_dim=32, **overrides)
+    views = make_views(method.views(), images[:16], torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = method.training_step_loss(views, step=0, epoch=0)
+    loss.backward()
+    assert loss.dtype == torch.float32 and bool(torch.isfinite(loss))
+
+
 def test_nt_xent_matches_hand_computed_value() -> None:
     # Two images whose two views are identical unit vectors e1 and e2: each anchor sees its
     # positive at similarity 1 and two negatives at similarity 0, so with tau = 0.2
@@ -117,10 +147,13 @@ def test_nt_xent_matches_hand_computed_value() -> None:
 def test_amcl_with_one_shared_temperature_is_nt_xent() -> None:
     # The log-normaliser terms are equal for every candidate when all temperatures are equal,
     # so they cancel in the softmax and AMCL's loss is NT-Xent at that temperature.
-    z = nn.functional.normalize(torch.randn(12, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    z = torch.randn(12, 8, generator=torch.Generator().manual_seed(0))
+    z = nn.functional.normalize(z, dim=1)
     similarity = z @ z.T
     local = torch.arange(12)
-    loss = adaptive_info_nce(similarity, torch.full_like(similarity, 0.3), (local + 6) % 12, 1.0, torch.eye(12, dtype=torch.bool))
+    temperature = torch.full_like(similarity, 0.3)
+    self_pairs = torch.eye(12, dtype=torch.bool)
+    loss = adaptive_info_nce(similarity, temperature, (local + 6) % 12, 1.0, self_pairs)
     assert float(loss) == pytest.approx(float(NTXentLoss(temperature=0.3)(z[:6], z[6:])), rel=1e-5)
 
 
@@ -140,7 +173,9 @@ def test_swav_sinkhorn_codes_sum_to_one_and_use_prototypes_evenly(images: torch.
 
 def test_swav_prototypes_frozen_for_n_steps_then_updated(images: torch.Tensor) -> None:
     torch.manual_seed(0)
-    method = build_method("swav", *tiny_backbone(), n_prototypes=[16, 8], freeze_prototypes_steps=3, n_local=2)
+    method = build_method(
+        "swav", *tiny_backbone(), n_prototypes=[16, 8], freeze_prototypes_steps=3, n_local=2
+    )
     method.prototypes.normalize()
     initial = [head.weight.detach().clone() for head in method.prototypes.heads]
     train(method, images[:32], steps=3)  # steps 0, 1, 2: frozen
@@ -262,7 +297,8 @@ def test_state_dict_round_trip_resumes_identically(
     restored = build_method(name, *tiny_backbone(), **overrides)
     restored.load_state_dict(torch.load(tmp_path / "method.pt", weights_only=True))
     state, restored_state = method.state_dict(), restored.state_dict()
-    assert any(key.endswith("bank") for key in state) and any(key.endswith("n_filled") for key in state)
+    assert any(key.endswith("bank") for key in state)
+    assert any(key.endswith("n_filled") for key in state)
     for key, value in state.items():
         torch.testing.assert_close(restored_state[key], value, msg=f"{key} differs after reload")
     views = make_views(method.views(), images[8:16], torch.Generator().manual_seed(4))

@@ -40,13 +40,16 @@ def build_method(name: str, backbone: nn.Module, feature_dim: int, **overrides: 
     """
     key = name.lower()
     if key not in METHODS:
-        raise ValueError(f"Unknown SSL method {name!r}; valid methods: {', '.join(sorted(METHODS))}.")
+        raise ValueError(
+            f"Unknown SSL method {name!r}; valid methods: {', '.join(sorted(METHODS))}."
+        )
     method_cls, config_cls = METHODS[key]
     valid = {field.name for field in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise ValueError(
-            f"Unknown option(s) {unknown} for method {key!r}; valid options: {', '.join(sorted(valid))}."
+            f"Unknown option(s) {unknown} for method {key!r}; "
+            f"valid options: {', '.join(sorted(valid))}."
         )
     return method_cls(backbone, feature_dim, config_cls(**overrides))
 

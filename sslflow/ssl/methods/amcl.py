@@ -1,7 +1,7 @@
 """Adaptive Multi-head Contrastive Learning (AMCL; Wang, Koniusz, Gedeon, Zheng, ECCV 2024).
 
-Written by hand: no maintained library implements AMCL, and the authors' published code does
-not follow the paper. This module implements the paper's formulation as we read it (Sec. 4,
+Written by hand: no maintained library implements AMCL, and the authors' published code
+departs from the paper (issue 4), so it is not followed. This module implements the paper's formulation as we read it (Sec. 4,
 "Approach": maximum likelihood over head-wise posteriors of the positive sample); we could
 not check the equation numbers offline, so they are not quoted here.
 
@@ -20,10 +20,12 @@ log-normaliser of the pair likelihood ``p(s | tau) = exp(s / tau) / Z(tau)``: it
 paper's log-temperature regulariser (``log tau``) plus the ``1/tau`` and boundary terms of the
 same normaliser. Without it (``lambda = 0``) the softmax has a degenerate optimum: a tiny
 temperature on the positive and ``tau_max`` on every negative drive the loss to 0 as soon as
-``s_pos > 0``, whatever the negatives look like. With it, the best temperature of a pair of
-similarity ``s`` is about ``1 - s`` (close pairs get sharp, far pairs flat likelihoods), and
-if every pair shares one temperature the extra terms cancel, so AMCL reduces exactly to
-NT-Xent / InfoNCE with that temperature (a property the tests check).
+``s_pos > 0``, whatever the negatives look like. With it, a tiny temperature costs
+``(1 - s) / tau`` unless the pair is almost identical: the positive's own likelihood is best
+at ``tau`` about ``1 - s_pos``, and since the network sees only ``(z_i, z_j, s)``, not which
+pair is the positive, it cannot sharpen positives without sharpening equally similar
+negatives. If every pair shares one temperature the extra terms cancel, so AMCL reduces
+exactly to NT-Xent / InfoNCE with that temperature (a property the tests check).
 
 The temperature network ``T_c`` is symmetric in its pair, so ``tau_ij = tau_ji``:
 
@@ -81,7 +83,9 @@ class AMCLConfig:
         initial_temperature: Temperature of every pair at initialisation.
         regularization_weight: Weight lambda of the log-normaliser term (see the module
             docstring); 1 is the likelihood, 0 removes the regulariser.
-        queue_size: ``moco`` only: negatives kept per head.
+        queue_size: ``moco`` only: negatives kept per head. Half MoCo's default because
+            every query is paired with every entry in the temperature network: the pair
+            tensor is (batch, queue_size, temperature_hidden_dim) per head.
         momentum_start: ``moco`` only: key-encoder momentum at step 0, cosine to 1.
         gather_distributed: Gather negatives (simclr) or keys (moco) across ranks under DDP.
     """
@@ -94,14 +98,15 @@ class AMCLConfig:
     max_temperature: float = 2.0
     initial_temperature: float = 0.2
     regularization_weight: float = 1.0
-    queue_size: int = 4096
+    queue_size: int = 2048
     momentum_start: float = 0.99
     gather_distributed: bool = True
 
     def __post_init__(self) -> None:
         if self.base not in BASES:
             raise ValueError(f"AMCLConfig.base={self.base!r}; valid bases: {', '.join(BASES)}.")
-        if min(self.n_heads, self.hidden_dim, self.output_dim, self.temperature_hidden_dim, self.queue_size) < 1:
+        sizes = (self.n_heads, self.hidden_dim, self.output_dim, self.temperature_hidden_dim)
+        if min(*sizes, self.queue_size) < 1:
             raise ValueError(f"AMCLConfig counts and widths must be positive, got {self}.")
         if not EDGE < self.initial_temperature / self.max_temperature < 1.0 - EDGE:
             raise ValueError(
@@ -109,13 +114,20 @@ class AMCLConfig:
                 f"max_temperature ({self.max_temperature})."
             )
         if self.regularization_weight < 0:
-            raise ValueError(f"AMCLConfig.regularization_weight must be >= 0, got {self.regularization_weight}.")
+            raise ValueError(
+                f"AMCLConfig.regularization_weight must be >= 0, got {self.regularization_weight}."
+            )
         if not 0.0 <= self.momentum_start <= 1.0:
-            raise ValueError(f"AMCLConfig.momentum_start must be in [0, 1], got {self.momentum_start}.")
+            raise ValueError(
+                f"AMCLConfig.momentum_start must be in [0, 1], got {self.momentum_start}."
+            )
 
 
 class TemperatureNet(nn.Module):
     """Symmetric pair temperature ``tau_max * sigmoid(w^T GELU(W z_i + W z_j + u s + b) + b_out)``.
+
+    The sigmoid is squeezed into [EDGE, 1 - EDGE] so that float32 rounding never yields a
+    temperature of exactly 0 or ``max_temperature``.
 
     Args:
         dim: Width of the embeddings.
@@ -124,7 +136,9 @@ class TemperatureNet(nn.Module):
         initial_temperature: Output for every pair at initialisation.
     """
 
-    def __init__(self, dim: int, hidden_dim: int, max_temperature: float, initial_temperature: float) -> None:
+    def __init__(
+        self, dim: int, hidden_dim: int, max_temperature: float, initial_temperature: float
+    ) -> None:
         super().__init__()
         self.max_temperature = max_temperature
         self.embed = nn.Linear(dim, hidden_dim, bias=False)
@@ -134,7 +148,9 @@ class TemperatureNet(nn.Module):
         ratio = (initial_temperature / max_temperature - EDGE) / (1.0 - 2.0 * EDGE)
         nn.init.constant_(self.out.bias, math.log(ratio / (1.0 - ratio)))
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, left: torch.Tensor, right: torch.Tensor, similarity: torch.Tensor
+    ) -> torch.Tensor:
         """Temperatures of pairs (left, right) with their similarities.
 
         Args:
@@ -194,12 +210,16 @@ class AMCL(SSLMethod):
 
     name = "amcl"
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, config: AMCLConfig | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, config: AMCLConfig | None = None
+    ) -> None:
         config = config or AMCLConfig()
         super().__init__(backbone, feature_dim, config)
         head_cls = SimCLRProjectionHead if config.base == "simclr" else MoCoProjectionHead
         self.heads = nn.ModuleList(
-            head_cls(input_dim=feature_dim, hidden_dim=config.hidden_dim, output_dim=config.output_dim)
+            head_cls(
+                input_dim=feature_dim, hidden_dim=config.hidden_dim, output_dim=config.output_dim
+            )
             for _ in range(config.n_heads)
         )
         self.temperature_nets = nn.ModuleList(
@@ -212,7 +232,7 @@ class AMCL(SSLMethod):
             for _ in range(config.n_heads)
         )
         self.backbone_momentum: nn.Module | None = None
-        self.heads_momentum: nn.Module | None = None
+        self.heads_momentum: nn.ModuleList | None = None
         self.queues = nn.ModuleList()
         if config.base == "moco":
             self.backbone_momentum = momentum_copy(backbone)
@@ -241,10 +261,12 @@ class AMCL(SSLMethod):
         local = torch.arange(2 * batch, device=features.device)
         offset = lightly_dist.rank() * 2 * batch
         gather = self.config.gather_distributed and lightly_dist.world_size() > 1
+        # Heads run under the caller's autocast; similarities and temperatures in float32.
+        projections = [head(features) for head in self.heads]
         losses, temps_pos, temps_neg = [], [], []
         with torch.autocast(device_type=features.device.type, enabled=False):
-            for head, temperature_net in zip(self.heads, self.temperature_nets):
-                z = F.normalize(head(features).float(), dim=1)
+            for projection, temperature_net in zip(projections, self.temperature_nets):
+                z = F.normalize(projection.float(), dim=1)
                 candidates = torch.cat(lightly_dist.gather(z)) if gather else z
                 similarity = z @ candidates.T
                 temperature = temperature_net(
@@ -253,8 +275,9 @@ class AMCL(SSLMethod):
                 excluded = torch.zeros_like(similarity, dtype=torch.bool)
                 excluded[local, offset + local] = True
                 positive = offset + (local + batch) % (2 * batch)
+                weight = self.config.regularization_weight
                 losses.append(
-                    adaptive_info_nce(similarity, temperature, positive, self.config.regularization_weight, excluded)
+                    adaptive_info_nce(similarity, temperature, positive, weight, excluded)
                 )
                 is_positive = torch.zeros_like(excluded)
                 is_positive[local, positive] = True
@@ -267,26 +290,30 @@ class AMCL(SSLMethod):
         if self.backbone_momentum is None or self.heads_momentum is None:
             raise RuntimeError("AMCL's MoCo form needs the momentum encoder built by base='moco'.")
         features = self.backbone(views[0])
+        queries = [head(features) for head in self.heads]
         with torch.no_grad():
             features_momentum = self.backbone_momentum(views[1])
+            keys = [head(features_momentum) for head in self.heads_momentum]
         losses, temps_pos, temps_neg = [], [], []
         with torch.autocast(device_type=features.device.type, enabled=False):
-            for head, head_momentum, temperature_net, queue in zip(
-                self.heads, self.heads_momentum, self.temperature_nets, self.queues
+            for query, key, temperature_net, queue in zip(
+                queries, keys, self.temperature_nets, self.queues
             ):
-                q = F.normalize(head(features).float(), dim=1)
-                with torch.no_grad():
-                    k = F.normalize(head_momentum(features_momentum).float(), dim=1)
+                q = F.normalize(query.float(), dim=1)
+                k = F.normalize(key.float(), dim=1)
                 negatives = queue.entries().to(q.device)
                 similarity_pos = (q * k).sum(dim=1)
                 similarity_neg = q @ negatives.T
                 q_in = q.detach()
                 temperature_pos = temperature_net(q_in, k, similarity_pos.detach())
-                temperature_neg = temperature_net(q_in.unsqueeze(1), negatives.unsqueeze(0), similarity_neg.detach())
+                temperature_neg = temperature_net(
+                    q_in.unsqueeze(1), negatives.unsqueeze(0), similarity_neg.detach()
+                )
                 similarity = torch.cat([similarity_pos.unsqueeze(1), similarity_neg], dim=1)
                 temperature = torch.cat([temperature_pos.unsqueeze(1), temperature_neg], dim=1)
                 positive = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-                losses.append(adaptive_info_nce(similarity, temperature, positive, self.config.regularization_weight))
+                weight = self.config.regularization_weight
+                losses.append(adaptive_info_nce(similarity, temperature, positive, weight))
                 temps_pos.append(temperature_pos)
                 temps_neg.append(temperature_neg.flatten())
                 queue.push(k)

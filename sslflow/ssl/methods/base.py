@@ -44,13 +44,16 @@ class ViewSpec:
                 f"ViewSpec needs n_global >= 1 and n_local >= 0, got n_global={self.n_global}, "
                 f"n_local={self.n_local}."
             )
-        for name, (low, high) in (("global_scale", self.global_scale), ("local_scale", self.local_scale)):
+        scales = (("global_scale", self.global_scale), ("local_scale", self.local_scale))
+        for name, (low, high) in scales:
             if not 0.0 < low <= high <= 1.0:
-                raise ValueError(f"ViewSpec.{name}={(low, high)} must satisfy 0 < low <= high <= 1.")
+                raise ValueError(
+                    f"ViewSpec.{name}={(low, high)} must satisfy 0 < low <= high <= 1."
+                )
         if not 0.0 < self.local_size_ratio <= 1.0:
             raise ValueError(
-                f"ViewSpec.local_size_ratio={self.local_size_ratio} must be in (0, 1]: a local crop "
-                "cannot be larger than the image."
+                f"ViewSpec.local_size_ratio={self.local_size_ratio} must be in (0, 1]: "
+                "a local crop cannot be larger than the image."
             )
 
     @property
@@ -93,7 +96,9 @@ class SSLMethod(nn.Module, ABC):
     def __init__(self, backbone: nn.Module, feature_dim: int, config: Any) -> None:
         super().__init__()
         if feature_dim < 1:
-            raise ValueError(f"{type(self).__name__}: feature_dim must be positive, got {feature_dim}.")
+            raise ValueError(
+                f"{type(self).__name__}: feature_dim must be positive, got {feature_dim}."
+            )
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.config = config

@@ -24,11 +24,16 @@ class PersistentMemoryBank(MemoryBankModule):
     """
 
     def __init__(
-        self, size: tuple[int, int], gather_distributed: bool = False, feature_dim_first: bool = False
+        self,
+        size: tuple[int, int],
+        gather_distributed: bool = False,
+        feature_dim_first: bool = False,
     ) -> None:
         if len(size) != 2 or size[0] < 1 or size[1] < 1:
             raise ValueError(f"A memory bank needs size=(entries >= 1, width >= 1), got {size}.")
-        super().__init__(size=size, gather_distributed=gather_distributed, feature_dim_first=feature_dim_first)
+        super().__init__(
+            size=size, gather_distributed=gather_distributed, feature_dim_first=feature_dim_first
+        )
         # Re-registering an existing buffer name with persistent=True puts it in state_dict().
         self.register_buffer("bank", self.bank, persistent=True)
         self.register_buffer("bank_ptr", self.bank_ptr, persistent=True)

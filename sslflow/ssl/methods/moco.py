@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from lightly.loss import NTXentLoss
@@ -30,6 +31,7 @@ from sslflow.ssl.methods.base import SSLMethod
 from sslflow.ssl.methods.memory import PersistentMemoryBank
 
 VARIANTS = ("v2", "v3")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class MoCoConfig:
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
-            raise ValueError(f"MoCoConfig.variant={self.variant!r}; valid variants: {', '.join(VARIANTS)}.")
+            raise ValueError(
+                f"MoCoConfig.variant={self.variant!r}; valid variants: {', '.join(VARIANTS)}."
+            )
         if min(self.hidden_dim, self.output_dim, self.predictor_hidden_dim) < 1:
             raise ValueError(f"MoCoConfig widths must be positive, got {self}.")
         if self.temperature <= 0:
@@ -69,7 +73,9 @@ class MoCoConfig:
         if self.variant == "v2" and self.queue_size < 1:
             raise ValueError(f"MoCo v2 needs queue_size >= 1, got {self.queue_size}.")
         if not 0.0 <= self.momentum_start <= 1.0:
-            raise ValueError(f"MoCoConfig.momentum_start must be in [0, 1], got {self.momentum_start}.")
+            raise ValueError(
+                f"MoCoConfig.momentum_start must be in [0, 1], got {self.momentum_start}."
+            )
 
 
 def momentum_at(step: int, total_steps: int, start: float) -> float:
@@ -77,7 +83,7 @@ def momentum_at(step: int, total_steps: int, start: float) -> float:
     return cosine_schedule(min(step, total_steps), max(total_steps, 1), start, 1.0)
 
 
-def momentum_copy(module: nn.Module) -> nn.Module:
+def momentum_copy(module: ModuleT) -> ModuleT:
     """A frozen deep copy of ``module``, to be updated only by :func:`update_momentum`."""
     copied = copy.deepcopy(module)
     deactivate_requires_grad(copied)
@@ -92,7 +98,9 @@ class MoCo(SSLMethod):
 
     name = "moco"
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, config: MoCoConfig | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, config: MoCoConfig | None = None
+    ) -> None:
         config = config or MoCoConfig()
         super().__init__(backbone, feature_dim, config)
         v3 = config.variant == "v3"

@@ -54,7 +54,9 @@ class SimCLR(SSLMethod):
 
     name = "simclr"
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, config: SimCLRConfig | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, config: SimCLRConfig | None = None
+    ) -> None:
         config = config or SimCLRConfig()
         super().__init__(backbone, feature_dim, config)
         self.projection_head = SimCLRProjectionHead(

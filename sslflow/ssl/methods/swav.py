@@ -1,4 +1,4 @@
-"""SwAV: swapped prediction of Sinkhorn codes with multi-crop and an optional queue (Caron et al. 2020).
+"""SwAV: swapped prediction of Sinkhorn codes, multi-crop and a queue (Caron et al. 2020).
 
 Built from lightly's ``SwaVProjectionHead``, ``SwaVPrototypes`` (one or several prototype
 sets) and ``SwaVLoss`` (Sinkhorn-Knopp, gathered over all ranks under DDP). What lightly
@@ -74,9 +74,13 @@ class SwAVConfig:
         object.__setattr__(self, "global_scale", tuple(self.global_scale))
         object.__setattr__(self, "local_scale", tuple(self.local_scale))
         if not self.n_prototypes or min(self.n_prototypes) < 1:
-            raise ValueError(f"SwAVConfig.n_prototypes needs positive sizes, got {self.n_prototypes}.")
+            raise ValueError(
+                f"SwAVConfig.n_prototypes needs positive sizes, got {self.n_prototypes}."
+            )
         if min(self.hidden_dim, self.output_dim, self.sinkhorn_iterations) < 1:
-            raise ValueError(f"SwAVConfig widths and sinkhorn_iterations must be positive, got {self}.")
+            raise ValueError(
+                f"SwAVConfig widths and sinkhorn_iterations must be positive, got {self}."
+            )
         if self.temperature <= 0 or self.sinkhorn_epsilon <= 0:
             raise ValueError(
                 f"SwAVConfig.temperature ({self.temperature}) and sinkhorn_epsilon "
@@ -103,7 +107,9 @@ class SwAV(SSLMethod):
 
     name = "swav"
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, config: SwAVConfig | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, config: SwAVConfig | None = None
+    ) -> None:
         config = config or SwAVConfig()
         super().__init__(backbone, feature_dim, config)
         self.projection_head = SwaVProjectionHead(feature_dim, config.hidden_dim, config.output_dim)
@@ -150,7 +156,9 @@ class SwAV(SSLMethod):
         with torch.autocast(device_type=views[0].device.type, enabled=False):
             scores_global = [self.prototypes(z) for z in z_global]
             scores_local = [self.prototypes(z) for z in z_local]
-            scores_queue = [self.prototypes(queue.entries()) for queue in self.queues] if queue_ready else None
+            scores_queue = None
+            if queue_ready:
+                scores_queue = [self.prototypes(queue.entries()) for queue in self.queues]
             losses = []
             for head in range(len(self.config.n_prototypes)):
                 losses.append(
