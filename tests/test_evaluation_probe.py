@@ -12,8 +12,7 @@ from sslflow.evaluation.results import Role
 
 FAST = ProbeConfig(
     knn_settings=((20, 0.07), (200, 0.1)),
-    linear=(LinearProbeKind.LOGISTIC, LinearProbeKind.SGD),
-    cs=(0.01, 1.0),
+    linear=(LinearProbeKind.SGD,),  # the logistic sweep is tested on its own (slower)
     lrs=(0.01, 0.1),
     sgd_epochs=2,
 )
@@ -37,13 +36,13 @@ def test_run_probe_logs_metrics_report_and_earlier_runs(fmnist_subset, checkpoin
     raw = first.probes[2]
     # 2,000 train images: raw-pixel kNN is a little below the full-data 0.846 (k=20, T=0.07).
     assert 0.70 < raw.knn[0].top1 < 0.90
-    assert raw.linear_result(LinearProbeKind.LOGISTIC).chosen in FAST.cs
+    assert raw.linear_result(LinearProbeKind.SGD).chosen in FAST.lrs
     assert first.report.is_file() and "| raw pixels |" in first.markdown
 
     client = tracking.client()
     logged = client.get_run(first_run.run_id).data
     assert logged.metrics["raw_pixels.knn.k20_t0.07.top1"] == pytest.approx(raw.knn[0].top1)
-    assert "model.linear.logistic.C" in logged.metrics and logged.params["model"] == str(checkpoint)
+    assert "model.linear.sgd.lr" in logged.metrics and logged.params["model"] == str(checkpoint)
     artifacts = {Path(a.path).name for a in client.list_artifacts(first_run.run_id, "report")}
     assert {"index.html", "knn_vs_k.png", "confusion.png", "projection.png"} <= artifacts
 
@@ -63,3 +62,10 @@ def test_unresolvable_model_uri_lists_the_registry(sslflow_home: Path) -> None:
 def test_missing_checkpoint_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="neither a file nor an MLflow model URI"):
         resolve_model(str(tmp_path / "nope.pt"))
+
+
+def test_empty_spec_without_registered_model_probes_a_random_backbone(sslflow_home: Path) -> None:
+    uri = f"sqlite:///{sslflow_home / 'mlflow.db'}"
+    resolved = resolve_model("", tracking_uri=uri, fallback_backbone="test_resnet")
+    assert resolved.spec == "random:test_resnet"
+    assert resolved.backbone.name == "test_resnet"

@@ -87,3 +87,11 @@ def test_probe_results_round_trip_and_merge(tmp_path: Path) -> None:
     merged = merge_probes(linear_only[::-1], knn_only)
     assert [p.role for p in merged] == [Role.MODEL, Role.RAW_PIXELS]
     assert merged[0].metrics() == probes[0].metrics()
+
+
+def test_projections_are_two_dimensional() -> None:
+    from sslflow.evaluation.report import Projection, project_2d
+
+    _, test_x, _ = synthetic_probes()
+    for method in Projection:
+        assert project_2d(test_x, method).shape == (80, 2)

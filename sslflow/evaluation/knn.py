@@ -129,6 +129,7 @@ def weighted_knn(
 
     Args:
         train_features: (N_train, D) float features of the labelled bank; L2-normalised here.
+            The computation runs on this tensor's device.
         train_labels: (N_train,) int64 class indices in ``[0, num_classes)``.
         test_features: (N_test, D) float features to classify; L2-normalised here.
         test_labels: (N_test,) int64 class indices.
@@ -153,22 +154,24 @@ def weighted_knn(
     top = min(TOP5, classes)
     chunk = chunk_size or default_chunk_size(train_features.shape[0])
 
+    device = train_features.device  # runs where the bank is (CPU, or GPU for large banks)
+    train_labels, test_labels = train_labels.to(device), test_labels.to(device)
     bank = F.normalize(train_features.float(), dim=1)
     hits1 = [0] * len(clipped)
     hits5 = [0] * len(clipped)
     predictions = [torch.empty(test_features.shape[0], dtype=torch.int64) for _ in clipped]
     for start in range(0, test_features.shape[0], chunk):
-        queries = F.normalize(test_features[start : start + chunk].float(), dim=1)
+        queries = F.normalize(test_features[start : start + chunk].to(device).float(), dim=1)
         similarity, index = torch.topk(queries @ bank.T, k_max, dim=1)  # (B, k_max) each
         neighbour_labels = train_labels[index]  # (B, k_max)
         truth = test_labels[start : start + chunk, None]
         for i, (k, _, temperature) in enumerate(clipped):
             weights = (similarity[:, :k] / temperature).exp()
-            scores = torch.zeros(queries.shape[0], classes, dtype=weights.dtype)
+            scores = torch.zeros(queries.shape[0], classes, dtype=weights.dtype, device=device)
             scores.scatter_add_(1, neighbour_labels[:, :k], weights)
             # Stable sort: equal scores keep class order, so ties go to the lower class index.
             ranked = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top]
-            predictions[i][start : start + chunk] = ranked[:, 0]
+            predictions[i][start : start + chunk] = ranked[:, 0].cpu()
             hits1[i] += int((ranked[:, :1] == truth).sum())
             hits5[i] += int((ranked == truth).any(dim=1).sum())
     total = max(test_features.shape[0], 1)

@@ -31,6 +31,8 @@ from sslflow.evaluation.linear import (
     sgd_probe,
 )
 from sslflow.evaluation.report import (
+    MODEL_TAG,
+    REPORT_TAG,
     EarlierRun,
     Projection,
     ReportInput,
@@ -45,7 +47,6 @@ log = logging.getLogger(__name__)
 
 RANDOM_PREFIX = "random:"
 REGISTERED_PREFIX = "sslflow-"
-MODEL_TAG = "sslflow.probe.model"
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class ResolvedModel:
 
 
 def resolve_model(
-    spec: str, tracking_uri: str | None = None, fallback_backbone: str = "resnet18", small_stem: bool = True
+    spec: str, tracking_uri: str | None = None, fallback_backbone: str = "resnet10t", small_stem: bool = False
 ) -> ResolvedModel:
     """Turn a model spec into a frozen backbone.
 
@@ -146,6 +147,46 @@ def resolve_model(
     if spec.startswith(RANDOM_PREFIX):
         return ResolvedModel(random_backbone(spec[len(RANDOM_PREFIX) :], small_stem=small_stem), spec)
     return ResolvedModel(load_backbone(spec, tracking_uri=tracking_uri), spec)
+
+
+def training_run_id(spec: str, tracking_uri: str | None) -> str | None:
+    """The MLflow run that produced a model URI's weights (``models:/…`` or ``runs:/…``), else None."""
+    from mlflow.tracking import MlflowClient
+
+    if spec.startswith("runs:/"):
+        return spec[len("runs:/") :].split("/", 1)[0]
+    if not spec.startswith("models:/"):
+        return None
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    name_and_ref = spec[len("models:/") :]
+    if "@" in name_and_ref:
+        name, alias = name_and_ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias).run_id
+    name, version = name_and_ref.split("/", 1)
+    return client.get_model_version(name, version).run_id
+
+
+def training_summary(spec: str, tracking_uri: str | None) -> dict[str, str]:
+    """Training run, method, backbone, epochs and curation of a model URI's pretraining run.
+
+    Empty for checkpoint files and random backbones (nothing recorded to read).
+    """
+    from mlflow.tracking import MlflowClient
+
+    run_id = training_run_id(spec, tracking_uri)
+    if run_id is None:
+        return {}
+    run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    params, tags = run.data.params, run.data.tags
+    trained_on = tags.get("sslflow.trained_on", "")
+    found = {
+        "training run": run_id,
+        "method": params.get("method"),
+        "backbone": params.get("backbone"),
+        "epochs": params.get("epochs"),
+        "curation": {"curated_shards": "curated shards", "raw_shards": "none (raw shards)"}.get(trained_on, trained_on),
+    }
+    return {key: value for key, value in found.items() if value}
 
 
 def random_copy(backbone: Any, seed: int = 0) -> Any:
@@ -364,7 +405,7 @@ def run_probe(
     tracking_uri: str | None = None,
     cache_root: str | Path | None = None,
     run: RunLogger | None = None,
-    fallback_backbone: str = "resnet18",
+    fallback_backbone: str = "resnet10t",
 ) -> ProbeResult:
     """Probe a model on a labelled train/test pair of shard sets and write the report.
 
@@ -394,6 +435,7 @@ def run_probe(
     probes = merge_probes(knn_probe(index, config.knn_settings), linear_probe(index, config))
     summary = {
         "model": model.spec,
+        **training_summary(model.spec, tracking_uri),
         "train": f"{train.total_samples} samples, {train.root}",
         "test": f"{test.total_samples} samples, {test.root}",
         "wall time": f"{time.perf_counter() - started:.1f} s",
@@ -403,11 +445,16 @@ def run_probe(
     report = render_report(report_input, out / "report", config.projection)
     result = ProbeResult(model.spec, probes, report, summary_markdown(report_input), index, time.perf_counter() - started)
     if run is not None:
-        run.set_tags({MODEL_TAG: model.spec, "sslflow.probe.fingerprint": index.model().fingerprint})
+        run.set_tags(report_tags(index))
         run.log_params({"model": model.spec, **probe_params(config)})
         run.log_metrics({**result.metrics(), "wall_seconds": result.seconds})
         log_report(run, report)
     return result
+
+
+def report_tags(index: FeatureIndex) -> dict[str, str]:
+    """Tags that mark a run as a probing report (found later by ``earlier_runs``)."""
+    return {REPORT_TAG: "true", MODEL_TAG: index.model().description, "sslflow.probe.fingerprint": index.model().fingerprint}
 
 
 def probe_params(config: ProbeConfig) -> dict[str, str]:

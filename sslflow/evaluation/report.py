@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 REPORT_NAME = "index.html"
 PROJECTION_POINTS = 2000
+REPORT_TAG = "sslflow.probe.report"  # "true" on runs that hold a whole probing report
+MODEL_TAG = "sslflow.probe.model"  # the probed model spec on those runs
 
 
 class Projection(str, Enum):
@@ -187,10 +189,10 @@ def plot_per_class(report: ReportInput, path: Path) -> Path:
         per_class, _ = classification_summary(report.test_labels, predictions, len(classes))
         axes.bar(np.arange(len(classes)) + i * width, per_class, width, label=f"{probe.role.label}: {name}")
     axes.set_xticks(np.arange(len(classes)) + width * (len(report.probes) - 1) / 2, classes, rotation=45, ha="right")
-    axes.set_ylim(0, 1)
+    axes.set_ylim(0, 1.18)  # headroom for the legend above the bars
     axes.set_ylabel("accuracy")
     axes.set_title("per-class test accuracy")
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper center", ncol=len(report.probes))
     figure.savefig(path, dpi=100)
     return path
 
@@ -359,7 +361,7 @@ def earlier_runs(
     run_url: Callable[[str], str],
     limit: int = 10,
 ) -> list[EarlierRun]:
-    """Earlier runs of the experiment that logged the model's headline kNN metric, newest first.
+    """Earlier probing-report runs of the experiment (tagged ``REPORT_TAG``), newest first.
 
     Args:
         client: an ``MlflowClient``.
@@ -368,10 +370,9 @@ def earlier_runs(
         run_url: run id → link to the run in the MLflow UI.
         limit: how many to return.
     """
-    headline = knn_metric(Role.MODEL)
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"metrics.`{headline}` >= 0",
+        filter_string=f"tags.`{REPORT_TAG}` = 'true' and metrics.`{knn_metric(Role.MODEL)}` >= 0",
         order_by=["attributes.start_time DESC"],
         max_results=limit + 1,
     )
@@ -379,7 +380,7 @@ def earlier_runs(
     for run in runs:
         if run.info.run_id == exclude_run_id:
             continue
-        label = run.data.tags.get("sslflow.probe.model") or run.info.run_name or run.info.run_id[:8]
+        label = run.data.tags.get(MODEL_TAG) or run.info.run_name or run.info.run_id[:8]
         started = np.datetime64(run.info.start_time, "ms").astype("datetime64[s]").astype(str)
         found.append(EarlierRun(RunLink(label, run.info.run_id, run_url(run.info.run_id)), started, dict(run.data.metrics)))
     return found[:limit]
