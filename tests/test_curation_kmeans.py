@@ -93,6 +93,7 @@ def _distributed_worker(rank: int, world: int, port: int, x: np.ndarray, out: st
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # ~30 s: each spawned process imports torch, faiss and scikit-learn
 def test_two_process_gloo_matches_one_process(tmp_path: Path) -> None:
     x = blobs(1200, centers=8, dim=4, seed=2)
     mp.spawn(_distributed_worker, args=(2, _free_port(), x, str(tmp_path)), nprocs=2, join=True)

@@ -1,1 +1,42 @@
-"""curation"""
+"""Data curation (Vo et al., 2024): embeddings, hierarchical k-means with resampling, balanced
+hierarchical sampling, deduplication, incremental assignment and a report. Plain Python.
+
+Heavy modules (embedders, report plotting) are imported from their submodules on use.
+"""
+
+from sslflow.curation.dedup import DedupResult, find_duplicates
+from sslflow.curation.hierarchical import (
+    Hierarchy,
+    HierarchyConfig,
+    HierarchyError,
+    Level,
+    build_hierarchy,
+    load_hierarchy,
+)
+from sslflow.curation.incremental import Assignment, assign_new
+from sslflow.curation.kmeans import KMeansConfig, KMeansResult, RowSubset, assign, kmeans
+from sslflow.curation.sampling import CuratedIndex, LeafStrategy, allocate, sample_hierarchy
+from sslflow.curation.stats import normalised_entropy
+
+__all__ = [
+    "Assignment",
+    "CuratedIndex",
+    "DedupResult",
+    "Hierarchy",
+    "HierarchyConfig",
+    "HierarchyError",
+    "KMeansConfig",
+    "KMeansResult",
+    "Level",
+    "LeafStrategy",
+    "RowSubset",
+    "allocate",
+    "assign",
+    "assign_new",
+    "build_hierarchy",
+    "find_duplicates",
+    "kmeans",
+    "load_hierarchy",
+    "normalised_entropy",
+    "sample_hierarchy",
+]

@@ -52,6 +52,7 @@ class EmbedConfig:
         in_chans: input channels of a timm model (checkpoints carry their own).
         pretrained: load a timm model's pretrained weights (from the local cache or ``weights``).
         weights: a local weights file for the timm model ("" = timm's cache).
+        small_stem: timm ResNets get a 3×3 stride-1 stem without max-pool (small images).
         pca_samples: images the PCA is fitted on (seeded choice).
         batch_size: images per forward pass.
         chunk_size: rows between progress checkpoints (the unit of resumption).
@@ -67,6 +68,7 @@ class EmbedConfig:
     in_chans: int = 1
     pretrained: bool = False
     weights: str = ""
+    small_stem: bool = False
     pca_samples: int = 10_000
     batch_size: int = 256
     chunk_size: int = 4096
@@ -106,8 +108,11 @@ class PixelsEmbedder:
         return len(self.components)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        flat = resize_square(images, self.image_size).flatten(1)
-        return (flat - torch.from_numpy(self.mean)) @ torch.from_numpy(self.components).T
+        # float64: a float32 GEMM may round differently with the memory alignment of the batch,
+        # and a resumed run must give the same float16 rows as an uninterrupted one
+        flat = resize_square(images, self.image_size).flatten(1).double()
+        centred = flat - torch.from_numpy(self.mean).double()
+        return (centred @ torch.from_numpy(self.components).double().T).float()
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256(f"pixels-{self.image_size}".encode())
@@ -178,8 +183,12 @@ def make_embedder(config: EmbedConfig, manifest: Manifest, out: Path) -> Embedde
         return BackboneEmbedder(export.load_backbone(spec, config.tracking_uri or None))
     if config.pretrained:
         weights: bool | str = config.weights or True
-        return BackboneEmbedder(export.timm_backbone(spec, weights, config.in_chans, config.image_size))
-    return BackboneEmbedder(export.random_backbone(spec, config.in_chans, config.image_size, config.seed))
+        return BackboneEmbedder(
+            export.timm_backbone(spec, weights, config.in_chans, config.image_size, config.small_stem)
+        )
+    return BackboneEmbedder(
+        export.random_backbone(spec, config.in_chans, config.image_size, config.seed, config.small_stem)
+    )
 
 
 def _batches(manifest: Manifest, config: EmbedConfig, desc: str, skip: int = 0) -> Iterator[dict[str, Any]]:

@@ -27,11 +27,12 @@ level and, inside a level, from the last completed step.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +248,8 @@ def build_hierarchy(
         )
     selected = np.setdiff1d(selected, invalid)
     check_levels(config.levels, len(selected))
-    identity = {**config.identity(), "dim": int(embeddings.shape[1]), "n_points": len(selected)}
+    identity = {**config.identity(), "dim": int(embeddings.shape[1]), "n_points": len(selected),
+                "data_sha256": data_fingerprint(embeddings, selected)}  # fmt: skip
     _prepare(out, identity, overwrite)
     save_npy(out / "rows.npy", selected)
     if len(invalid):
@@ -259,6 +261,14 @@ def build_hierarchy(
         data = load_npy(out / f"level_{index:02d}" / "centroids.npy")
     save_json(out / "summary.json", {"dropped_invalid": len(invalid), "levels": stats})
     return Hierarchy(root=out, config=identity, stats=stats)
+
+
+def data_fingerprint(embeddings: np.ndarray, rows: np.ndarray, chunk_size: int = 65536) -> str:
+    """sha256 of the embedding bytes and the selected rows: a resumed build must see the same data."""
+    digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+    for start in range(0, len(embeddings), chunk_size):
+        digest.update(np.ascontiguousarray(embeddings[start : start + chunk_size]).tobytes())
+    return digest.hexdigest()
 
 
 def _prepare(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
@@ -275,7 +285,7 @@ def _prepare(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
             if not overwrite:
                 changed = sorted(k for k in identity if existing.get(k) != identity[k])
                 raise HierarchyError(
-                    f"hierarchy at {out} was built with other settings ({', '.join(changed)}); "
+                    f"hierarchy at {out} was built with other settings or data ({', '.join(changed)}); "
                     "use another folder or overwrite=True"
                 )
             shutil.rmtree(out)
@@ -310,14 +320,14 @@ def _build_level(data: Rows, folder: Path, index: int, level: Level, config: Hie
         log.info("level %d: resuming after step %d", index, first - 1)
     else:
         first = 1
-        result = kmeans(data, _with_seed(kmeans_config, _step_seed(config, index, 0)))
+        result = kmeans(data, replace(kmeans_config, seed=_step_seed(config, index, 0)))
         centroids, labels, distances = result.centroids, result.labels, result.distances
         save_npy(steps / "step_000.npy", centroids)
         history.append({"step": 0, "inertia": result.inertia, "n_iter": result.n_iter,
                         "reseeded": result.reseeded})  # fmt: skip
     for step in range(first, level.n_resampling_steps + 1):
         pool = closest_per_cluster(labels, distances, level.n_clusters, level.sample_size)
-        seeded = _with_seed(kmeans_config, _step_seed(config, index, step))
+        seeded = replace(kmeans_config, seed=_step_seed(config, index, step))
         result = kmeans(np.asarray(data[pool], dtype=np.float32), seeded)
         centroids = result.centroids
         labels, distances = assign(data, centroids, config.chunk_size, config.spherical)
@@ -346,10 +356,6 @@ def _build_level(data: Rows, folder: Path, index: int, level: Level, config: Hie
     }
     save_json(folder / "stats.json", stats)
     return stats
-
-
-def _with_seed(config: KMeansConfig, seed: int) -> KMeansConfig:
-    return KMeansConfig(**{**asdict(config), "seed": seed})
 
 
 def closest_per_cluster(labels: np.ndarray, distances: np.ndarray, n_clusters: int, r: int) -> np.ndarray:

@@ -12,7 +12,6 @@ This repeats down to the level-0 (leaf) clusters, where points are picked ``rand
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 from enum import Enum
@@ -24,8 +23,6 @@ import numpy as np
 from sslflow.curation.hierarchical import Hierarchy
 from sslflow.curation.stats import normalised_entropy
 from sslflow.curation.storage import save_json, save_lines, save_npy
-
-log = logging.getLogger(__name__)
 
 
 class LeafStrategy(str, Enum):

@@ -1,0 +1,354 @@
+"""Curation assets: embeddings → kmeans_hierarchy → curated_index → curated_shards.
+
+Thin wrappers over ``sslflow.curation``: each writes its files under the sslflow home, logs one
+MLflow run (config as params, headline metrics, small artifacts, URI + sha256 of big files) and
+returns metadata with the run id.
+"""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from sslflow.curation.dedup import find_duplicates
+from sslflow.curation.embeddings import EmbedConfig, embed_shards, file_sha256, load_embeddings
+from sslflow.curation.hierarchical import (
+    HierarchyConfig,
+    HierarchyError,
+    build_hierarchy,
+    find_invalid_rows,
+    load_hierarchy,
+)
+from sslflow.curation.report import ReportInputs, class_shares, thumbnail_rows, write_report
+from sslflow.curation.sampling import LeafStrategy, sample_hierarchy
+from sslflow.curation.shards import SelectedSource, pool_source, read_images
+from sslflow.curation.stats import normalised_entropy, size_quantiles
+from sslflow.curation.storage import load_json, save_json
+from sslflow.data import Manifest, write_shards
+from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
+from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
+
+GROUP = "curation"
+
+
+def _raw_manifest(home: SslflowHome) -> Manifest:
+    path = home.asset_dir("raw_shards") / "manifest.json"
+    if not path.is_file():
+        raise dg.Failure(f"no raw_shards manifest at {path}: materialise raw_shards first")
+    return Manifest.load(path)
+
+
+def _log_folder(run: TrackedRun, folder: Path, artifact_path: str) -> None:
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            run.log_artifact(path, artifact_path)
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+class EmbeddingsConfig(dg.Config):
+    """How the pool is embedded (see ``sslflow.curation.embeddings``)."""
+
+    embedder: str = Field(
+        "pixels",
+        description="pixels (resize + PCA, offline), a timm model name, an sslflow checkpoint path, or models:/… / runs:/…",
+    )
+    dim: int = Field(64, description="pixels embedder: PCA components (the embedding width)")
+    image_size: int = Field(28, description="side images are resized to (pixels and timm)")
+    image_mode: str = Field("L", description="L (grey) or RGB: channels read from the shards")
+    in_chans: int = Field(1, description="timm model input channels (checkpoints carry their own)")
+    pretrained: bool = Field(
+        False,
+        description="timm: load pretrained weights (local cache or `weights`); else seeded random init",
+    )
+    weights: str = Field("", description="timm: a local weights file")
+    small_stem: bool = Field(
+        False,
+        description="timm ResNets: 3×3 stride-1 stem without max-pool, for small images",
+    )
+    pca_samples: int = Field(
+        10_000,
+        description="pixels: images the PCA is fitted on (seeded sample)",
+    )
+    batch_size: int = Field(256, description="images per forward pass")
+    chunk_size: int = Field(
+        4096,
+        description="rows between progress checkpoints (unit of resumption)",
+    )
+    seed: int = Field(0, description="seeds the PCA sample and random timm initialisations")
+
+    def embed_config(self, tracking_uri: str) -> EmbedConfig:
+        return EmbedConfig(**self.model_dump(), tracking_uri=tracking_uri, progress=True)
+
+
+@dg.asset(group_name=GROUP, deps=["raw_shards"], code_version="1", kinds={"numpy", "mlflow"})
+def embeddings(
+    context: dg.AssetExecutionContext, config: EmbeddingsConfig, home: SslflowHome, mlflow: MLflowTracking
+) -> dg.MaterializeResult:
+    """N×D float16 embedding memmap of the raw pool, with keys and labels (resumable by chunk)."""
+    manifest = _raw_manifest(home)
+    out = home.asset_dir("embeddings")
+    with mlflow.start_run(context, "embeddings", upstream=upstream_run_ids(context, ["raw_shards"])) as run:
+        run.log_params(config.model_dump())
+        started = time.perf_counter()
+        result = embed_shards(manifest, out, config.embed_config(mlflow.resolved_uri()))
+        seconds = time.perf_counter() - started
+        array = result.array()
+        digest = file_sha256(result.path)
+        run.log_metrics({"rows": len(array), "dim": array.shape[1], "seconds": seconds,
+                         "images_per_second": len(array) / max(seconds, 1e-9)})  # fmt: skip
+        run.set_tags({"sslflow.embeddings_uri": result.path.as_uri(), "sslflow.embeddings_sha256": digest,
+                      "sslflow.embedder_fingerprint": result.meta()["fingerprint"]})  # fmt: skip
+        run.log_artifact(out / "meta.json")
+        run.log_artifact(out / "embedder.json")
+        metadata = {
+            "rows": len(array),
+            "dim": int(array.shape[1]),
+            "embedder": config.embedder,
+            "path": dg.MetadataValue.path(str(result.path)),
+            "sha256": digest,
+            **run_metadata(run),
+        }
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(digest))
+
+
+@dg.asset_check(asset=embeddings, blocking=True, description="no NaN or inf in the embedding memmap")
+def embeddings_finite(home: SslflowHome) -> dg.AssetCheckResult:
+    result = load_embeddings(home.asset_dir("embeddings"))
+    invalid = find_invalid_rows(result.array())
+    keys = result.keys()
+    return dg.AssetCheckResult(
+        passed=not len(invalid),
+        metadata={"invalid_rows": len(invalid), "example_keys": ", ".join(keys[i] for i in invalid[:10])},
+    )
+
+
+# --------------------------------------------------------------------------- kmeans_hierarchy
+
+
+class KMeansHierarchyConfig(dg.Config):
+    """Hierarchical k-means with resampling (see ``sslflow.curation.hierarchical``)."""
+
+    levels: list[list[int]] = Field(
+        [[200, 3, 10], [20, 3, 5]],
+        description="[n_clusters, n_resampling_steps, sample_size] per level, finest first; n_clusters strictly decreasing",
+    )
+    seed: int = Field(0, description="base seed (level i, step s uses seed + 1000 i + s)")
+    spherical: bool = Field(False, description="cosine k-means on L2-normalised embeddings")
+    max_iter: int = Field(
+        50,
+        description="Lloyd iterations per k-means run (stops early when no label changes)",
+    )
+    init_trials: int = Field(
+        0,
+        description="k-means++ candidates per draw; 0 = scikit-learn's greedy 2 + log K",
+    )
+    drop_invalid: bool = Field(False, description="drop NaN/inf rows instead of failing")
+    dedup: bool = Field(True, description="remove near-duplicates before clustering")
+    dedup_threshold: float = Field(
+        0.995,
+        description="cosine similarity at or above which two samples are near-duplicates (0.995 on pixel-PCA embeddings removes ~0.6% of Fashion-MNIST train)",
+    )
+    dedup_neighbours: int = Field(
+        8,
+        description="nearest neighbours searched per sample for duplicates",
+    )
+
+    def hierarchy_config(self) -> HierarchyConfig:
+        return HierarchyConfig(
+            levels=tuple(tuple(level) for level in self.levels),  # type: ignore[arg-type]
+            seed=self.seed,
+            spherical=self.spherical,
+            max_iter=self.max_iter,
+            init_trials=self.init_trials or None,
+            drop_invalid=self.drop_invalid,
+            progress=True,
+        )
+
+
+@dg.asset(group_name=GROUP, deps=["embeddings"], code_version="1", kinds={"numpy", "mlflow"})
+def kmeans_hierarchy(
+    context: dg.AssetExecutionContext, config: KMeansHierarchyConfig, home: SslflowHome, mlflow: MLflowTracking
+) -> dg.MaterializeResult:
+    """Centroids, assignments and CSR clusters per level (resumable per level and step)."""
+    source = load_embeddings(home.asset_dir("embeddings"))
+    array, keys = source.array(), source.keys()
+    out = home.asset_dir("kmeans_hierarchy")
+    upstream = upstream_run_ids(context, ["raw_shards", "embeddings"])
+    with mlflow.start_run(context, "kmeans_hierarchy", upstream=upstream) as run:
+        run.log_params(config.model_dump())
+        started = time.perf_counter()
+        rows, dedup_info = None, {"duplicates_removed": 0, "duplicate_groups": 0, "pairs": []}
+        if config.dedup:
+            found = find_duplicates(array, config.dedup_threshold, config.dedup_neighbours, progress=True)
+            rows = found.keep
+            dedup_info = {"duplicates_removed": found.removed, "duplicate_groups": found.groups,
+                          "pairs": [(keys[a], keys[b], sim) for a, b, sim in found.pairs]}  # fmt: skip
+            context.log.info(f"dedup: removed {found.removed} near-duplicates in {found.groups} groups")
+        try:
+            hierarchy = build_hierarchy(array, keys, out, config.hierarchy_config(), rows=rows, overwrite=True)
+        except HierarchyError as exc:
+            raise dg.Failure(str(exc)) from exc
+        save_json(out / "dedup.json", dedup_info)
+        metrics: dict[str, float] = {"seconds": time.perf_counter() - started, "points": len(hierarchy.rows()),
+                                     "duplicates_removed": dedup_info["duplicates_removed"]}  # fmt: skip
+        for level, stats in enumerate(hierarchy.stats):
+            metrics[f"level_{level}.inertia"] = stats["inertia"]
+            metrics[f"level_{level}.size_entropy"] = stats["size_entropy"]
+            metrics[f"level_{level}.empty_clusters"] = stats["empty_clusters"]
+            metrics.update({f"level_{level}.size_{k}": v for k, v in stats["sizes"].items()})
+            run.log_artifact(hierarchy.level_dir(level) / "centroids.npy", f"level_{level:02d}")
+            run.log_artifact(hierarchy.level_dir(level) / "stats.json", f"level_{level:02d}")
+        run.log_metrics(metrics)
+        run.log_artifact(out / "config.json")
+        run.log_artifact(out / "summary.json")
+        run.log_artifact(out / "dedup.json")
+        assignments = hierarchy.level_dir(0) / "assignments.npy"
+        run.set_tags({"sslflow.hierarchy_uri": out.as_uri(),
+                      "sslflow.assignments_sha256": file_sha256(assignments),
+                      "sslflow.embeddings_sha256": file_sha256(source.path)})  # fmt: skip
+        metadata = {
+            "levels": str(config.levels),
+            "points": len(hierarchy.rows()),
+            "duplicates_removed": dedup_info["duplicates_removed"],
+            **{f"level_{i}_inertia": s["inertia"] for i, s in enumerate(hierarchy.stats)},
+            "path": dg.MetadataValue.path(str(out)),
+            **run_metadata(run),
+        }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset_check(asset=kmeans_hierarchy, description="every leaf cluster holds at least one point")
+def kmeans_no_empty_leaf(home: SslflowHome) -> dg.AssetCheckResult:
+    hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
+    sizes = np.diff(hierarchy.clusters(0)[0])
+    empty = np.flatnonzero(sizes == 0)
+    return dg.AssetCheckResult(
+        passed=not len(empty),
+        metadata={"empty_leaf_clusters": len(empty), "leaf_clusters": len(sizes),
+                  "examples": ", ".join(str(c) for c in empty[:10])},  # fmt: skip
+    )
+
+
+# --------------------------------------------------------------------------- curated_index
+
+
+class CuratedIndexConfig(dg.Config):
+    """Balanced hierarchical sampling (see ``sslflow.curation.sampling``)."""
+
+    target_size: int = Field(
+        20_000,
+        description="samples to select (the whole pool, with a warning, if larger)",
+    )
+    strategy: str = Field(
+        "random",
+        description="inside a leaf cluster: random, closest or farthest to its centroid",
+    )
+    seed: int = Field(0, description="seeds the remainder draws and random leaf picks")
+    min_top_entropy: float = Field(
+        0.9,
+        description="asset check: minimum normalised entropy of curated counts over top-level clusters",
+    )
+    thumbnails: int = Field(
+        3,
+        description="report: thumbnails per top-level cluster (nearest samples to its centroid)",
+    )
+
+
+@dg.asset(group_name=GROUP, deps=["kmeans_hierarchy"], code_version="1", kinds={"numpy", "mlflow"})
+def curated_index(
+    context: dg.AssetExecutionContext, config: CuratedIndexConfig, home: SslflowHome, mlflow: MLflowTracking
+) -> dg.MaterializeResult:
+    """Selected keys with their cluster path, counts per cluster per level and the HTML report."""
+    try:
+        strategy = LeafStrategy(config.strategy)
+    except ValueError as exc:
+        raise dg.Failure(f"unknown strategy {config.strategy!r}; valid: random, closest, farthest") from exc
+    source = load_embeddings(home.asset_dir("embeddings"))
+    keys, labels = source.keys(), source.labels()
+    hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
+    out = home.asset_dir("curated_index")
+    upstream = upstream_run_ids(context, ["raw_shards", "embeddings", "kmeans_hierarchy"])
+    with mlflow.start_run(context, "curated_index", upstream=upstream) as run:
+        run.log_params(config.model_dump())
+        curated = sample_hierarchy(hierarchy, keys, config.target_size, strategy, config.seed)
+        curated.save(out)
+        summary = {**curated.summary(), "min_top_entropy": config.min_top_entropy}
+        dedup = load_json(hierarchy.root / "dedup.json")
+        summary["duplicates_removed"] = dedup["duplicates_removed"]
+        if (labels >= 0).any():  # labels are only measured, never used to select
+            pool_shares, curated_shares = class_shares(labels, curated.rows, int(labels.max()) + 1)
+            summary["class_entropy_pool"] = normalised_entropy(pool_shares)
+            summary["class_entropy_curated"] = normalised_entropy(curated_shares)
+        save_json(out / "summary.json", summary)
+        thumb_rows = thumbnail_rows(hierarchy, config.thumbnails)
+        images = read_images(_raw_manifest(home), {keys[r] for rs in thumb_rows.values() for r in rs})
+        thumbnails = {c: [images[keys[r]] for r in rs if keys[r] in images] for c, rs in thumb_rows.items()}
+        report = write_report(
+            ReportInputs(hierarchy, curated, labels, source.meta().get("classes"), thumbnails,
+                         extra={"duplicates_removed": dedup["duplicates_removed"]}),  # fmt: skip
+            out / "report",
+        )
+        quantiles = size_quantiles(curated.counts[0])
+        metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
+        metrics.update({f"curated_leaf_size_{k}": v for k, v in quantiles.items()})
+        run.log_metrics(metrics)
+        run.log_artifact(out / "summary.json")
+        _log_folder(run, out / "report", "report")
+        run.set_tags({"sslflow.curated_index_uri": out.as_uri(), "sslflow.curated_rows_sha256": file_sha256(out / "rows.npy")})
+        metadata = {
+            "selected": len(curated.rows),
+            "entropy_top_pool": summary["entropy_top_pool"],
+            "entropy_top_curated": summary["entropy_top_curated"],
+            "report": dg.MetadataValue.path(str(report)),
+            **run_metadata(run),
+        }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset_check(asset=curated_index, description="curated counts are balanced over top-level clusters")
+def curated_top_entropy(home: SslflowHome) -> dg.AssetCheckResult:
+    summary = load_json(home.asset_dir("curated_index") / "summary.json")
+    return dg.AssetCheckResult(
+        passed=summary["entropy_top_curated"] >= summary["min_top_entropy"],
+        metadata={"entropy_top_curated": summary["entropy_top_curated"],
+                  "entropy_top_pool": summary["entropy_top_pool"], "threshold": summary["min_top_entropy"]},  # fmt: skip
+    )
+
+
+# --------------------------------------------------------------------------- curated_shards
+
+
+class CuratedShardsConfig(dg.Config):
+    """Where and how the curated samples are written."""
+
+    shard_size: int = Field(5000, description="samples per shard")
+    max_bytes: int = Field(1 << 30, description="start a new shard past this many bytes")
+
+
+@dg.asset(group_name=GROUP, deps=["curated_index", "raw_shards"], code_version="1", kinds={"webdataset", "mlflow"})
+def curated_shards(
+    context: dg.AssetExecutionContext, config: CuratedShardsConfig, home: SslflowHome, mlflow: MLflowTracking
+) -> dg.MaterializeResult:
+    """The curated samples as WebDataset shards (original encoded bytes, keys and labels)."""
+    keys = frozenset((home.asset_dir("curated_index") / "keys.txt").read_text(encoding="utf-8").splitlines())
+    source = SelectedSource(pool_source(_raw_manifest(home)), keys)
+    out = home.asset_dir("curated_shards")
+    upstream = upstream_run_ids(context, ["raw_shards", "curated_index"])
+    with mlflow.start_run(context, "curated_shards", upstream=upstream) as run:
+        run.log_params(config.model_dump())
+        manifest = write_shards(source, out, shard_size=config.shard_size, max_bytes=config.max_bytes, overwrite=True)
+        if manifest.total_samples != len(keys):
+            raise dg.Failure(f"{len(keys) - manifest.total_samples} curated keys were not found in raw_shards")
+        run.log_metrics(shard_set_metrics(manifest))
+        run.log_artifact(out / "manifest.json")
+        run.set_tags({"sslflow.shards_uri": out.as_uri(), "sslflow.content_hash": manifest.content_hash})
+        metadata = shard_set_metadata(manifest, run)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(manifest.content_hash))
+
+
+ASSETS = [embeddings, kmeans_hierarchy, curated_index, curated_shards]
+CHECKS = [embeddings_finite, kmeans_no_empty_leaf, curated_top_entropy]
