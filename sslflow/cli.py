@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     materialize.add_argument("assets", nargs="+", help="asset names, e.g. raw_shards eval_split")
     _add_common(materialize)
 
-    sub.add_parser("assets", help="list the assets and their config fields")
+    assets = sub.add_parser("assets", help="list the assets and their config fields")
+    assets.add_argument("--markdown", action="store_true", help="print the full configuration reference (docs/configuration.md)")
 
     ui = sub.add_parser("ui", help="start the Dagster UI and the MLflow UI on 127.0.0.1 and print their URLs")
     ui.add_argument("--home", help="sslflow home (default $SSLFLOW_HOME or ./.sslflow)")
@@ -145,8 +146,14 @@ PROBING_STAGE = ("probe_features", "knn_probe", "linear_probe", "probing_report"
 SOURCE_FLAGS = ("source", "path", "shard_size", "max_bytes", "download", "overwrite")
 
 
-def _list_assets() -> int:
+def _list_assets(markdown: bool) -> int:
     from sslflow.pipelines.definitions import defs
+
+    if markdown:
+        from sslflow.pipelines.reference import config_reference_markdown
+
+        print(config_reference_markdown(defs), end="")
+        return 0
 
     for asset in defs.assets or []:
         for key in asset.keys:  # type: ignore[union-attr]
@@ -212,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "materialize":
         return _materialize(args.assets, load_run_config(args), args.home)
     if args.command == "assets":
-        return _list_assets()
+        return _list_assets(args.markdown)
     if args.command == "ui":
         return run_ui(args.home, args.host, args.dagster_port, args.mlflow_port)
     raise AssertionError(f"unhandled command {args.command}")
