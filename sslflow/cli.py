@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(pretrain)
 
     probe = sub.add_parser("probe", help="kNN and linear probes of a model plus the report (assets probe_features → probing_report)")
-    probe.add_argument("--model", help="models:/sslflow-<method>@<alias>, runs:/<id>/model or a checkpoint file")
+    probe.add_argument("--model", help="models:/sslflow-<method>@current, models:/<name>/<version> or a checkpoint file (default: newest registered sslflow model)")
     _add_common(probe)
 
     materialize = sub.add_parser("materialize", help="materialise any assets by name, with --config/--set")

@@ -1,12 +1,13 @@
 """Batched tensor augmentation: the views of a :class:`ViewSpec` from a uint8 batch.
 
 Why batched tensor ops rather than lightly's per-sample PIL transforms: for 28 px
-Fashion-MNIST on this 2-core machine, lightly's ``SimCLRTransform`` (PIL, one image at a
-time) makes two views of 256 images in ~60 ms, the batched version below in ~6 ms — about
-10× faster (``benchmarks/bench_pretrain.py --augment``; docs/benchmarks/pretrain.md). Per-image
+Fashion-MNIST on this 2-core machine (shared with other jobs), lightly's ``SimCLRTransform``
+(PIL, one image at a time) makes two views of 256 images in 266 ms, the batched version below
+in 22 ms — 12× faster (best of 30 interleaved rounds; ``benchmarks/bench_pretrain.py --only
+augment``, docs/benchmarks/pretrain.md). Per-image
 Python overhead dominates PIL on small images, while here every operation is one tensor op
 over the whole batch, runs on the GPU when the batch is there, and draws its randomness from
-one ``torch.Generator``: the views of step ``s`` depend only on ``(seed, s, rank)``, which
+one ``torch.Generator``: the views of a batch depend only on ``(seed, epoch, batch, rank)``, which
 makes resume exact whatever the number of DataLoader workers.
 
 Per-image randomness in one op (each image gets its own crop, flip, jitter and blur):

@@ -19,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
-import torch
 from torch import nn
 
 # Modules of timm model entry points that build ``VisionTransformer`` (they accept
@@ -119,14 +118,3 @@ def create_backbone(
     feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
     return model, feature_dim
 
-
-def feature_shape_check(module: nn.Module, in_chans: int, image_size: int) -> int:
-    """Run one zero image through ``module`` and return its feature width (catches bad configs early)."""
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        out = module(torch.zeros(1, in_chans, image_size, image_size))
-    module.train(was_training)
-    if out.ndim != 2:
-        raise ValueError(f"backbone returned shape {tuple(out.shape)}; expected pooled (B, D) features")
-    return int(out.shape[1])

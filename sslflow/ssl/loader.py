@@ -9,7 +9,7 @@ augmentation happens later, on the training device).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -68,6 +68,12 @@ class ShardBatches:
         batch_size: batch per rank.
         num_workers: DataLoader workers decoding shards.
         length: batches per epoch (see :func:`batches_per_epoch`).
+
+    Attributes:
+        position: called when an epoch's iteration starts (lazily, at the first batch), returns
+            ``(epoch, batches of it already trained)``. The trainer sets it; Lightning creates
+            the iterator before it restores mid-epoch state and skips ``on_train_epoch_start``
+            on a mid-epoch restart, so the position is read at the first ``next()``.
     """
 
     def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int, length: int) -> None:
@@ -80,19 +86,16 @@ class ShardBatches:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.length = length
-        self._skip = 0
+        self.position: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
     def __len__(self) -> int:
         return self.length
 
-    def start_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Select the epoch's sample stream and drop its first ``skip`` batches (resume)."""
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        epoch, skip = self.position()
         if not 0 <= skip <= self.length:
             raise ValueError(f"cannot skip {skip} batches of an epoch of {self.length}")
         self.dataset.set_epoch(epoch)
-        self._skip = skip
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
         loader = DataLoader(
             self.dataset,
             batch_size=self.batch_size,
@@ -103,9 +106,9 @@ class ShardBatches:
             prefetch_factor=4 if self.num_workers else None,
         )
         iterator = iter(loader)
-        for _ in range(self._skip):
+        for _ in range(skip):
             next(iterator)
-        for _ in range(self.length - self._skip):
+        for _ in range(self.length - skip):
             yield next(iterator)
 
 

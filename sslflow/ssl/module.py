@@ -31,25 +31,30 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; training stopped and the last good checkpoint is kept."""
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as tensors and lists (loadable with ``weights_only``)."""
+    version, python_state, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        "python": list(random.getstate()[1]) + [random.getstate()[0]],
-        "python_gauss": random.getstate()[2],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached), "kind": kind},
+        "python": {"version": version, "state": list(python_state), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     python = state["python"]
-    random.setstate((python[-1], tuple(python[:-1]), state["python_gauss"]))
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
     np_state = state["numpy"]
-    np.random.set_state(
-        (np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"], np_state["cached"])
-    )
+    keys = np_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((np_state["kind"], keys, np_state["pos"], np_state["has_gauss"], np_state["cached"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -81,6 +86,7 @@ class PretrainModule(pl.LightningModule):
         self.method = method
         self.augment = augment
         self.batches = batches
+        self.batches.position = self._data_position
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = total_steps
         self.force_resume = False
@@ -90,10 +96,12 @@ class PretrainModule(pl.LightningModule):
     def train_dataloader(self) -> ShardBatches:
         return self.batches
 
-    def on_train_epoch_start(self) -> None:
-        # Batches of this epoch already trained: non-zero only right after a mid-epoch resume.
+    def _data_position(self) -> tuple[int, int]:
+        """(epoch, batches of it already trained): non-zero batches only after a mid-epoch resume."""
         done = (self.global_step - self.current_epoch * self.steps_per_epoch) * self.config.accumulate_grad_batches
-        self.batches.start_epoch(self.current_epoch, skip=min(max(done, 0), len(self.batches)))
+        return self.current_epoch, min(max(done, 0), len(self.batches))
+
+    def on_train_epoch_start(self) -> None:
         self._last_batch_end = None
 
     def _generator(self, batch_idx: int) -> torch.Generator:
@@ -158,7 +166,7 @@ class PretrainModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"config": self.config.to_dict(), "rng": _rng_state()}
+        checkpoint[CHECKPOINT_KEY] = {"config": self.config.to_dict(), "rng": rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get(CHECKPOINT_KEY)
@@ -168,7 +176,7 @@ class PretrainModule(pl.LightningModule):
         if differences and not self.force_resume:
             listed = "; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in differences.items())
             raise ConfigError(f"checkpoint was trained with another config ({listed}); pass force=True to resume anyway")
-        _set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"])
 
 
 def steps_for(config: PretrainConfig, batches_per_rank_epoch: int) -> tuple[int, int, int]:

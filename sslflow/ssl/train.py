@@ -62,6 +62,7 @@ class PretrainResult:
     seconds: float
     resumed_from_step: int
     config: PretrainConfig
+    rank_weight_max_diff: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -70,25 +71,36 @@ class PretrainResult:
 
 
 class MetricsCallback(pl.Callback):
-    """Hands step metrics (loss, lr, images/s, method extras) to ``hook`` on rank 0 every n steps."""
+    """Hands metrics to ``hook`` on rank 0: step metrics every n steps, epoch metrics at epoch end.
+
+    Each metric is reported at most once per step, so the kNN accuracy logged at the end of an
+    epoch is reported without repeating that step's loss.
+    """
 
     def __init__(self, hook: MetricsHook, every_n_steps: int) -> None:
         self.hook = hook
         self.every_n_steps = every_n_steps
-        self._last_step = -1
+        self._reported_at: dict[str, int] = {}
 
     def _report(self, trainer: pl.Trainer) -> None:
         step = trainer.global_step
-        if not trainer.is_global_zero or step == self._last_step:
+        if not trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+        metrics = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if torch.as_tensor(v).numel() == 1 and self._reported_at.get(k) != step
+        }
         if metrics:
             self.hook(metrics, step)
-            self._last_step = step
+            self._reported_at.update({k: step for k in metrics})
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if trainer.global_step % self.every_n_steps == 0:
             self._report(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._report(trainer)
@@ -205,14 +217,21 @@ def pretrain(
     backbone, feature_dim = create_backbone(config.backbone, config.in_chans, config.image_size, config.small_stem)
     try:
         method = build_method(config.method, backbone, feature_dim, **config.method_options)
-        augment = ViewAugment(method.views(), config.image_size, config.in_chans, config.mean or (), config.std or (), AugmentConfig(**config.augment))
+        augment = ViewAugment(
+            method.views(),
+            config.image_size,
+            config.in_chans,
+            config.mean or (),
+            config.std or (),
+            AugmentConfig(**config.augment),
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
-    assert config.samples_per_epoch is not None
-    rank_batches = batches_per_epoch(config.samples_per_epoch, config.rank_batch_size, world, config.num_workers)
+    samples = config.samples_per_epoch or manifest.total_samples
+    rank_batches = batches_per_epoch(samples, config.rank_batch_size, world, config.num_workers)
     length, steps_per_epoch, total_steps = steps_for(config, rank_batches)
-    dataset = training_dataset(manifest, config.samples_per_epoch, config.image_size, config.seed)
+    dataset = training_dataset(manifest, samples, config.image_size, config.seed)
     batches = ShardBatches(dataset, config.rank_batch_size, config.num_workers, length)
     module = PretrainModule(config, method, augment, batches, steps_per_epoch, total_steps)
     module.force_resume = force
@@ -227,10 +246,10 @@ def pretrain(
         ),
         *callbacks,
     ]
-    if on_metrics is not None:
-        all_callbacks.append(MetricsCallback(on_metrics, config.log_every_n_steps))
     if knn_data is not None and config.knn_monitor_every_n_epochs > 0:
         all_callbacks.append(KNNMonitor(knn_data[0], knn_data[1], config, config.knn_monitor_every_n_epochs))
+    if on_metrics is not None:  # after the kNN monitor, so its epoch-end accuracy is reported
+        all_callbacks.append(MetricsCallback(on_metrics, config.log_every_n_steps))
     trainer = pl.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
@@ -273,6 +292,7 @@ def pretrain(
         seconds=time.perf_counter() - started,
         resumed_from_step=resumed_from,
         config=config,
+        rank_weight_max_diff=rank_weight_difference(trainer, method.backbone),
     )
     if trainer.is_global_zero:
         frozen = FrozenBackbone(
@@ -291,7 +311,17 @@ def pretrain(
     return result
 
 
-def _mlflow_hook(tracking_uri: str, run_id: str) -> MetricsHook:
+def rank_weight_difference(trainer: pl.Trainer, module: torch.nn.Module) -> float:
+    """Largest difference between ranks of per-tensor parameter sums (0 when DDP kept them in sync)."""
+    if trainer.world_size < 2:
+        return 0.0
+    sums = torch.stack([p.detach().double().sum() for p in module.parameters()]).to(trainer.strategy.root_device)
+    gathered = trainer.strategy.all_gather(sums)  # (world, tensors)
+    return float((gathered - gathered[0]).abs().max())
+
+
+def mlflow_metrics_hook(tracking_uri: str, run_id: str) -> MetricsHook:
+    """A metrics hook that logs to an existing MLflow run (used by torchrun ranks)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -313,6 +343,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="resume even if the config changed")
     parser.add_argument("--tracking-uri", default="", help="MLflow tracking URI for per-step metrics (rank 0)")
     parser.add_argument("--mlflow-run-id", default="", help="existing MLflow run to log metrics to")
+    parser.add_argument("--knn-train", default="", help="labelled shards (manifest) for the kNN monitor's bank")
+    parser.add_argument("--knn-test", default="", help="labelled shards (manifest) for the kNN monitor's queries")
     return parser.parse_args(argv)
 
 
@@ -321,8 +353,9 @@ def main(argv: Sequence[str] | None = None, on_metrics: MetricsHook | None = Non
     args = parse_args(argv)
     config = PretrainConfig.from_dict(json.loads(Path(args.config).read_text()))
     if on_metrics is None and args.tracking_uri and args.mlflow_run_id and int(os.environ.get("RANK", 0)) == 0:
-        on_metrics = _mlflow_hook(args.tracking_uri, args.mlflow_run_id)
-    return pretrain(config, args.data, args.run_dir, on_metrics=on_metrics, force=args.force)
+        on_metrics = mlflow_metrics_hook(args.tracking_uri, args.mlflow_run_id)
+    knn_data = (Manifest.load(args.knn_train), Manifest.load(args.knn_test)) if args.knn_train and args.knn_test else None
+    return pretrain(config, args.data, args.run_dir, on_metrics=on_metrics, knn_data=knn_data, force=args.force)
 
 
 if __name__ == "__main__":

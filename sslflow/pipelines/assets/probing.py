@@ -56,7 +56,7 @@ class ProbeFeaturesConfig(dg.Config):
 
     model: str = Field(
         "",
-        description="checkpoint path or MLflow model URI (models:/sslflow-<method>@<alias>, runs:/<id>/model), "
+        description="checkpoint path or MLflow model URI (models:/sslflow-<method>@current, models:/<name>/<version>), "
         "or random:<timm name>; empty = the model of the latest pretrained_model materialisation, else the "
         "newest registered sslflow-* model, else a randomly initialised `backbone`",
     )

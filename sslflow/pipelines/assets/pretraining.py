@@ -1,0 +1,256 @@
+"""Pretraining asset: a self-supervised backbone trained on the curated (or raw) shards.
+
+One process per node trains in-process. More processes per node (``devices > 1``) launch
+``torchrun`` through Dagster Pipes: every rank runs this module as a script; rank 0 alone
+opens the Pipes channel (every rank inherits the DAGSTER_PIPES_* variables, and a second
+channel makes Dagster log "unexpected message received after closed") and logs per-step
+metrics to the asset's MLflow run. Either way the asset then logs the checkpoint (URI and
+sha256) and registers the backbone as ``sslflow-<method>`` with an alias.
+
+The run folder is ``<home>/pretrained_model/<run name>`` with a default name derived from the
+training config and the data version, so re-materialising after a crash resumes the run
+exactly, and re-materialising a finished run costs only the export.
+"""
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from sslflow.data import Manifest
+from sslflow.pipelines.metadata import run_metadata
+from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
+from sslflow.ssl.config import ConfigError, PretrainConfig, RESUME_FREE_FIELDS
+
+DATA_ASSETS = ("curated_shards", "raw_shards")
+
+
+class PretrainedModelConfig(dg.Config):
+    """What to train, on which shards, and how (defaults: ~3 minutes on 2 CPU cores)."""
+
+    data: Literal["auto", "curated_shards", "raw_shards"] = Field(
+        "auto",
+        description="shards to train on; auto = curated_shards when materialised, else raw_shards "
+        "(curation is optional, and the demo must train either way)",
+    )
+    method: str = Field("simclr", description="simclr, moco, swav or amcl")
+    method_options: dict[str, Any] = Field(default_factory=dict, description="fields of the method's config dataclass")
+    backbone: str = Field("resnet10t", description="timm model name")
+    small_stem: bool = Field(
+        False,
+        description="ResNet 3×3 stride-1 stem without max-pool: better features on 28 px images but ~10× the "
+        "compute; the CPU default keeps timm's stem",
+    )
+    image_size: int = Field(28, description="side of the global crops (≤ the stored image size)")
+    in_chans: int = Field(1, description="backbone input channels (1 = grey, no copied channels)")
+    epochs: int = Field(2, description="epochs of samples_per_epoch samples")
+    max_steps: int = Field(-1, description="stop after this many optimiser steps (-1 = all epochs)")
+    batch_size: int = Field(256, description="global batch per forward pass (divisible by devices × nodes)")
+    samples_per_epoch: int = Field(
+        16384, description="samples drawn (with replacement) per epoch; 0 = the shard set size"
+    )
+    optimizer: Literal["sgd", "adamw", "lars"] = Field("sgd", description="sgd, adamw or lars (large batches)")
+    lr: float = Field(0.06, description="peak learning rate after warm-up")
+    weight_decay: float = Field(5e-4, description="L2 penalty (not on biases and norms)")
+    warmup_epochs: float = Field(0.5, description="linear warm-up in epochs, then cosine decay")
+    precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed")
+    accumulate_grad_batches: int = Field(1, description="forward passes per optimiser step")
+    accelerator: str = Field("auto", description="auto, cpu or gpu")
+    devices: int = Field(1, description="processes per node; > 1 launches torchrun through Dagster Pipes")
+    num_nodes: int = Field(1, description="nodes (multi-node runs need torchrun rendezvous settings)")
+    num_workers: int = Field(2, description="DataLoader workers per rank decoding shards")
+    checkpoint_every_n_steps: int = Field(100, description="save last.ckpt every n optimiser steps")
+    log_every_n_steps: int = Field(10, description="MLflow metrics every n optimiser steps")
+    knn_monitor_every_n_epochs: int = Field(
+        0, description="kNN accuracy on eval_split (first 2,000 train / test images) every n epochs; 0 = off"
+    )
+    seed: int = Field(0, description="seeds weights, data order and augmentation")
+    augment: dict[str, Any] = Field(default_factory=dict, description="fields of sslflow.ssl.augment.AugmentConfig")
+    run_name: str = Field("", description="run folder name; empty = derived from config and data (resumes after a crash)")
+    force_resume: bool = Field(False, description="resume a run folder even if its config differs")
+    alias: str = Field("current", description="registry alias moved to the new model version ('latest' is reserved)")
+
+    def pretrain_config(self) -> PretrainConfig:
+        """The plain-Python training config (fields shared by name)."""
+        values = self.model_dump()
+        fields = {k: v for k, v in values.items() if k in PretrainConfig.__dataclass_fields__}
+        fields["samples_per_epoch"] = self.samples_per_epoch or None
+        fields["progress_bar"] = False
+        fields["strategy"] = "ddp" if self.devices * self.num_nodes > 1 else "auto"
+        return PretrainConfig.from_dict(fields)
+
+
+def choose_data(home: SslflowHome, choice: str) -> tuple[str, Path]:
+    """The data asset to train on and its manifest path (``auto``: curated if present)."""
+    candidates = DATA_ASSETS if choice == "auto" else (choice,)
+    for asset in candidates:
+        manifest = home.asset_dir(asset) / "manifest.json"
+        if manifest.exists():
+            return asset, manifest
+    wanted = " or ".join(candidates)
+    raise dg.Failure(f"no {wanted} to train on under {home.path()}: materialise {candidates[-1]} first")
+
+
+def knn_manifests(home: SslflowHome, config: PretrainConfig) -> tuple[Path, Path] | None:
+    """eval_split's train/test manifests when the kNN monitor is on (it needs eval_split)."""
+    if config.knn_monitor_every_n_epochs <= 0:
+        return None
+    root = home.asset_dir("eval_split")
+    paths = (root / "train" / "manifest.json", root / "test" / "manifest.json")
+    if not all(path.exists() for path in paths):
+        raise dg.Failure(f"knn_monitor_every_n_epochs > 0 needs eval_split under {root}: materialise eval_split first")
+    return paths
+
+
+def run_folder_name(config: PretrainConfig, manifest: Manifest) -> str:
+    """``<method>-<backbone>-<hash of training config and data version>``."""
+    fields = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE_FIELDS}
+    digest = hashlib.sha256(json.dumps([fields, manifest.content_hash], sort_keys=True).encode()).hexdigest()
+    return f"{config.method}-{config.backbone}-{digest[:12]}"
+
+
+def _train_with_torchrun(
+    context: dg.AssetExecutionContext, config: PretrainConfig, manifest_path: Path, run_dir: Path, run: TrackedRun,
+    tracking_uri: str, force: bool, knn: tuple[Path, Path] | None,
+) -> dict[str, Any]:
+    """Run ``torchrun --nproc_per_node=devices`` on this module through Dagster Pipes."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "launch_config.json"
+    config_path.write_text(json.dumps(config.to_dict(), indent=2))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={config.devices}",
+        f"--nnodes={config.num_nodes}", "--standalone" if config.num_nodes == 1 else "--rdzv-backend=c10d",
+        "-m", "sslflow.pipelines.assets.pretraining",
+        "--config", str(config_path), "--data", str(manifest_path), "--run-dir", str(run_dir),
+        "--tracking-uri", tracking_uri, "--mlflow-run-id", run.run_id,
+    ]  # fmt: skip
+    if force:
+        command.append("--force")
+    if knn is not None:
+        command += ["--knn-train", str(knn[0]), "--knn-test", str(knn[1])]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    dg.PipesSubprocessClient().run(command=command, context=context, env=env)
+    result_path = run_dir / "result.json"
+    if not result_path.exists():
+        raise dg.Failure(f"torchrun finished without {result_path}; see the rank logs above")
+    return json.loads(result_path.read_text())
+
+
+def _train_in_process(
+    context: dg.AssetExecutionContext, config: PretrainConfig, manifest_path: Path, run_dir: Path, run: TrackedRun,
+    force: bool, knn: tuple[Path, Path] | None,
+) -> dict[str, Any]:
+    from sslflow.ssl.train import pretrain
+
+    def on_metrics(metrics: dict[str, float], step: int) -> None:
+        run.log_metrics(metrics, step=step)
+        context.log.info(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+
+    knn_data = None if knn is None else (Manifest.load(knn[0]), Manifest.load(knn[1]))
+    return pretrain(config, manifest_path, run_dir, on_metrics=on_metrics, knn_data=knn_data, force=force).to_dict()
+
+
+@dg.asset(
+    group_name="pretraining",
+    code_version="1",
+    kinds={"pytorch", "mlflow"},
+    deps=[dg.AssetDep(asset) for asset in DATA_ASSETS],
+    pool="gpu",
+)
+def pretrained_model(
+    context: dg.AssetExecutionContext, config: PretrainedModelConfig, home: SslflowHome, mlflow: MLflowTracking
+) -> dg.MaterializeResult:
+    """A self-supervised backbone: checkpoints under the sslflow home, the model in the MLflow registry."""
+    from sslflow.ssl.export import load_backbone, log_backbone_model
+
+    data_asset, manifest_path = choose_data(home, config.data)
+    manifest = Manifest.load(manifest_path)
+    try:
+        train_config = config.pretrain_config()
+        train_config.check()
+    except ConfigError as exc:
+        raise dg.Failure(f"bad pretraining config: {exc}") from exc
+    knn = knn_manifests(home, train_config)
+    run_dir = home.asset_dir("pretrained_model") / (config.run_name or run_folder_name(train_config, manifest))
+    context.log.info(f"training {train_config.method} / {train_config.backbone} on {data_asset} in {run_dir}")
+    upstream = upstream_run_ids(context, [data_asset])
+    with mlflow.start_run(context, "pretrained_model", upstream=upstream) as run:
+        run.log_params({**train_config.to_dict(), "data": data_asset, "data_content_hash": manifest.content_hash})
+        run.set_tags({"sslflow.run_dir": run_dir.as_uri(), "sslflow.trained_on": data_asset})
+        try:
+            if train_config.devices > 1:
+                result = _train_with_torchrun(
+                    context, train_config, manifest_path, run_dir, run, mlflow.resolved_uri(), config.force_resume, knn
+                )
+            else:
+                result = _train_in_process(context, train_config, manifest_path, run_dir, run, config.force_resume, knn)
+        except ConfigError as exc:
+            raise dg.Failure(str(exc)) from exc
+        checkpoint = Path(result["checkpoint_path"])
+        run.set_tags({"sslflow.checkpoint_uri": checkpoint.as_uri(), "sslflow.checkpoint_sha256": result["checkpoint_sha256"]})
+        run.log_artifact(run_dir / "config.json")
+        run.log_artifact(run_dir / "result.json")
+        headline = {
+            "final_loss": result["final_loss"],
+            "steps": result["steps"],
+            "images_per_second": result["images_per_second"],
+            "train_seconds": result["seconds"],
+        }
+        run.log_metrics(headline)
+        logged = log_backbone_model(
+            load_backbone(result["backbone_path"]),
+            run.run_id,
+            mlflow.resolved_uri(),
+            registered_name=f"sslflow-{train_config.method}",
+            alias=config.alias or None,
+        )
+        run.set_tags({"sslflow.model_uri": logged.registry_uri or logged.model_uri})
+        metadata = {
+            **headline,
+            "trained_on": data_asset,
+            "method": train_config.method,
+            "backbone": train_config.backbone,
+            "resumed_from_step": result["resumed_from_step"],
+            "model_uri": logged.registry_uri or logged.model_uri,
+            "model_version": logged.version or "",
+            "backbone_path": dg.MetadataValue.path(result["backbone_path"]),
+            "checkpoint": dg.MetadataValue.path(str(checkpoint)),
+            "checkpoint_sha256": result["checkpoint_sha256"],
+            **run_metadata(run),
+        }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def pipes_main(argv: list[str] | None = None) -> None:
+    """Entry point of every torchrun rank; rank 0 alone opens the Dagster Pipes channel."""
+    from sslflow.ssl.train import main
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        main(argv)
+        return
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+        from sslflow.ssl.train import mlflow_metrics_hook, parse_args
+
+        args = parse_args(argv)
+        log_mlflow = mlflow_metrics_hook(args.tracking_uri, args.mlflow_run_id) if args.mlflow_run_id else None
+
+        def on_metrics(metrics: dict[str, float], step: int) -> None:
+            if log_mlflow is not None:
+                log_mlflow(metrics, step)
+            pipes.log.info(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+
+        result = main(argv, on_metrics=on_metrics)
+        pipes.log.info(f"trained {result.steps} steps in {result.seconds:.0f} s, loss {result.final_loss:.4f}")
+
+
+ASSETS = [pretrained_model]
+
+if __name__ == "__main__":
+    pipes_main()
