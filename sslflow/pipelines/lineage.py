@@ -7,9 +7,10 @@ returns that materialisation's metadata and data version without redoing the wor
 a new MLflow run, so downstream assets see unchanged inputs too.
 """
 
+import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,30 @@ def reuse_if_unchanged(
     metadata = {**materialization.metadata, "reused_from_run": event.run_id}
     version = (materialization.tags or {}).get(DATA_VERSION_TAG)
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version) if version else None)
+
+
+def skip_when_unchanged(fn: Callable[..., dg.MaterializeResult]) -> Callable[..., dg.MaterializeResult]:
+    """Wrap an asset body ``(context, config, home, ...)``: reuse the last result when inputs match.
+
+    The upstream assets are the asset's own deps; the output checked for existence is its folder
+    ``home.asset_dir(<asset>)``. Put it under ``@dg.asset``.
+    """
+
+    @functools.wraps(fn)
+    def asset_body(context: dg.AssetExecutionContext, **kwargs: Any) -> dg.MaterializeResult:
+        deps = context.assets_def.asset_deps.get(context.asset_key, set())
+        upstream = sorted(key.to_user_string() for key in deps)
+        home = kwargs["home"]
+        partition = context.partition_key if context.has_partition_key else None
+        inputs = input_fingerprint(context, kwargs.get("config"), upstream)
+        reused = reuse_if_unchanged(context, inputs, [home.asset_dir(context.asset_key.to_user_string(), partition)])
+        if reused is not None:
+            return reused
+        result = fn(context, **kwargs)
+        return dg.MaterializeResult(
+            metadata={**(result.metadata or {}), INPUT_FINGERPRINT: inputs},
+            data_version=result.data_version,
+            check_results=result.check_results,
+        )
+
+    return asset_body

@@ -27,6 +27,7 @@ from sslflow.curation.shards import SelectedSource, pool_source, read_images
 from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, save_json
 from sslflow.data import Manifest, write_shards
+from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
 
@@ -85,6 +86,7 @@ class EmbeddingsConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, deps=["raw_shards"], code_version="1", kinds={"numpy", "mlflow"})
+@skip_when_unchanged
 def embeddings(
     context: dg.AssetExecutionContext, config: EmbeddingsConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
@@ -170,6 +172,7 @@ class KMeansHierarchyConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, deps=["embeddings"], code_version="1", kinds={"numpy", "mlflow"})
+@skip_when_unchanged
 def kmeans_hierarchy(
     context: dg.AssetExecutionContext, config: KMeansHierarchyConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
@@ -259,6 +262,7 @@ class CuratedIndexConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, deps=["kmeans_hierarchy"], code_version="1", kinds={"numpy", "mlflow"})
+@skip_when_unchanged
 def curated_index(
     context: dg.AssetExecutionContext, config: CuratedIndexConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
@@ -330,6 +334,7 @@ class CuratedShardsConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, deps=["curated_index", "raw_shards"], code_version="1", kinds={"webdataset", "mlflow"})
+@skip_when_unchanged
 def curated_shards(
     context: dg.AssetExecutionContext, config: CuratedShardsConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:

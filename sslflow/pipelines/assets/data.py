@@ -80,14 +80,15 @@ def raw_shards(
 
 
 class EvalSplitConfig(SourceConfig):
-    """A labelled source with an official train/test split (image-folder: ``train/`` and ``test/``)."""
+    """A labelled source with an official train/test split (image-folder, shards: ``train/`` and ``test/``)."""
 
 
 def _split_source(config: EvalSplitConfig, split: str, download_root: Path) -> Source:
-    if config.source == "image-folder":
+    """Sources without an official split read ``<path>/train`` and ``<path>/test``."""
+    if config.source in ("image-folder", "shards"):
         if not config.path:
-            raise SourceError("eval_split with image-folder needs path with train/ and test/ sub-folders")
-        return open_source("image-folder", str(Path(config.path) / split))
+            raise SourceError(f"eval_split with {config.source} needs path with train/ and test/ sub-folders")
+        return open_source(config.source, str(Path(config.path) / split))
     return config.open(split, download_root)
 
 

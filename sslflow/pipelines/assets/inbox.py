@@ -13,6 +13,7 @@ from sslflow.curation.hierarchical import load_hierarchy
 from sslflow.curation.incremental import assign_new
 from sslflow.data import open_source, write_shards
 from sslflow.data.sources import SourceError
+from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, upstream_run_ids
 
@@ -50,6 +51,7 @@ def find_entry(folder: Path, key: str) -> Path:
     code_version="1",
     kinds={"webdataset", "mlflow"},
 )
+@skip_when_unchanged
 def inbox_shards(
     context: dg.AssetExecutionContext, config: InboxShardsConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
@@ -84,6 +86,7 @@ class InboxAssignmentConfig(dg.Config):
     code_version="1",
     kinds={"mlflow"},
 )
+@skip_when_unchanged
 def inbox_assignment(
     context: dg.AssetExecutionContext, config: InboxAssignmentConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:

@@ -23,6 +23,7 @@ import dagster as dg
 from pydantic import Field
 
 from sslflow.data import Manifest
+from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
 from sslflow.ssl.config import ConfigError, PretrainConfig, RESUME_FREE_FIELDS
@@ -162,6 +163,7 @@ def _train_in_process(
     deps=[dg.AssetDep(asset) for asset in DATA_ASSETS],
     pool="gpu",
 )
+@skip_when_unchanged
 def pretrained_model(
     context: dg.AssetExecutionContext, config: PretrainedModelConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:

@@ -44,6 +44,7 @@ from sslflow.evaluation.report import (
     summary_markdown,
 )
 from sslflow.evaluation.results import ModelProbe, Role, knn_metric, load_probes, merge_probes, save_probes
+from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
 
@@ -152,6 +153,7 @@ def _feature_table(index: FeatureIndex) -> str:
 
 
 @dg.asset(group_name=GROUP, deps=["eval_split", "pretrained_model"], code_version="1", kinds={"numpy", "mlflow"})
+@skip_when_unchanged
 def probe_features(
     context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
@@ -217,6 +219,7 @@ def _probe_table(probes: list[ModelProbe]) -> str:
 
 
 @dg.asset(group_name=GROUP, deps=["probe_features"], code_version="1", kinds={"pytorch", "mlflow"})
+@skip_when_unchanged
 def knn_probe(
     context: dg.AssetExecutionContext, config: KnnProbeConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
@@ -233,6 +236,7 @@ def knn_probe(
 
 
 @dg.asset(group_name=GROUP, deps=["probe_features"], code_version="1", kinds={"scikitlearn", "mlflow"})
+@skip_when_unchanged
 def linear_probe(
     context: dg.AssetExecutionContext, config: LinearProbeConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
@@ -268,6 +272,7 @@ def _run_links(mlflow: MLflowTracking, run: TrackedRun, upstream: dict[str, str]
 
 
 @dg.asset(group_name=GROUP, deps=["knn_probe", "linear_probe"], code_version="1", kinds={"html", "mlflow"})
+@skip_when_unchanged
 def probing_report(
     context: dg.AssetExecutionContext, config: ProbingReportConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
