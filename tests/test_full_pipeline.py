@@ -93,3 +93,21 @@ def test_full_graph_tracks_lineage_and_skips_unchanged_work(
         assert values["reused_from_run"] == first.run_id, asset
         assert values[RUN_ID_KEY] == meta[asset][RUN_ID_KEY], asset
     assert len(client.search_runs([runs["raw_shards"].info.experiment_id])) == len(runs)
+
+    # Iterative curation: round 1 embeds the pool with the model trained on round 0's curation.
+    curation = ("embeddings", "kmeans_hierarchy", "curated_index", "curated_shards")
+    round_one = {name: dict(config[name]) for name in curation}
+    round_one["embeddings"]["embedder"] = "latest-model"
+    result = dg.materialize(
+        [*UNPARTITIONED, *CHECKS],
+        selection=dg.AssetSelection.assets(*curation),
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {name: {"config": values} for name, values in round_one.items()}},
+    )
+    curated = metadata_by_asset(result)
+    assert curated["embeddings"]["embedder"] == meta["pretrained_model"]["model_uri"]
+    assert curated["embeddings"]["curation_round"] == 1 and curated["curated_index"]["curation_round"] == 1
+    report = (sslflow_home / "curated_index" / "report" / "index.html").read_text()
+    rounds = report.split("<h2>Curation rounds</h2>", 1)[1].split("</table>", 1)[0]
+    assert rounds.count("<tr>") == 3 and "<td>pixels</td>" in rounds and meta["pretrained_model"]["model_uri"] in rounds

@@ -88,6 +88,7 @@ class ReportInputs:
         classes: class names, or None.
         thumbnails: top-level cluster → a few uint8 images (H, W) or (H, W, C).
         extra: headline numbers shown in the summary table.
+        rounds: one row per curation round (earlier rounds and this one), shown side by side.
     """
 
     hierarchy: Hierarchy
@@ -96,6 +97,7 @@ class ReportInputs:
     classes: Sequence[str] | None = None
     thumbnails: dict[int, list[np.ndarray]] | None = None
     extra: dict[str, Any] | None = None
+    rounds: list[dict[str, Any]] | None = None
 
 
 def thumbnail_rows(hierarchy: Hierarchy, per_cluster: int) -> dict[int, list[int]]:
@@ -231,6 +233,7 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
         for s in inputs.hierarchy.stats
     )
     figures = "".join(f'<p><img src="{p.name}" alt="{p.stem}" style="max-width:100%"></p>' for p in images if p)
+    rounds = _rounds_table(inputs.rounds) if inputs.rounds else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>sslflow curation report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 10px;text-align:right}}</style>
@@ -239,12 +242,21 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
 <h2>Summary</h2><table>{rows}</table>
 <h2>Levels</h2><table><tr><th>level</th><th>K</th><th>resampling steps</th><th>sample size</th>
 <th>inertia</th><th>size entropy</th><th>empty</th></tr>{level_rows}</table>
+{rounds}
 <h2>Plots</h2>{figures}
 </body></html>
 """
     target = out / "index.html"
     target.write_text(page, encoding="utf-8")
     return target
+
+
+def _rounds_table(rounds: list[dict[str, Any]]) -> str:
+    """Curation rounds side by side: round t+1 embeds with the model trained on round t."""
+    columns = list(dict.fromkeys(k for row in rounds for k in row))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(row.get(c, ''))}</td>" for c in columns) + "</tr>" for row in rounds)
+    return f"<h2>Curation rounds</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def _fmt(value: Any) -> str:

@@ -27,7 +27,7 @@ from sslflow.curation.shards import SelectedSource, pool_source, read_images
 from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, save_json
 from sslflow.data import Manifest, write_shards
-from sslflow.pipelines.lineage import skip_when_unchanged
+from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged, skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
 
@@ -55,7 +55,8 @@ class EmbeddingsConfig(dg.Config):
 
     embedder: str = Field(
         "pixels",
-        description="pixels (resize + PCA, offline), a timm model name, an sslflow checkpoint path, or models:/… / runs:/…",
+        description="pixels (resize + PCA, offline), a timm model name, an sslflow checkpoint path, models:/…, "
+        "or latest-model: the model of the latest pretrained_model run, so round t's model curates round t+1",
     )
     dim: int = Field(64, description="pixels embedder: PCA components (the embedding width)")
     image_size: int = Field(28, description="side images are resized to (pixels and timm)")
@@ -81,22 +82,55 @@ class EmbeddingsConfig(dg.Config):
     )
     seed: int = Field(0, description="seeds the PCA sample and random timm initialisations")
 
-    def embed_config(self, tracking_uri: str) -> EmbedConfig:
-        return EmbedConfig(**self.model_dump(), tracking_uri=tracking_uri, progress=True)
+    def embed_config(self, tracking_uri: str, embedder: str) -> EmbedConfig:
+        return EmbedConfig(**{**self.model_dump(), "embedder": embedder}, tracking_uri=tracking_uri, progress=True)
+
+
+LATEST_MODEL = "latest-model"
+ROUND_KEY = "curation_round"
+
+
+def _latest_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> object | None:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    materialization = event.asset_materialization if event else None
+    entry = materialization.metadata.get(key) if materialization else None
+    return entry.value if entry is not None else None
+
+
+def resolve_embedder(context: dg.AssetExecutionContext, embedder: str) -> tuple[str, int]:
+    """The embedder to use and the curation round it starts.
+
+    ``latest-model`` becomes the (version-pinned) ``model_uri`` of the latest pretrained_model
+    materialisation and starts the round after the latest curated_index's; any other embedder
+    is round 0.
+    """
+    if embedder != LATEST_MODEL:
+        return embedder, 0
+    uri = _latest_metadata(context, "pretrained_model", "model_uri")
+    if not uri:
+        raise dg.Failure("embedder latest-model needs a pretrained model: materialise pretrained_model first")
+    previous = _latest_metadata(context, "curated_index", ROUND_KEY)
+    return str(uri), int(previous or 0) + 1
 
 
 @dg.asset(group_name=GROUP, deps=["raw_shards"], code_version="1", kinds={"numpy", "mlflow"})
-@skip_when_unchanged
 def embeddings(
     context: dg.AssetExecutionContext, config: EmbeddingsConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
     """N×D float16 embedding memmap of the raw pool, with keys and labels (resumable by chunk)."""
     manifest = _raw_manifest(home)
     out = home.asset_dir("embeddings")
+    embedder, curation_round = resolve_embedder(context, config.embedder)
+    # The resolved model is an input too: `latest-model` names a new model after each pretraining.
+    inputs = input_fingerprint(context, config, ["raw_shards"], extra={"embedder": embedder})
+    reused = reuse_if_unchanged(context, inputs, [out])
+    if reused is not None:
+        return reused
     with mlflow.start_run(context, "embeddings", upstream=upstream_run_ids(context, ["raw_shards"])) as run:
-        run.log_params(config.model_dump())
+        run.log_params({**config.model_dump(), "resolved_embedder": embedder})
+        run.set_tags({"sslflow.curation_round": curation_round})
         started = time.perf_counter()
-        result = embed_shards(manifest, out, config.embed_config(mlflow.resolved_uri()))
+        result = embed_shards(manifest, out, config.embed_config(mlflow.resolved_uri(), embedder))
         seconds = time.perf_counter() - started
         array = result.array()
         digest = file_sha256(result.path)
@@ -109,9 +143,11 @@ def embeddings(
         metadata = {
             "rows": len(array),
             "dim": int(array.shape[1]),
-            "embedder": config.embedder,
+            "embedder": embedder,
+            ROUND_KEY: curation_round,
             "path": dg.MetadataValue.path(str(result.path)),
             "sha256": digest,
+            INPUT_FINGERPRINT: inputs,
             **run_metadata(run),
         }
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(digest))
@@ -276,8 +312,11 @@ def curated_index(
     hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
     out = home.asset_dir("curated_index")
     upstream = upstream_run_ids(context, ["raw_shards", "embeddings", "kmeans_hierarchy"])
+    curation_round = int(_latest_metadata(context, "embeddings", ROUND_KEY) or 0)
+    embedder = str(_latest_metadata(context, "embeddings", "embedder") or "")
     with mlflow.start_run(context, "curated_index", upstream=upstream) as run:
         run.log_params(config.model_dump())
+        run.set_tags({"sslflow.curation_round": curation_round, "sslflow.embedder": embedder})
         curated = sample_hierarchy(hierarchy, keys, config.target_size, strategy, config.seed)
         curated.save(out)
         summary = {**curated.summary(), "min_top_entropy": config.min_top_entropy}
@@ -293,7 +332,8 @@ def curated_index(
         thumbnails = {c: [images[keys[r]] for r in rs if keys[r] in images] for c, rs in thumb_rows.items()}
         report = write_report(
             ReportInputs(hierarchy, curated, labels, source.meta().get("classes"), thumbnails,
-                         extra={"duplicates_removed": dedup["duplicates_removed"]}),  # fmt: skip
+                         extra={"duplicates_removed": dedup["duplicates_removed"]},
+                         rounds=[*earlier_rounds(run), round_row(curation_round, embedder, summary)]),  # fmt: skip
             out / "report",
         )
         quantiles = size_quantiles(curated.counts[0])
@@ -304,6 +344,7 @@ def curated_index(
         _log_folder(run, out / "report", "report")
         run.set_tags({"sslflow.curated_index_uri": out.as_uri(), "sslflow.curated_rows_sha256": file_sha256(out / "rows.npy")})
         metadata = {
+            ROUND_KEY: curation_round,
             "selected": len(curated.rows),
             "entropy_top_pool": summary["entropy_top_pool"],
             "entropy_top_curated": summary["entropy_top_curated"],
@@ -311,6 +352,29 @@ def curated_index(
             **run_metadata(run),
         }
     return dg.MaterializeResult(metadata=metadata)
+
+
+ROUND_METRICS = ("selected", "entropy_top_pool", "entropy_top_curated", "class_entropy_pool", "class_entropy_curated")
+
+
+def round_row(curation_round: int, embedder: str, values: dict[str, object]) -> dict[str, object]:
+    """One row of the rounds table."""
+    return {"round": curation_round, "embedder": embedder, **{k: values[k] for k in ROUND_METRICS if k in values}}
+
+
+def earlier_rounds(run: TrackedRun, limit: int = 10) -> list[dict[str, object]]:
+    """Earlier finished curated_index runs of the experiment, oldest first (for the rounds table)."""
+    found = run.client.search_runs(
+        [run.experiment_id],
+        filter_string="tags.`sslflow.stage` = 'curated_index' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=limit,
+    )
+    return [
+        round_row(int(r.data.tags.get("sslflow.curation_round", 0)), r.data.tags.get("sslflow.embedder", ""), r.data.metrics)
+        for r in reversed(found)
+        if r.info.run_id != run.run_id
+    ]
 
 
 @dg.asset_check(asset=curated_index, description="curated counts are balanced over top-level clusters")
