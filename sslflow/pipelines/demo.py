@@ -81,9 +81,12 @@ def _summary(result: Any, root: Path, dagster: Path, minutes: float) -> str:
         shown = f"{samples.value} samples" if samples is not None else ""
         run = meta.get("mlflow_run_id")
         lines.append(f"  {event.asset_key.to_user_string():<18} {shown:<16} MLflow run {run.value if run else '-'}")
-        report = meta.get("report_path")
+        headline = {k: v.value for k, v in meta.items() if k.endswith("_top1")}
+        if headline:
+            lines.append("    top-1: " + ", ".join(f"{k.removesuffix('_top1')} {v:.3f}" for k, v in headline.items()))
+        report = meta.get("report")
         if report is not None:
-            lines.append(f"  report: {report.value}")
+            lines.append(f"    report: {report.value}")
     lines += [
         f"Files:   {root}",
         f"MLflow:  sqlite:///{root / 'mlflow.db'} (artifacts in {root / 'mlartifacts'})",
