@@ -111,3 +111,39 @@ def test_full_graph_tracks_lineage_and_skips_unchanged_work(
     report = (sslflow_home / "curated_index" / "report" / "index.html").read_text()
     rounds = report.split("<h2>Curation rounds</h2>", 1)[1].split("</table>", 1)[0]
     assert rounds.count("<tr>") == 3 and "<td>pixels</td>" in rounds and meta["pretrained_model"]["model_uri"] in rounds
+
+
+def test_inbox_partition_is_ingested_and_assigned_with_drift(
+    fmnist_subset: Any, resources: dict[str, object], sslflow_home: Path
+) -> None:
+    from conftest import head
+
+    from sslflow.data import write_shards
+    from sslflow.data.sources import digits, fashion_mnist
+    from sslflow.pipelines.assets.inbox import inbox_partitions
+
+    instance = dg.DagsterInstance.ephemeral()
+    curation = ("raw_shards", "embeddings", "kmeans_hierarchy")
+    config = {k: v for k, v in tiny_run_config(fmnist_subset.train.root.parent).items() if k in curation}
+    built = dg.materialize(
+        UNPARTITIONED, selection=dg.AssetSelection.assets(*curation), instance=instance, resources=resources,
+        run_config={"ops": {name: {"config": values} for name, values in config.items()}},
+    )  # fmt: skip
+    assert built.success
+
+    # Fashion-MNIST test images look like the pool; scikit-learn's digits do not.
+    write_shards(head(fashion_mnist(split="test"), 300), sslflow_home / "inbox" / "similar", progress=False)
+    write_shards(digits("test"), sslflow_home / "inbox" / "different", progress=False)
+    instance.add_dynamic_partitions(inbox_partitions.name, ["similar", "different"])
+    drift = {}
+    for key in ("similar", "different"):
+        result = dg.materialize(
+            [a for a in ASSETS if a.partitions_def is not None], partition_key=key, instance=instance,
+            resources=resources, run_config={"ops": {"inbox_assignment": {"config": {"drift_threshold": 1.5}}}},
+        )  # fmt: skip
+        meta = metadata_by_asset(result)
+        assert meta["inbox_shards"]["samples"] == (300 if key == "similar" else 360)
+        drift[key] = meta["inbox_assignment"]["drift"]
+        assert meta["inbox_assignment"]["needs_recuration"] == (drift[key] > 1.5)
+    assert drift["similar"] < 1.5 < drift["different"]
+
