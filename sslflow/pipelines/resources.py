@@ -98,7 +98,10 @@ class MLflowTracking(dg.ConfigurableResource):
 
         home = sslflow_home(self.home or None)
         home.mkdir(parents=True, exist_ok=True)
-        return MlflowClient(tracking_uri=self.resolved_uri())
+        uri = self.resolved_uri()
+        # Explicit registry URI: MlflowClient otherwise takes the process-global one, which
+        # mlflow.pytorch.log_model sets for whatever store logged the last model.
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def experiment_id(self, client: Any) -> str:
         found = client.get_experiment_by_name(self.experiment_name)

@@ -300,5 +300,5 @@ def log_backbone_model(
     backbone.to(backbone._device)
     version = None if info.registered_model_version is None else str(info.registered_model_version)
     if registered_name is not None and alias:
-        MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(registered_name, alias, version)
+        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(registered_name, alias, version)
     return LoggedBackbone(info.model_uri, registered_name, version, alias if registered_name else None)
