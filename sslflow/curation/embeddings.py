@@ -327,12 +327,3 @@ def _checkpoint(out: Path, array: np.memmap, labels: np.memmap, keys: list[str],
         handle.write("".join(k + "\n" for k in keys))
     (out / "progress.json.partial").write_text(json.dumps({"identity": identity, "rows": rows}))
     (out / "progress.json.partial").replace(out / "progress.json")
-
-
-def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
-    """sha256 of a (large) file, read in 4 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -33,6 +32,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from sslflow.data import Manifest, ShardDataset
+from sslflow.data.manifest import sha256_file
 from sslflow.ssl.augment import AugmentConfig, ViewAugment
 from sslflow.ssl.backbones import create_backbone
 from sslflow.ssl.config import ConfigError, PretrainConfig
@@ -159,14 +159,6 @@ def _check_run_dir(config: PretrainConfig, run_dir: Path, force: bool) -> None:
                 f"run folder {run_dir} was started with another config ({listed}); use a new run folder, "
                 "or force=True to resume anyway"
             )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pretrain(

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from sslflow.curation.dedup import find_duplicates
-from sslflow.curation.embeddings import EmbedConfig, embed_shards, file_sha256, load_embeddings
+from sslflow.curation.embeddings import EmbedConfig, embed_shards, load_embeddings
 from sslflow.curation.hierarchical import (
     HierarchyConfig,
     HierarchyError,
@@ -27,6 +27,7 @@ from sslflow.curation.shards import SelectedSource, pool_source, read_images
 from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, save_json
 from sslflow.data import Manifest, write_shards
+from sslflow.data.manifest import sha256_file
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged, skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
@@ -133,7 +134,7 @@ def embeddings(
         result = embed_shards(manifest, out, config.embed_config(mlflow.resolved_uri(), embedder))
         seconds = time.perf_counter() - started
         array = result.array()
-        digest = file_sha256(result.path)
+        digest = sha256_file(result.path)
         run.log_metrics({"rows": len(array), "dim": array.shape[1], "seconds": seconds,
                          "images_per_second": len(array) / max(seconds, 1e-9)})  # fmt: skip
         run.set_tags({"sslflow.embeddings_uri": result.path.as_uri(), "sslflow.embeddings_sha256": digest,
@@ -247,8 +248,8 @@ def kmeans_hierarchy(
         run.log_artifact(out / "dedup.json")
         assignments = hierarchy.level_dir(0) / "assignments.npy"
         run.set_tags({"sslflow.hierarchy_uri": out.as_uri(),
-                      "sslflow.assignments_sha256": file_sha256(assignments),
-                      "sslflow.embeddings_sha256": file_sha256(source.path)})  # fmt: skip
+                      "sslflow.assignments_sha256": sha256_file(assignments),
+                      "sslflow.embeddings_sha256": sha256_file(source.path)})  # fmt: skip
         metadata = {
             "levels": str(config.levels),
             "points": len(hierarchy.rows()),
@@ -342,7 +343,7 @@ def curated_index(
         run.log_metrics(metrics)
         run.log_artifact(out / "summary.json")
         _log_folder(run, out / "report", "report")
-        run.set_tags({"sslflow.curated_index_uri": out.as_uri(), "sslflow.curated_rows_sha256": file_sha256(out / "rows.npy")})
+        run.set_tags({"sslflow.curated_index_uri": out.as_uri(), "sslflow.curated_rows_sha256": sha256_file(out / "rows.npy")})
         metadata = {
             ROUND_KEY: curation_round,
             "selected": len(curated.rows),
