@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from sslflow.curation.kmeans import KMeansConfig, Rows, RowSubset, assign, kmeans
+from sslflow.curation.kmeans import KMeansConfig, RankComm, Rows, RowSubset, assign, kmeans
 from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
 
@@ -250,16 +250,25 @@ def build_hierarchy(
     check_levels(config.levels, len(selected))
     identity = {**config.identity(), "dim": int(embeddings.shape[1]), "n_points": len(selected),
                 "data_sha256": data_fingerprint(embeddings, selected)}  # fmt: skip
-    _prepare(out, identity, overwrite)
-    save_npy(out / "rows.npy", selected)
+    comm = RankComm()
+    if comm.rank == 0:
+        _prepare(out, identity, overwrite)
+        save_npy(out / "rows.npy", selected)
+    comm.barrier()
     if len(invalid):
         log.warning("dropped %d NaN/inf embedding rows", len(invalid))
     data: Rows = embeddings if rows is None and not len(invalid) else RowSubset(embeddings, selected)
     stats: list[dict[str, Any]] = []
     for index, level in enumerate(config.levels):
-        stats.append(_build_level(data, out / f"level_{index:02d}", index, level, config))
+        # Level 0 reads all N rows: each rank takes a consecutive slice. Upper levels cluster
+        # centroids (a few thousand rows): every rank computes them alike, rank 0 writes.
+        level_comm = comm if index == 0 else RankComm(enabled=False)
+        stats.append(_build_level(data, out / f"level_{index:02d}", index, level, config, level_comm, comm.rank == 0))
+        comm.barrier()
         data = load_npy(out / f"level_{index:02d}" / "centroids.npy")
-    save_json(out / "summary.json", {"dropped_invalid": len(invalid), "levels": stats})
+    if comm.rank == 0:
+        save_json(out / "summary.json", {"dropped_invalid": len(invalid), "levels": stats})
+    comm.barrier()
     return Hierarchy(root=out, config=identity, stats=stats)
 
 
@@ -296,12 +305,20 @@ def _step_seed(config: HierarchyConfig, level: int, step: int) -> int:
     return config.seed + 1000 * level + step
 
 
-def _build_level(data: Rows, folder: Path, index: int, level: Level, config: HierarchyConfig) -> dict[str, Any]:
-    """Run or resume one level; returns its stats (also written to ``stats.json``)."""
+def _build_level(
+    full: Rows, folder: Path, index: int, level: Level, config: HierarchyConfig, comm: RankComm, write: bool
+) -> dict[str, Any]:
+    """Run or resume one level; returns its stats (also written to ``stats.json`` when ``write``).
+
+    With an active ``comm`` each rank assigns its consecutive slice of ``full``: k-means sums are
+    all-reduced, the resampling pool is the r closest rows per cluster over every rank's
+    candidates, and the pool's k-means runs alike on every rank (same rows, same seed).
+    """
     if (folder / "stats.json").is_file():
         log.info("level %d already complete in %s", index, folder)
         return load_json(folder / "stats.json")
     started = time.perf_counter()
+    offset, data = _rank_slice(full, comm)
     steps = folder / "steps"
     done = sorted(steps.glob("step_*.npy")) if steps.is_dir() else []
     kmeans_config = KMeansConfig(
@@ -320,28 +337,26 @@ def _build_level(data: Rows, folder: Path, index: int, level: Level, config: Hie
         log.info("level %d: resuming after step %d", index, first - 1)
     else:
         first = 1
-        result = kmeans(data, replace(kmeans_config, seed=_step_seed(config, index, 0)))
+        result = kmeans(data, replace(kmeans_config, seed=_step_seed(config, index, 0)), distributed=comm.active)
         centroids, labels, distances = result.centroids, result.labels, result.distances
-        save_npy(steps / "step_000.npy", centroids)
+        if write:
+            save_npy(steps / "step_000.npy", centroids)
         history.append({"step": 0, "inertia": result.inertia, "n_iter": result.n_iter,
                         "reseeded": result.reseeded})  # fmt: skip
     for step in range(first, level.n_resampling_steps + 1):
-        pool = closest_per_cluster(labels, distances, level.n_clusters, level.sample_size)
+        pool = _global_pool(labels, distances, offset, level, comm)
         seeded = replace(kmeans_config, seed=_step_seed(config, index, step))
-        result = kmeans(np.asarray(data[pool], dtype=np.float32), seeded)
+        result = kmeans(np.asarray(full[pool], dtype=np.float32), seeded, distributed=False)
         centroids = result.centroids
         labels, distances = assign(data, centroids, config.chunk_size, config.spherical)
-        save_npy(steps / f"step_{step:03d}.npy", centroids)
+        if write:
+            save_npy(steps / f"step_{step:03d}.npy", centroids)
+        inertia = float(comm.sum(np.array([distances.sum(dtype=np.float64)]))[0])
         history.append({"step": step, "pool": len(pool), "pool_inertia": result.inertia,
-                        "inertia": float(distances.sum(dtype=np.float64)), "n_iter": result.n_iter,
-                        "reseeded": result.reseeded})  # fmt: skip
+                        "inertia": inertia, "n_iter": result.n_iter, "reseeded": result.reseeded})  # fmt: skip
+    labels, distances = comm.gather_rows(labels), comm.gather_rows(distances)
     offsets, members = to_csr(labels, distances, level.n_clusters)
     sizes = np.diff(offsets)
-    save_npy(folder / "centroids.npy", centroids)
-    save_npy(folder / "assignments.npy", labels.astype(np.int32))
-    save_npy(folder / "distances.npy", distances.astype(np.float32))
-    save_npy(folder / "clusters_offsets.npy", offsets)
-    save_npy(folder / "clusters_members.npy", members)
     stats = {
         "level": index,
         **asdict(level),
@@ -353,9 +368,40 @@ def _build_level(data: Rows, folder: Path, index: int, level: Level, config: Hie
         "sizes": size_quantiles(sizes),
         "steps": history,
         "seconds": time.perf_counter() - started,
+        "ranks": comm.world,
     }
+    if not write:
+        return stats
+    save_npy(folder / "centroids.npy", centroids)
+    save_npy(folder / "assignments.npy", labels.astype(np.int32))
+    save_npy(folder / "distances.npy", distances.astype(np.float32))
+    save_npy(folder / "clusters_offsets.npy", offsets)
+    save_npy(folder / "clusters_members.npy", members)
     save_json(folder / "stats.json", stats)
     return stats
+
+
+def _rank_slice(full: Rows, comm: RankComm) -> tuple[int, Rows]:
+    """This rank's first row and its consecutive slice of ``full`` (all of it without ``comm``)."""
+    if not comm.active:
+        return 0, full
+    local = np.array_split(np.arange(len(full), dtype=np.int64), comm.world)[comm.rank]
+    return int(local[0]) if len(local) else len(full), RowSubset(full, local)
+
+
+def _global_pool(labels: np.ndarray, distances: np.ndarray, offset: int, level: Level, comm: RankComm) -> np.ndarray:
+    """Sorted rows of ``full`` nearest to each centroid, over all ranks.
+
+    Each rank's r nearest per cluster contain its share of the global r nearest, so the global
+    choice among the gathered candidates equals the single-process choice (ties by lower row).
+    """
+    local = closest_per_cluster(labels, distances, level.n_clusters, level.sample_size)
+    if not comm.active:
+        return local
+    rows = comm.gather_rows(local + offset)
+    chosen = closest_per_cluster(comm.gather_rows(labels[local]), comm.gather_rows(distances[local]),
+                                 level.n_clusters, level.sample_size)  # fmt: skip
+    return np.sort(rows[chosen])
 
 
 def closest_per_cluster(labels: np.ndarray, distances: np.ndarray, n_clusters: int, r: int) -> np.ndarray:

@@ -111,13 +111,25 @@ class KMeansResult:
     reseeded: int
 
 
-class _Comm:
-    """Sum-reductions over torch.distributed when a process group is up, identity otherwise."""
+class RankComm:
+    """Collectives over torch.distributed when a process group is up (and ``enabled``), identity otherwise."""
 
-    def __init__(self) -> None:
-        self.active = torch.distributed.is_available() and torch.distributed.is_initialized()
+    def __init__(self, enabled: bool = True) -> None:
+        self.active = enabled and torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = torch.distributed.get_rank() if self.active else 0
         self.world = torch.distributed.get_world_size() if self.active else 1
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+    def gather_rows(self, array: np.ndarray) -> np.ndarray:
+        """Concatenate arrays of any length along axis 0, in rank order, on every rank."""
+        if not self.active:
+            return array
+        parts: list[np.ndarray | None] = [None] * self.world
+        torch.distributed.all_gather_object(parts, np.ascontiguousarray(array))
+        return np.concatenate([p for p in parts if p is not None])
 
     def sum(self, array: np.ndarray) -> np.ndarray:
         if not self.active:
@@ -186,20 +198,20 @@ def _pass(
     return labels, distances, sums, counts
 
 
-def _row_offset(comm: _Comm, n_local: int) -> tuple[int, int]:
+def _row_offset(comm: RankComm, n_local: int) -> tuple[int, int]:
     """(first global row of this rank, global N): ranks hold consecutive row slices in rank order."""
     sizes = comm.gather(np.array([n_local], dtype=np.int64))
     return int(sizes[: comm.rank].sum()), int(sizes.sum())
 
 
-def init_centroids(x: Rows, config: KMeansConfig, comm: _Comm | None = None) -> np.ndarray:
+def init_centroids(x: Rows, config: KMeansConfig, comm: RankComm | None = None) -> np.ndarray:
     """k-means++ centroids (K, D) float32 from a seeded sample of rows.
 
     The sample is drawn by global row index, so every rank (each holding a row slice) builds the
     same sample by summing its own rows into a zero buffer, and gets the same centroids as a
     single process would.
     """
-    comm = comm or _Comm()
+    comm = comm or RankComm()
     offset, total = _row_offset(comm, len(x))
     k = config.n_clusters
     size = config.init_sample or default_init_sample(k)
@@ -224,7 +236,7 @@ def _normalise(centroids: np.ndarray, spherical: bool) -> np.ndarray:
 
 
 def _farthest_rows(
-    x: Rows, distances: np.ndarray, count: int, spherical: bool, comm: _Comm
+    x: Rows, distances: np.ndarray, count: int, spherical: bool, comm: RankComm
 ) -> np.ndarray:
     """The ``count`` rows (count, D) farthest from their centroid over all ranks.
 
@@ -256,7 +268,7 @@ class _Take:
         return self.x[self.index[span]]
 
 
-def kmeans(x: Rows, config: KMeansConfig, init: np.ndarray | None = None) -> KMeansResult:
+def kmeans(x: Rows, config: KMeansConfig, init: np.ndarray | None = None, distributed: bool = True) -> KMeansResult:
     """Lloyd's k-means on (N, D) rows, streamed in chunks, all-reduced across ranks if any.
 
     Args:
@@ -264,12 +276,14 @@ def kmeans(x: Rows, config: KMeansConfig, init: np.ndarray | None = None) -> KMe
             consecutive slices in rank order, so results match a single process on the union.
         config: see ``KMeansConfig``.
         init: (K, D) starting centroids; None = seeded k-means++.
+        distributed: all-reduce across ranks when a process group is up; False when every rank
+            holds the same rows (e.g. a resampling pool) and computes the same result.
 
     Returns:
         ``KMeansResult``; labels and distances cover this rank's rows and match the returned
         centroids (a final assignment pass runs when ``max_iter`` stops the loop).
     """
-    comm = _Comm()
+    comm = RankComm(distributed)
     _, total = _row_offset(comm, len(x))
     if total < config.n_clusters:
         raise ValueError(f"k-means needs at least n_clusters={config.n_clusters} rows, got {total}")
@@ -326,6 +340,7 @@ def default_init_sample(n_clusters: int) -> int:
 __all__ = [
     "KMeansConfig",
     "KMeansResult",
+    "RankComm",
     "RowSubset",
     "assign",
     "default_init_sample",

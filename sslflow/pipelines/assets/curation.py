@@ -5,6 +5,8 @@ MLflow run (config as params, headline metrics, small artifacts, URI + sha256 of
 returns metadata with the run id.
 """
 
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from pydantic import Field
 from sslflow.curation.dedup import find_duplicates
 from sslflow.curation.embeddings import EmbedConfig, embed_shards, load_embeddings
 from sslflow.curation.hierarchical import (
+    Hierarchy,
     HierarchyConfig,
     HierarchyError,
     build_hierarchy,
@@ -25,7 +28,7 @@ from sslflow.curation.report import ReportInputs, class_shares, thumbnail_rows, 
 from sslflow.curation.sampling import LeafStrategy, sample_hierarchy
 from sslflow.curation.shards import SelectedSource, pool_source, read_images
 from sslflow.curation.stats import normalised_entropy, size_quantiles
-from sslflow.curation.storage import load_json, save_json
+from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
 from sslflow.data import Manifest, write_shards
 from sslflow.data.manifest import sha256_file
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged, skip_when_unchanged
@@ -196,6 +199,12 @@ class KMeansHierarchyConfig(dg.Config):
         description="nearest neighbours searched per sample for duplicates",
     )
 
+    processes: int = Field(
+        1,
+        description="processes for level 0 (the pass over every embedding); > 1 launches torchrun "
+        "through Dagster Pipes, each rank clustering a slice of the memmap (gloo all-reduce)",
+    )
+
     def hierarchy_config(self) -> HierarchyConfig:
         return HierarchyConfig(
             levels=tuple(tuple(level) for level in self.levels),  # type: ignore[arg-type]
@@ -229,7 +238,10 @@ def kmeans_hierarchy(
                           "pairs": [(keys[a], keys[b], sim) for a, b, sim in found.pairs]}  # fmt: skip
             context.log.info(f"dedup: removed {found.removed} near-duplicates in {found.groups} groups")
         try:
-            hierarchy = build_hierarchy(array, keys, out, config.hierarchy_config(), rows=rows, overwrite=True)
+            if config.processes > 1:
+                hierarchy = _build_with_torchrun(context, home, config, rows)
+            else:
+                hierarchy = build_hierarchy(array, keys, out, config.hierarchy_config(), rows=rows, overwrite=True)
         except HierarchyError as exc:
             raise dg.Failure(str(exc)) from exc
         save_json(out / "dedup.json", dedup_info)
@@ -420,5 +432,59 @@ def curated_shards(
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(manifest.content_hash))
 
 
+def _build_with_torchrun(
+    context: dg.AssetExecutionContext, home: SslflowHome, config: KMeansHierarchyConfig, rows: np.ndarray | None
+) -> Hierarchy:
+    """Build the hierarchy with ``config.processes`` torchrun ranks, launched through Dagster Pipes."""
+    launch = home.path() / "launch" / "kmeans_hierarchy"
+    launch.mkdir(parents=True, exist_ok=True)
+    save_json(launch / "config.json", config.model_dump())
+    arguments = ["--embeddings", str(home.asset_dir("embeddings")), "--out", str(home.asset_dir("kmeans_hierarchy")),
+                 "--config", str(launch / "config.json")]  # fmt: skip
+    if rows is not None:
+        save_npy(launch / "rows.npy", rows)
+        arguments += ["--rows", str(launch / "rows.npy")]
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={config.processes}", "--standalone",
+               "-m", "sslflow.pipelines.assets.curation", *arguments]  # fmt: skip
+    dg.PipesSubprocessClient().run(command=command, context=context, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return load_hierarchy(home.asset_dir("kmeans_hierarchy"))
+
+
+def hierarchy_main(argv: list[str] | None = None) -> None:
+    """Entry point of every torchrun rank; rank 0 alone opens the Dagster Pipes channel."""
+    import argparse
+
+    import torch.distributed as dist
+
+    parser = argparse.ArgumentParser(description="sslflow hierarchical k-means across torch.distributed ranks")
+    parser.add_argument("--embeddings", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--config", required=True, help="kmeans_hierarchy config JSON")
+    parser.add_argument("--rows", help="sorted embedding rows to cluster (after deduplication)")
+    args = parser.parse_args(argv)
+    config = KMeansHierarchyConfig(**load_json(Path(args.config)))
+    source = load_embeddings(args.embeddings)
+    rows = load_npy(Path(args.rows)) if args.rows else None
+    dist.init_process_group("gloo")  # the sums are numpy on the CPU, whatever the accelerator
+    try:
+        def build() -> Hierarchy:
+            return build_hierarchy(source.array(), source.keys(), args.out, config.hierarchy_config(), rows=rows,
+                                   overwrite=True)  # fmt: skip
+
+        if dist.get_rank() != 0:
+            build()
+            return
+        from dagster_pipes import open_dagster_pipes
+
+        with open_dagster_pipes() as pipes:
+            hierarchy = build()
+            pipes.log.info(f"built {len(hierarchy.stats)} levels on {dist.get_world_size()} ranks")
+    finally:
+        dist.destroy_process_group()
+
+
 ASSETS = [embeddings, kmeans_hierarchy, curated_index, curated_shards]
 CHECKS = [embeddings_finite, kmeans_no_empty_leaf, curated_top_entropy]
+
+if __name__ == "__main__":
+    hierarchy_main()
