@@ -78,3 +78,18 @@ def test_new_model_sensor_requests_a_probe_per_new_version(sslflow_home: Path) -
     client.create_model_version("sslflow-simclr", source=(sslflow_home / "model2").as_uri())
     later = new_model_sensor(dg.build_sensor_context(cursor=result.cursor, resources={"mlflow": tracking}))
     assert [r.run_key for r in later.run_requests] == ["sslflow-simclr-2"]
+
+
+def test_bad_input_fails_the_job_at_once_without_retries(sslflow_home: Path) -> None:
+    from sslflow.pipelines.definitions import build_definitions
+
+    job = build_definitions().resolve_job_def("curation_job")
+    result = job.execute_in_process(
+        run_config={"ops": {"raw_shards": {"config": {"source": "imagenet"}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert [e.step_key for e in failures] == ["raw_shards"] and "valid sources" in str(failures[0].event_specific_data)
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]

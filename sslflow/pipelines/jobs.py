@@ -9,9 +9,14 @@ CURATION_ASSETS = ("raw_shards", "embeddings", "kmeans_hierarchy", "curated_inde
 PRETRAINING_ASSETS = ("pretrained_model",)
 PROBING_ASSETS = ("eval_split", "probe_features", "knn_probe", "linear_probe", "probing_report")
 
-# Transient failures (I/O, a tracking server that blips) are retried; a bad config is not,
-# since a Failure raised by an asset is not retried.
+# Transient failures (I/O, a tracking server that blips) are retried; input that retrying
+# cannot fix raises bad_input(...), which the policy skips.
 RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def bad_input(message: str) -> dg.Failure:
+    """A Failure for bad config or missing inputs: fails the run at once, never retried."""
+    return dg.Failure(message, allow_retries=False)
 
 
 def _job(name: str, assets: tuple[str, ...], description: str) -> UnresolvedAssetJobDefinition:

@@ -31,6 +31,7 @@ from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
 from sslflow.data import Manifest, write_shards
 from sslflow.data.manifest import sha256_file
+from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged, skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
@@ -41,7 +42,7 @@ GROUP = "curation"
 def _raw_manifest(home: SslflowHome) -> Manifest:
     path = home.asset_dir("raw_shards") / "manifest.json"
     if not path.is_file():
-        raise dg.Failure(f"no raw_shards manifest at {path}: materialise raw_shards first")
+        raise bad_input(f"no raw_shards manifest at {path}: materialise raw_shards first")
     return Manifest.load(path)
 
 
@@ -112,7 +113,7 @@ def resolve_embedder(context: dg.AssetExecutionContext, embedder: str) -> tuple[
         return embedder, 0
     uri = _latest_metadata(context, "pretrained_model", "model_uri")
     if not uri:
-        raise dg.Failure("embedder latest-model needs a pretrained model: materialise pretrained_model first")
+        raise bad_input("embedder latest-model needs a pretrained model: materialise pretrained_model first")
     previous = _latest_metadata(context, "curated_index", ROUND_KEY)
     return str(uri), int(previous or 0) + 1
 
@@ -243,7 +244,7 @@ def kmeans_hierarchy(
             else:
                 hierarchy = build_hierarchy(array, keys, out, config.hierarchy_config(), rows=rows, overwrite=True)
         except HierarchyError as exc:
-            raise dg.Failure(str(exc)) from exc
+            raise bad_input(str(exc)) from exc
         save_json(out / "dedup.json", dedup_info)
         metrics: dict[str, float] = {"seconds": time.perf_counter() - started, "points": len(hierarchy.rows()),
                                      "duplicates_removed": dedup_info["duplicates_removed"]}  # fmt: skip
@@ -319,7 +320,7 @@ def curated_index(
     try:
         strategy = LeafStrategy(config.strategy)
     except ValueError as exc:
-        raise dg.Failure(f"unknown strategy {config.strategy!r}; valid: random, closest, farthest") from exc
+        raise bad_input(f"unknown strategy {config.strategy!r}; valid: random, closest, farthest") from exc
     source = load_embeddings(home.asset_dir("embeddings"))
     keys, labels = source.keys(), source.labels()
     hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
@@ -424,7 +425,7 @@ def curated_shards(
         run.log_params(config.model_dump())
         manifest = write_shards(source, out, shard_size=config.shard_size, max_bytes=config.max_bytes, overwrite=True)
         if manifest.total_samples != len(keys):
-            raise dg.Failure(f"{len(keys) - manifest.total_samples} curated keys were not found in raw_shards")
+            raise bad_input(f"{len(keys) - manifest.total_samples} curated keys were not found in raw_shards")
         run.log_metrics(shard_set_metrics(manifest))
         run.log_artifact(out / "manifest.json")
         run.set_tags({"sslflow.shards_uri": out.as_uri(), "sslflow.content_hash": manifest.content_hash})

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from sslflow.data import Manifest, open_source, write_shards
 from sslflow.data.sources import Source, SourceError
+from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun
@@ -66,7 +67,7 @@ def raw_shards(
     try:
         source = config.open(config.split, home.path() / "downloads")
     except SourceError as exc:
-        raise dg.Failure(str(exc)) from exc
+        raise bad_input(str(exc)) from exc
     out = home.asset_dir("raw_shards")
     inputs = input_fingerprint(context, config, extra={"source": source.describe()})
     reused = reuse_if_unchanged(context, inputs, [out / "manifest.json"])
@@ -100,10 +101,10 @@ def eval_split(
     try:
         sources = {split: _split_source(config, split, home.path() / "downloads") for split in ("train", "test")}
     except SourceError as exc:
-        raise dg.Failure(str(exc)) from exc
+        raise bad_input(str(exc)) from exc
     for split, source in sources.items():
         if source.classes is None:
-            raise dg.Failure(f"eval_split needs labels, but the {split} source {source.describe()} has none")
+            raise bad_input(f"eval_split needs labels, but the {split} source {source.describe()} has none")
     root = home.asset_dir("eval_split")
     inputs = input_fingerprint(context, config, extra={s: src.describe() for s, src in sources.items()})
     reused = reuse_if_unchanged(context, inputs, [root / "train" / "manifest.json", root / "test" / "manifest.json"])

@@ -13,6 +13,7 @@ from sslflow.curation.hierarchical import load_hierarchy
 from sslflow.curation.incremental import assign_new
 from sslflow.data import open_source, write_shards
 from sslflow.data.sources import SourceError
+from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, upstream_run_ids
@@ -60,7 +61,7 @@ def inbox_shards(
     try:
         source = open_source("shards", entry_spec(entry))
     except (SourceError, FileNotFoundError, ValueError) as exc:
-        raise dg.Failure(f"inbox entry {entry} is not a shard set: {exc}") from exc
+        raise bad_input(f"inbox entry {entry} is not a shard set: {exc}") from exc
     out = home.asset_dir("inbox_shards", context.partition_key)
     with mlflow.start_run(context, "inbox_shards") as run:
         run.log_params({"entry": str(entry), **config.model_dump()})

@@ -23,6 +23,7 @@ import dagster as dg
 from pydantic import Field
 
 from sslflow.data import Manifest
+from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
@@ -94,7 +95,7 @@ def choose_data(home: SslflowHome, choice: str) -> tuple[str, Path]:
         if manifest.exists():
             return asset, manifest
     wanted = " or ".join(candidates)
-    raise dg.Failure(f"no {wanted} to train on under {home.path()}: materialise {candidates[-1]} first")
+    raise bad_input(f"no {wanted} to train on under {home.path()}: materialise {candidates[-1]} first")
 
 
 def knn_manifests(home: SslflowHome, config: PretrainConfig) -> tuple[Path, Path] | None:
@@ -104,7 +105,7 @@ def knn_manifests(home: SslflowHome, config: PretrainConfig) -> tuple[Path, Path
     root = home.asset_dir("eval_split")
     paths = (root / "train" / "manifest.json", root / "test" / "manifest.json")
     if not all(path.exists() for path in paths):
-        raise dg.Failure(f"knn_monitor_every_n_epochs > 0 needs eval_split under {root}: materialise eval_split first")
+        raise bad_input(f"knn_monitor_every_n_epochs > 0 needs eval_split under {root}: materialise eval_split first")
     return paths
 
 
@@ -176,7 +177,7 @@ def pretrained_model(
         train_config = config.pretrain_config()
         train_config.check()
     except ConfigError as exc:
-        raise dg.Failure(f"bad pretraining config: {exc}") from exc
+        raise bad_input(f"bad pretraining config: {exc}") from exc
     knn = knn_manifests(home, train_config)
     run_dir = home.asset_dir("pretrained_model") / (config.run_name or run_folder_name(train_config, manifest))
     context.log.info(f"training {train_config.method} / {train_config.backbone} on {data_asset} in {run_dir}")
@@ -192,7 +193,7 @@ def pretrained_model(
             else:
                 result = _train_in_process(context, train_config, manifest_path, run_dir, run, config.force_resume, knn)
         except ConfigError as exc:
-            raise dg.Failure(str(exc)) from exc
+            raise bad_input(str(exc)) from exc
         checkpoint = Path(result["checkpoint_path"])
         run.set_tags({"sslflow.checkpoint_uri": checkpoint.as_uri(), "sslflow.checkpoint_sha256": result["checkpoint_sha256"]})
         run.log_artifact(run_dir / "config.json")

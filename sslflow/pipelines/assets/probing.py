@@ -44,6 +44,7 @@ from sslflow.evaluation.report import (
     summary_markdown,
 )
 from sslflow.evaluation.results import ModelProbe, Role, knn_metric, load_probes, merge_probes, save_probes
+from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
@@ -119,14 +120,14 @@ def _split(home: SslflowHome, split: str) -> Manifest:
     try:
         return Manifest.load(folder)
     except FileNotFoundError as exc:
-        raise dg.Failure(f"no {split} shards at {folder}: materialise eval_split first") from exc
+        raise bad_input(f"no {split} shards at {folder}: materialise eval_split first") from exc
 
 
 def _index(home: SslflowHome) -> FeatureIndex:
     try:
         return FeatureIndex.load(home.asset_dir("probe_features") / "index.json")
     except FileNotFoundError as exc:
-        raise dg.Failure(str(exc)) from exc
+        raise bad_input(str(exc)) from exc
 
 
 def _pretrained_model_uri(context: dg.AssetExecutionContext) -> str:
@@ -143,7 +144,7 @@ def _resolve(context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, mlf
     try:
         return resolve_model(spec, mlflow.resolved_uri(), config.backbone, config.small_stem)
     except (ValueError, FileNotFoundError) as exc:
-        raise dg.Failure(f"cannot load model {spec or '(latest registered)'}: {exc}") from exc
+        raise bad_input(f"cannot load model {spec or '(latest registered)'}: {exc}") from exc
 
 
 def _feature_table(index: FeatureIndex) -> str:
@@ -169,7 +170,7 @@ def probe_features(
         try:
             index = extract_all(model, train, test, out / "cache", probe_config)
         except UnlabelledShardsError as exc:
-            raise dg.Failure(str(exc)) from exc
+            raise bad_input(str(exc)) from exc
         path = index.save(out / "index.json")
         run.log_artifact(path)
         run.log_metrics({
@@ -282,7 +283,7 @@ def probing_report(
         probes = merge_probes(load_probes(home.asset_dir("knn_probe") / PROBES_FILE),
                               load_probes(home.asset_dir("linear_probe") / PROBES_FILE))  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
-        raise dg.Failure(str(exc)) from exc
+        raise bad_input(str(exc)) from exc
     upstream = upstream_run_ids(context, REPORT_UPSTREAM)
     with mlflow.start_run(context, "probing_report", upstream=upstream) as run:
         model = index.model()
