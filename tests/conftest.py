@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,13 @@ def fmnist_subset(tmp_path_factory: pytest.TempPathFactory) -> FashionSubset:
     train = write_shards(head(fashion_mnist(split="train"), 2000), root / "train", shard_size=500, progress=False)
     test = write_shards(head(fashion_mnist(split="test"), 500), root / "test", shard_size=500, progress=False)
     return FashionSubset(train=train, test=test)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 import torch
 import torch.multiprocessing as mp
 from sklearn.cluster import KMeans
@@ -75,12 +75,6 @@ def test_too_few_rows_is_an_error() -> None:
         kmeans(np.zeros((3, 2), np.float32), KMeansConfig(n_clusters=5))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _distributed_worker(rank: int, world: int, port: int, x: np.ndarray, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
@@ -96,7 +90,7 @@ def _distributed_worker(rank: int, world: int, port: int, x: np.ndarray, out: st
 @pytest.mark.slow  # ~30 s: each spawned process imports torch, faiss and scikit-learn
 def test_two_process_gloo_matches_one_process(tmp_path: Path) -> None:
     x = blobs(1200, centers=8, dim=4, seed=2)
-    mp.spawn(_distributed_worker, args=(2, _free_port(), x, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_distributed_worker, args=(2, free_port(), x, str(tmp_path)), nprocs=2, join=True)
     single = kmeans(x, KMeansConfig(n_clusters=8, seed=5, init_sample=500, chunk_size=128))
     for rank in range(2):
         np.testing.assert_allclose(np.load(tmp_path / f"centroids_{rank}.npy"), single.centroids, atol=1e-5)

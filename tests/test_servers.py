@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from conftest import free_port
 from mlflow.tracking import MlflowClient
 
 from sslflow.pipelines.assets.data import raw_shards
@@ -24,12 +24,6 @@ from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:

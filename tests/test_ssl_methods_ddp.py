@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -62,16 +62,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow  # ~30-60 s on a loaded machine: each spawned process imports torch and lightly
 def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
     out = tmp_path / "losses.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     distributed = torch.load(out, weights_only=True)
     expected = _losses_one_process()
     for name, loss in expected.items():

@@ -1,7 +1,7 @@
 """Image sources, the WebDataset shard writer and the shard reader."""
 
 from sslflow.data.manifest import Manifest, ShardInfo, resolve_urls
-from sslflow.data.reader import Mode, ShardDataset, ShardReadError, decode_image, pil_to_tensor
+from sslflow.data.reader import Mode, ShardDataset, ShardReadError, decode_image, decode_tensor
 from sslflow.data.sources import (
     SOURCE_NAMES,
     EncodedImage,
@@ -29,9 +29,9 @@ __all__ = [
     "SourceError",
     "WriterConfig",
     "decode_image",
+    "decode_tensor",
     "fashion_mnist_dir",
     "open_source",
-    "pil_to_tensor",
     "resolve_urls",
     "write_shards",
 ]

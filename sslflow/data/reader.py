@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
@@ -47,10 +46,6 @@ class ReadErrors:
 
     corrupt_shards: int = 0
     bad_samples: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.corrupt_shards + self.bad_samples
 
 
 def _worker_slot(rank: int, world_size: int) -> tuple[int, int]:
@@ -252,14 +247,6 @@ def decode_tensor(data: bytes, mode: str | None = None) -> torch.Tensor:
     if read_mode is None and tensor.shape[0] in (2, 4):  # grey+alpha or RGBA: drop alpha explicitly
         tensor = tensor[: tensor.shape[0] - 1]
     return tensor
-
-
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """uint8 (C, H, W) tensor without a float round trip."""
-    array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
 def _resolve(shards: Manifest | str | os.PathLike[str] | Sequence[str]) -> tuple[list[str], Manifest | None]:

@@ -44,4 +44,5 @@ __all__ = [
     "run_probe",
     "sgd_probe",
     "summary_markdown",
+    "weighted_knn",
 ]

@@ -34,7 +34,13 @@ from sslflow.data.manifest import sha256_file
 from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged, skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
-from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
+from sslflow.pipelines.resources import (
+    MLflowTracking,
+    SslflowHome,
+    TrackedRun,
+    latest_metadata,
+    upstream_run_ids,
+)
 
 GROUP = "curation"
 
@@ -95,13 +101,6 @@ LATEST_MODEL = "latest-model"
 ROUND_KEY = "curation_round"
 
 
-def _latest_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> object | None:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    materialization = event.asset_materialization if event else None
-    entry = materialization.metadata.get(key) if materialization else None
-    return entry.value if entry is not None else None
-
-
 def resolve_embedder(context: dg.AssetExecutionContext, embedder: str) -> tuple[str, int]:
     """The embedder to use and the curation round it starts.
 
@@ -111,10 +110,10 @@ def resolve_embedder(context: dg.AssetExecutionContext, embedder: str) -> tuple[
     """
     if embedder != LATEST_MODEL:
         return embedder, 0
-    uri = _latest_metadata(context, "pretrained_model", "model_uri")
+    uri = latest_metadata(context, "pretrained_model", "model_uri")
     if not uri:
         raise bad_input("embedder latest-model needs a pretrained model: materialise pretrained_model first")
-    previous = _latest_metadata(context, "curated_index", ROUND_KEY)
+    previous = latest_metadata(context, "curated_index", ROUND_KEY)
     return str(uri), int(previous or 0) + 1
 
 
@@ -326,8 +325,8 @@ def curated_index(
     hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
     out = home.asset_dir("curated_index")
     upstream = upstream_run_ids(context, ["raw_shards", "embeddings", "kmeans_hierarchy"])
-    curation_round = int(_latest_metadata(context, "embeddings", ROUND_KEY) or 0)
-    embedder = str(_latest_metadata(context, "embeddings", "embedder") or "")
+    curation_round = int(latest_metadata(context, "embeddings", ROUND_KEY) or 0)
+    embedder = str(latest_metadata(context, "embeddings", "embedder") or "")
     with mlflow.start_run(context, "curated_index", upstream=upstream) as run:
         run.log_params(config.model_dump())
         run.set_tags({"sslflow.curation_round": curation_round, "sslflow.embedder": embedder})

@@ -47,7 +47,13 @@ from sslflow.evaluation.results import ModelProbe, Role, knn_metric, load_probes
 from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
-from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
+from sslflow.pipelines.resources import (
+    MLflowTracking,
+    SslflowHome,
+    TrackedRun,
+    latest_metadata,
+    upstream_run_ids,
+)
 
 GROUP = "probing"
 PROBES_FILE = "probes.json"
@@ -132,11 +138,7 @@ def _index(home: SslflowHome) -> FeatureIndex:
 
 def _pretrained_model_uri(context: dg.AssetExecutionContext) -> str:
     """``model_uri`` of the latest pretrained_model materialisation ('' when there is none)."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("pretrained_model"))
-    materialization = event.asset_materialization if event else None
-    if materialization and "model_uri" in materialization.metadata:
-        return str(materialization.metadata["model_uri"].value)
-    return ""
+    return str(latest_metadata(context, "pretrained_model", "model_uri") or "")
 
 
 def _resolve(context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, mlflow: MLflowTracking) -> ResolvedModel:
