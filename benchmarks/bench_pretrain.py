@@ -6,36 +6,42 @@
    in-memory uint8 tensor. Goal ≥ 0.95×.
 3. loader: images/s of shards → ShardDataset → DataLoader vs the same images from an
    in-memory tensor through a DataLoader with the same batch size and workers. Goal ≥ 0.9×.
-4. quality: SimCLR for a wall-clock budget on Fashion-MNIST train, then weighted kNN
-   (k=20, T=0.07, cosine) on the test split, against raw pixels with the same kNN.
+4. quality: every method on Fashion-MNIST train (60k, from shards) within a wall-clock budget
+   per method (30 minutes by default), then weighted kNN (k=20, T=0.07, cosine on
+   L2-normalised backbone features; 60k train bank, 10k test queries), against raw pixels
+   through the same kNN. Accuracy is also measured at marks on the way (accuracy vs wall time).
+   On a GPU machine the same benchmark runs with bf16 and the GPU (see docs/benchmarks/pretrain.md).
 
-Usage: ``.venv/bin/python benchmarks/bench_pretrain.py [--small] [--only augment,step,loader,quality]``.
+Usage: ``.venv/bin/python benchmarks/bench_pretrain.py [--small] [--only augment,step,loader,quality]``
+(``--help`` lists the quality run's options).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import itertools
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
-from lightly.utils.benchmarking import knn_predict
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from sslflow.data import Manifest, ShardDataset, write_shards
 from sslflow.data.sources import ArraySource, fashion_mnist
+from sslflow.evaluation.knn import weighted_knn
 from sslflow.ssl.augment import ViewAugment
 from sslflow.ssl.backbones import create_backbone
 from sslflow.ssl.config import PretrainConfig
-from sslflow.ssl.export import load_backbone
+from sslflow.ssl.export import FrozenBackbone, load_backbone
 from sslflow.ssl.loader import collate_images
 from sslflow.ssl.methods import ViewSpec
 from sslflow.ssl.train import pretrain
@@ -83,7 +89,7 @@ class _StepTimer(pl.Callback):
 
     def step_seconds(self) -> list[float]:
         ends = self.ends[self.skip - 1 :]
-        return [b - a for a, b in zip(ends, ends[1:])]
+        return [b - a for a, b in itertools.pairwise(ends)]
 
 
 def _median(values: list[float]) -> float:
@@ -158,67 +164,155 @@ def bench_loader(manifest: Manifest, images: torch.Tensor, batches: int) -> None
           f"→ {shards / in_memory:.2f}×")  # fmt: skip
 
 
-def _features(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), 1000):
-            x = (images[start : start + 1000].float() / 255 - MEAN[0]) / STD[0]
-            out.append(F.normalize(module(x), dim=1))
-    return torch.cat(out)
+# Per-method settings of the quality runs at batch 256 (SGD lr from solo-learn's CIFAR recipes),
+# lr scaled linearly with the batch.
+QUALITY_METHODS: dict[str, dict[str, object]] = {
+    "simclr": {"lr": 0.3},
+    "moco": {"lr": 0.3, "method_options": {"queue_size": 8192}},
+    "swav": {"lr": 0.3, "method_options": {"n_local": 4, "n_prototypes": [300], "freeze_prototypes_steps": 200}},
+    "amcl": {"lr": 0.3},
+}
+CALIBRATION_STEPS = 12
+Evaluate = Callable[[FrozenBackbone], float]
 
 
-def _knn(bank: torch.Tensor, bank_y: torch.Tensor, query: torch.Tensor, query_y: torch.Tensor) -> float:
-    predicted = []
-    for start in range(0, len(query), 1000):
-        predicted.append(knn_predict(query[start : start + 1000], bank.T, bank_y, 10, knn_k=20, knn_t=0.07)[:, 0])
-    return float((torch.cat(predicted) == query_y).float().mean())
+@dataclasses.dataclass(frozen=True)
+class QualityPoint:
+    """kNN accuracy of one method after ``train_seconds`` of its budget."""
+
+    method: str
+    train_seconds: float
+    steps: int
+    epochs: float
+    top1: float
 
 
-def bench_quality(train: Manifest, minutes: float, backbone: str, small_stem: bool, bank_size: int) -> None:
-    train_src, test_src = fashion_mnist(split="train"), fashion_mnist(split="test")
-    bank_x = torch.from_numpy(train_src.images[:bank_size]).unsqueeze(1)
-    bank_y = torch.from_numpy(train_src.labels[:bank_size]).long()
-    test_x = torch.from_numpy(test_src.images).unsqueeze(1)
-    test_y = torch.from_numpy(test_src.labels).long()
-    raw = _knn(F.normalize(bank_x.flatten(1).float(), dim=1), bank_y, F.normalize(test_x.flatten(1).float(), dim=1), test_y)
-    print(f"quality  raw pixels, bank {bank_size} train images, 10k test: kNN top-1 {raw:.4f}")
-    timeline = []
-    with tempfile.TemporaryDirectory() as folder:
-        config = PretrainConfig(
-            backbone=backbone, small_stem=small_stem, batch_size=256, epochs=100, samples_per_epoch=60_000,
-            num_workers=2, lr=0.3, warmup_epochs=0.1, checkpoint_every_n_steps=50, progress_bar=False,
-            mean=MEAN, std=STD,
-        )  # fmt: skip
-        deadline = time.perf_counter() + minutes * 60
+class TimedKnn(pl.Callback):
+    """Stops training when its budget is spent and measures kNN at wall-clock marks on the way.
 
-        class Budget(pl.Callback):
-            def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
-                if time.perf_counter() > deadline:
-                    trainer.should_stop = True
+    Evaluation pauses the clock: ``train_seconds`` counts training only. The backbone is
+    copied into a :class:`FrozenBackbone`, so training state (BN statistics, train mode) is
+    left untouched.
+    """
 
+    def __init__(self, method: str, budget: float, marks: list[float], evaluate: Evaluate, batch: int) -> None:
+        self.method, self.budget, self.marks, self.evaluate, self.batch = method, budget, sorted(marks), evaluate, batch
+        self.points: list[QualityPoint] = []
+        self._start = 0.0
+        self._paused = 0.0
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self._start - self._paused
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
+        elapsed = self.train_seconds()
+        if self.marks and elapsed >= self.marks[0]:
+            self.marks.pop(0)
+            paused = time.perf_counter()
+            config, method = pl_module.config, pl_module.method  # type: ignore[attr-defined]
+            frozen = FrozenBackbone(copy.deepcopy(method.backbone).cpu().float(), config.backbone, config.in_chans,
+                                    config.image_size, config.mean, config.std, method.feature_dim, config.small_stem)  # fmt: skip
+            step = trainer.global_step
+            self.points.append(QualityPoint(self.method, elapsed, step, step * self.batch / 60_000, self.evaluate(frozen)))
+            print(f"quality  {self.method:<6} {elapsed / 60:5.1f} min {step:>5} steps → kNN top-1 "
+                  f"{self.points[-1].top1:.4f}", flush=True)  # fmt: skip
+            self._paused += time.perf_counter() - paused
+        if elapsed >= self.budget:
+            trainer.should_stop = True
+
+
+def knn_evaluator(device: str, data: str | None) -> tuple[Evaluate, float]:
+    """Weighted kNN (k=20, T=0.07, cosine) on Fashion-MNIST: 60k train bank, 10k test queries.
+
+    Returns the evaluator of a backbone and the raw-pixel accuracy through the same kNN.
+    """
+    train, test = fashion_mnist(data, split="train"), fashion_mnist(data, split="test")
+    bank_x, test_x = (torch.from_numpy(s.images).unsqueeze(1) for s in (train, test))
+    bank_y, test_y = (torch.from_numpy(s.labels).long().to(device) for s in (train, test))
+
+    def top1(bank: torch.Tensor, query: torch.Tensor) -> float:
+        return weighted_knn(bank.to(device), bank_y, query.to(device), test_y, settings=[(20, 0.07)])[0].top1
+
+    def evaluate(backbone: FrozenBackbone) -> float:
+        def embed(images: torch.Tensor) -> torch.Tensor:
+            return torch.cat([backbone.embed(images[s : s + 2000]) for s in range(0, len(images), 2000)])
+
+        backbone.to(device)
+        return top1(embed(bank_x), embed(test_x))
+
+    return evaluate, top1(bank_x.flatten(1).float(), test_x.flatten(1).float())
+
+
+def quality_config(method: str, args: argparse.Namespace, max_steps: int) -> PretrainConfig:
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    settings = dict(QUALITY_METHODS[method])
+    settings["lr"] = float(settings["lr"]) * args.batch_size / 256  # type: ignore[arg-type]
+    warmup = min(0.5, 0.05 * max_steps * args.batch_size / 60_000)  # half an epoch, or 5 % of a short run
+    return PretrainConfig(
+        method=method, backbone=args.backbone, small_stem=args.small_stem, batch_size=args.batch_size, epochs=1000,
+        max_steps=max_steps, samples_per_epoch=60_000, num_workers=args.workers, warmup_epochs=warmup,
+        checkpoint_every_n_steps=100_000, progress_bar=False, mean=MEAN, std=STD, accelerator=accelerator,
+        precision="bf16-mixed" if accelerator == "gpu" else "32-true", **settings,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def bench_quality(train: Manifest, args: argparse.Namespace, folder: Path) -> list[QualityPoint]:
+    """Each method within ``args.minutes`` of wall clock, calibration included; kNN at marks.
+
+    The cosine schedule must end when the budget does, so a short calibration run measures the
+    step time first and the real run gets ``max_steps`` = remaining budget / step time.
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    evaluate, raw = knn_evaluator(device, args.data)
+    print(f"quality  raw pixels, 60k train bank, 10k test: kNN top-1 {raw:.4f}", flush=True)
+    budget = args.minutes * 60
+    points: list[QualityPoint] = []
+    for method in args.methods.split(","):
         started = time.perf_counter()
-        result = pretrain(config, train, folder, callbacks=[Budget()])
-        trained = time.perf_counter() - started
-        module = load_backbone(result.backbone_path).module
-        accuracy = _knn(_features(module, bank_x), bank_y, _features(module, test_x), test_y)
-        timeline.append((trained, result.steps, accuracy))
-    for seconds, steps, accuracy in timeline:
-        print(f"quality  SimCLR {backbone}{' small-stem' if small_stem else ''}: {steps} steps × 256 in {seconds:.0f} s "
-              f"→ kNN top-1 {accuracy:.4f} (raw pixels {raw:.4f})")  # fmt: skip
+        timer = _StepTimer(skip=3)
+        pretrain(quality_config(method, args, CALIBRATION_STEPS), train, folder / f"{method}-calibration", callbacks=[timer])
+        step_seconds = _median(timer.step_seconds())
+        remaining = budget - (time.perf_counter() - started)
+        max_steps = int(0.98 * remaining / step_seconds)
+        marks = [m * 60 for m in args.eval_minutes if m * 60 < budget]
+        clock = TimedKnn(method, remaining, [m - (budget - remaining) for m in marks], evaluate, args.batch_size)
+        result = pretrain(quality_config(method, args, max_steps), train, folder / method, callbacks=[clock])
+        trained = budget - remaining + clock.train_seconds()
+        final = evaluate(load_backbone(result.backbone_path))
+        points += [dataclasses.replace(p, train_seconds=p.train_seconds + budget - remaining) for p in clock.points]
+        points.append(QualityPoint(method, trained, result.steps, result.steps * args.batch_size / 60_000, final))
+        print(f"quality  {method:<6} {trained / 60:5.1f} min (calibration {(budget - remaining):.0f} s, "
+              f"{args.batch_size / step_seconds:.0f} img/s) {result.steps}/{max_steps} steps × {args.batch_size} "
+              f"= {points[-1].epochs:.1f} epochs → kNN top-1 {final:.4f} (raw pixels {raw:.4f})", flush=True)  # fmt: skip
+    print("\n| method | minutes | steps | epochs | kNN top-1 |\n|---|---:|---:|---:|---:|")
+    for p in points:
+        print(f"| {p.method} | {p.train_seconds / 60:.1f} | {p.steps} | {p.epochs:.1f} | {p.top1:.4f} |")
+    print(f"| raw pixels | — | — | — | {raw:.4f} |")
+    return points
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="fewer steps and a 1-minute quality run")
+    parser.add_argument("--small", action="store_true", help="8k-image shards, fewer steps, 1-minute quality runs")
     parser.add_argument("--only", default="augment,step,loader,quality", help="comma-separated benchmarks")
     parser.add_argument("--backbone", default="resnet10t")
-    parser.add_argument("--small-stem", action="store_true")
-    parser.add_argument("--minutes", type=float, default=5.0, help="quality run wall-clock budget")
+    parser.add_argument("--small-stem", action="store_true", help="3×3 stride-1 ResNet stem (28×28 first feature map)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="quality: wall-clock budget per method")
+    parser.add_argument("--eval-minutes", default="10,20", help="quality: also measure kNN at these minutes")
+    parser.add_argument("--methods", default=",".join(QUALITY_METHODS), help="quality: methods to train")
+    parser.add_argument("--batch-size", type=int, default=256, help="quality: global batch")
+    parser.add_argument("--workers", type=int, default=2, help="quality: DataLoader workers decoding shards")
+    parser.add_argument("--data", default=None, help="folder of the Fashion-MNIST idx files (default: found locally)")
     args = parser.parse_args()
+    args.eval_minutes = [float(m) for m in args.eval_minutes.split(",") if m]
+    if args.small:
+        args.minutes, args.eval_minutes = 1.0, []
     chosen = set(args.only.split(","))
-    torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as folder:
-        source = fashion_mnist(split="train")
+        source = fashion_mnist(args.data, split="train")
         count = 8000 if args.small else 60_000
         manifest = write_shards(_subset(source, count), Path(folder) / "train", shard_size=2000, progress=False)
         images = torch.from_numpy(source.images[:count]).unsqueeze(1)
@@ -229,8 +323,7 @@ def main() -> None:
         if "loader" in chosen:
             bench_loader(manifest, images, 20 if args.small else 100)
         if "quality" in chosen:
-            bench_quality(manifest, 1.0 if args.small else args.minutes, args.backbone, args.small_stem,
-                          2000 if args.small else 10_000)  # fmt: skip
+            bench_quality(manifest, args, Path(folder))
 
 
 if __name__ == "__main__":
