@@ -172,7 +172,7 @@ QUALITY_METHODS: dict[str, dict[str, object]] = {
     "swav": {"lr": 0.3, "method_options": {"n_local": 4, "n_prototypes": [300], "freeze_prototypes_steps": 200}},
     "amcl": {"lr": 0.3},
 }
-CALIBRATION_STEPS = 12
+CALIBRATION_STEPS = 30
 Evaluate = Callable[[FrozenBackbone], float]
 
 
@@ -188,27 +188,25 @@ class QualityPoint:
 
 
 class TimedKnn(pl.Callback):
-    """Stops training when its budget is spent and measures kNN at wall-clock marks on the way.
+    """Stops training when the budget is spent and measures kNN at wall-clock marks on the way.
 
-    Evaluation pauses the clock: ``train_seconds`` counts training only. The backbone is
-    copied into a :class:`FrozenBackbone`, so training state (BN statistics, train mode) is
-    left untouched.
+    The clock starts at ``start`` (before calibration: the budget covers everything a method
+    does) and pauses while evaluating. The backbone is copied into a :class:`FrozenBackbone`,
+    so training state (BN statistics, train mode) is left untouched.
     """
 
-    def __init__(self, method: str, budget: float, marks: list[float], evaluate: Evaluate, batch: int) -> None:
-        self.method, self.budget, self.marks, self.evaluate, self.batch = method, budget, sorted(marks), evaluate, batch
+    def __init__(self, method: str, start: float, budget: float, marks: list[float], evaluate: Evaluate) -> None:
+        self.method, self.start, self.budget, self.evaluate = method, start, budget, evaluate
+        self.marks = sorted(marks)
         self.points: list[QualityPoint] = []
-        self._start = 0.0
         self._paused = 0.0
 
-    def train_seconds(self) -> float:
-        return time.perf_counter() - self._start - self._paused
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
+    def seconds(self) -> float:
+        """Wall-clock seconds since ``start``, evaluation excluded."""
+        return time.perf_counter() - self.start - self._paused
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
-        elapsed = self.train_seconds()
+        elapsed = self.seconds()
         if self.marks and elapsed >= self.marks[0]:
             self.marks.pop(0)
             paused = time.perf_counter()
@@ -216,7 +214,8 @@ class TimedKnn(pl.Callback):
             frozen = FrozenBackbone(copy.deepcopy(method.backbone).cpu().float(), config.backbone, config.in_chans,
                                     config.image_size, config.mean, config.std, method.feature_dim, config.small_stem)  # fmt: skip
             step = trainer.global_step
-            self.points.append(QualityPoint(self.method, elapsed, step, step * self.batch / 60_000, self.evaluate(frozen)))
+            epochs = step * config.batch_size / config.samples_per_epoch
+            self.points.append(QualityPoint(self.method, elapsed, step, epochs, self.evaluate(frozen)))
             print(f"quality  {self.method:<6} {elapsed / 60:5.1f} min {step:>5} steps → kNN top-1 "
                   f"{self.points[-1].top1:.4f}", flush=True)  # fmt: skip
             self._paused += time.perf_counter() - paused
@@ -272,19 +271,18 @@ def bench_quality(train: Manifest, args: argparse.Namespace, folder: Path) -> li
     points: list[QualityPoint] = []
     for method in args.methods.split(","):
         started = time.perf_counter()
-        timer = _StepTimer(skip=3)
+        timer = _StepTimer(skip=5)
         pretrain(quality_config(method, args, CALIBRATION_STEPS), train, folder / f"{method}-calibration", callbacks=[timer])
         step_seconds = _median(timer.step_seconds())
-        remaining = budget - (time.perf_counter() - started)
-        max_steps = int(0.98 * remaining / step_seconds)
-        marks = [m * 60 for m in args.eval_minutes if m * 60 < budget]
-        clock = TimedKnn(method, remaining, [m - (budget - remaining) for m in marks], evaluate, args.batch_size)
+        calibration = time.perf_counter() - started
+        clock = TimedKnn(method, started, budget, [m * 60 for m in args.eval_minutes if m * 60 < budget], evaluate)
+        max_steps = max(1, int(0.97 * (budget - calibration) / step_seconds))
         result = pretrain(quality_config(method, args, max_steps), train, folder / method, callbacks=[clock])
-        trained = budget - remaining + clock.train_seconds()
+        seconds = clock.seconds()
         final = evaluate(load_backbone(result.backbone_path))
-        points += [dataclasses.replace(p, train_seconds=p.train_seconds + budget - remaining) for p in clock.points]
-        points.append(QualityPoint(method, trained, result.steps, result.steps * args.batch_size / 60_000, final))
-        print(f"quality  {method:<6} {trained / 60:5.1f} min (calibration {(budget - remaining):.0f} s, "
+        points += clock.points
+        points.append(QualityPoint(method, seconds, result.steps, result.steps * args.batch_size / 60_000, final))
+        print(f"quality  {method:<6} {seconds / 60:5.1f} min (calibration {calibration:.0f} s, "
               f"{args.batch_size / step_seconds:.0f} img/s) {result.steps}/{max_steps} steps × {args.batch_size} "
               f"= {points[-1].epochs:.1f} epochs → kNN top-1 {final:.4f} (raw pixels {raw:.4f})", flush=True)  # fmt: skip
     print("\n| method | minutes | steps | epochs | kNN top-1 |\n|---|---:|---:|---:|---:|")

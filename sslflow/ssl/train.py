@@ -268,7 +268,7 @@ def pretrain(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     trainer.fit(module, ckpt_path=str(checkpoint) if checkpoint.exists() else None, weights_only=True)
-    trainer.save_checkpoint(checkpoint)
+    trainer.save_checkpoint(checkpoint, weights_only=False)  # full state: exact resume needs the optimiser
 
     backbone_path = run_dir / "backbone.pt"
     loss = trainer.callback_metrics.get("loss")
