@@ -19,7 +19,6 @@ Usage: ``.venv/bin/python benchmarks/bench_pretrain.py [--small] [--only augment
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import itertools
 import tempfile
@@ -44,7 +43,7 @@ from sslflow.ssl.config import PretrainConfig
 from sslflow.ssl.export import FrozenBackbone, load_backbone
 from sslflow.ssl.loader import collate_images
 from sslflow.ssl.methods import ViewSpec
-from sslflow.ssl.train import pretrain
+from sslflow.ssl.train import frozen_copy, pretrain
 
 MEAN, STD = (0.286,), (0.353,)
 
@@ -191,8 +190,7 @@ class TimedKnn(pl.Callback):
     """Stops training when the budget is spent and measures kNN at wall-clock marks on the way.
 
     The clock starts at ``start`` (before calibration: the budget covers everything a method
-    does) and pauses while evaluating. The backbone is copied into a :class:`FrozenBackbone`,
-    so training state (BN statistics, train mode) is left untouched.
+    does) and pauses while evaluating a copy of the backbone (training state is left untouched).
     """
 
     def __init__(self, method: str, start: float, budget: float, marks: list[float], evaluate: Evaluate) -> None:
@@ -210,9 +208,8 @@ class TimedKnn(pl.Callback):
         if self.marks and elapsed >= self.marks[0]:
             self.marks.pop(0)
             paused = time.perf_counter()
-            config, method = pl_module.config, pl_module.method  # type: ignore[attr-defined]
-            frozen = FrozenBackbone(copy.deepcopy(method.backbone).cpu().float(), config.backbone, config.in_chans,
-                                    config.image_size, config.mean, config.std, method.feature_dim, config.small_stem)  # fmt: skip
+            config = pl_module.config  # type: ignore[attr-defined]
+            frozen = frozen_copy(pl_module.method, config)  # type: ignore[attr-defined]
             step = trainer.global_step
             epochs = step * config.batch_size / config.samples_per_epoch
             self.points.append(QualityPoint(self.method, elapsed, step, epochs, self.evaluate(frozen)))

@@ -39,7 +39,7 @@ from sslflow.ssl.config import ConfigError, PretrainConfig
 from sslflow.ssl.export import FrozenBackbone, save_backbone
 from sslflow.ssl.knn_monitor import KNNMonitor
 from sslflow.ssl.loader import ShardBatches, batches_per_epoch, training_dataset
-from sslflow.ssl.methods import build_method
+from sslflow.ssl.methods import SSLMethod, build_method
 from sslflow.ssl.module import PretrainModule, steps_for
 from sslflow.ssl.preprocess import channel_stats, match_channels
 
@@ -287,20 +287,24 @@ def pretrain(
         rank_weight_max_diff=rank_weight_difference(trainer, method.backbone),
     )
     if trainer.is_global_zero:
-        frozen = FrozenBackbone(
-            copy.deepcopy(method.backbone).cpu().float(),
-            config.backbone,
-            config.in_chans,
-            config.image_size,
-            config.mean or (),
-            config.std or (),
-            feature_dim,
-            config.small_stem,
-        )
-        save_backbone(frozen, backbone_path)
+        save_backbone(frozen_copy(method, config), backbone_path)
         result = dataclasses.replace(result, checkpoint_sha256=sha256_file(checkpoint))
         (run_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
+
+
+def frozen_copy(method: SSLMethod, config: PretrainConfig) -> FrozenBackbone:
+    """A float32 CPU copy of the method's backbone, ready to embed; training goes on untouched."""
+    return FrozenBackbone(
+        copy.deepcopy(method.backbone).cpu().float(),
+        config.backbone,
+        config.in_chans,
+        config.image_size,
+        config.mean or (),
+        config.std or (),
+        method.feature_dim,
+        config.small_stem,
+    )
 
 
 def rank_weight_difference(trainer: pl.Trainer, module: torch.nn.Module) -> float:
