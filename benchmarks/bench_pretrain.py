@@ -172,6 +172,7 @@ QUALITY_METHODS: dict[str, dict[str, object]] = {
     "amcl": {"lr": 0.3},
 }
 CALIBRATION_STEPS = 30
+SAMPLES_PER_EPOCH = 60_000  # one epoch = the size of Fashion-MNIST train
 Evaluate = Callable[[FrozenBackbone], float]
 
 
@@ -246,10 +247,10 @@ def quality_config(method: str, args: argparse.Namespace, max_steps: int) -> Pre
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     settings = dict(QUALITY_METHODS[method])
     settings["lr"] = float(settings["lr"]) * args.batch_size / 256  # type: ignore[arg-type]
-    warmup = min(0.5, 0.05 * max_steps * args.batch_size / 60_000)  # half an epoch, or 5 % of a short run
+    warmup = min(0.5, 0.05 * max_steps * args.batch_size / SAMPLES_PER_EPOCH)  # half an epoch, or 5 % of a short run
     return PretrainConfig(
         method=method, backbone=args.backbone, small_stem=args.small_stem, batch_size=args.batch_size, epochs=1000,
-        max_steps=max_steps, samples_per_epoch=60_000, num_workers=args.workers, warmup_epochs=warmup,
+        max_steps=max_steps, samples_per_epoch=SAMPLES_PER_EPOCH, num_workers=args.workers, warmup_epochs=warmup,
         checkpoint_every_n_steps=100_000, progress_bar=False, mean=MEAN, std=STD, accelerator=accelerator,
         precision="bf16-mixed" if accelerator == "gpu" else "32-true", **settings,  # type: ignore[arg-type]
     )  # fmt: skip
@@ -278,7 +279,7 @@ def bench_quality(train: Manifest, args: argparse.Namespace, folder: Path) -> li
         seconds = clock.seconds()
         final = evaluate(load_backbone(result.backbone_path))
         points += clock.points
-        points.append(QualityPoint(method, seconds, result.steps, result.steps * args.batch_size / 60_000, final))
+        points.append(QualityPoint(method, seconds, result.steps, result.steps * args.batch_size / SAMPLES_PER_EPOCH, final))
         print(f"quality  {method:<6} {seconds / 60:5.1f} min (calibration {calibration:.0f} s, "
               f"{args.batch_size / step_seconds:.0f} img/s) {result.steps}/{max_steps} steps × {args.batch_size} "
               f"= {points[-1].epochs:.1f} epochs → kNN top-1 {final:.4f} (raw pixels {raw:.4f})", flush=True)  # fmt: skip
