@@ -163,11 +163,12 @@ def bench_loader(manifest: Manifest, images: torch.Tensor, batches: int) -> None
           f"→ {shards / in_memory:.2f}×")  # fmt: skip
 
 
-# Per-method settings of the quality runs at batch 256 (SGD lr from solo-learn's CIFAR recipes),
-# lr scaled linearly with the batch.
+# Per-recipe settings of the quality runs at batch 256 (SGD lr from solo-learn's CIFAR recipes),
+# lr scaled linearly with the batch. A recipe is named after its method unless it sets "method".
 QUALITY_METHODS: dict[str, dict[str, object]] = {
     "simclr": {"lr": 0.3},
-    "moco": {"lr": 0.3, "method_options": {"queue_size": 8192}},
+    "moco-v2": {"method": "moco", "lr": 0.3, "method_options": {"queue_size": 8192}},
+    "moco-v3": {"method": "moco", "lr": 0.3, "method_options": {"variant": "v3"}},
     "swav": {"lr": 0.3, "method_options": {"n_local": 4, "n_prototypes": [300], "freeze_prototypes_steps": 200}},
     "amcl": {"lr": 0.3},
 }
@@ -214,7 +215,7 @@ class TimedKnn(pl.Callback):
             step = trainer.global_step
             epochs = step * config.batch_size / config.samples_per_epoch
             self.points.append(QualityPoint(self.method, elapsed, step, epochs, self.evaluate(frozen)))
-            print(f"quality  {self.method:<6} {elapsed / 60:5.1f} min {step:>5} steps → kNN top-1 "
+            print(f"quality  {self.method:<7} {elapsed / 60:5.1f} min {step:>5} steps → kNN top-1 "
                   f"{self.points[-1].top1:.4f}", flush=True)  # fmt: skip
             self._paused += time.perf_counter() - paused
         if elapsed >= self.budget:
@@ -243,9 +244,10 @@ def knn_evaluator(device: str, data: str | None) -> tuple[Evaluate, float]:
     return evaluate, top1(bank_x.flatten(1).float(), test_x.flatten(1).float())
 
 
-def quality_config(method: str, args: argparse.Namespace, max_steps: int) -> PretrainConfig:
+def quality_config(recipe: str, args: argparse.Namespace, max_steps: int) -> PretrainConfig:
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    settings = dict(QUALITY_METHODS[method])
+    settings = dict(QUALITY_METHODS[recipe])
+    method = str(settings.pop("method", recipe))
     settings["lr"] = float(settings["lr"]) * args.batch_size / 256  # type: ignore[arg-type]
     warmup = min(0.5, 0.05 * max_steps * args.batch_size / SAMPLES_PER_EPOCH)  # half an epoch, or 5 % of a short run
     return PretrainConfig(
@@ -267,20 +269,20 @@ def bench_quality(train: Manifest, args: argparse.Namespace, folder: Path) -> li
     print(f"quality  raw pixels, 60k train bank, 10k test: kNN top-1 {raw:.4f}", flush=True)
     budget = args.minutes * 60
     points: list[QualityPoint] = []
-    for method in args.methods.split(","):
+    for recipe in args.methods:
         started = time.perf_counter()
         timer = _StepTimer(skip=5)
-        pretrain(quality_config(method, args, CALIBRATION_STEPS), train, folder / f"{method}-calibration", callbacks=[timer])
+        pretrain(quality_config(recipe, args, CALIBRATION_STEPS), train, folder / f"{recipe}-calibration", callbacks=[timer])
         step_seconds = _median(timer.step_seconds())
         calibration = time.perf_counter() - started
-        clock = TimedKnn(method, started, budget, [m * 60 for m in args.eval_minutes if m * 60 < budget], evaluate)
+        clock = TimedKnn(recipe, started, budget, [m * 60 for m in args.eval_minutes if m * 60 < budget], evaluate)
         max_steps = max(1, int(0.97 * (budget - calibration) / step_seconds))
-        result = pretrain(quality_config(method, args, max_steps), train, folder / method, callbacks=[clock])
+        result = pretrain(quality_config(recipe, args, max_steps), train, folder / recipe, callbacks=[clock])
         seconds = clock.seconds()
         final = evaluate(load_backbone(result.backbone_path))
         points += clock.points
-        points.append(QualityPoint(method, seconds, result.steps, result.steps * args.batch_size / SAMPLES_PER_EPOCH, final))
-        print(f"quality  {method:<6} {seconds / 60:5.1f} min (calibration {calibration:.0f} s, "
+        points.append(QualityPoint(recipe, seconds, result.steps, result.steps * args.batch_size / SAMPLES_PER_EPOCH, final))
+        print(f"quality  {recipe:<7} {seconds / 60:5.1f} min (calibration {calibration:.0f} s, "
               f"{args.batch_size / step_seconds:.0f} img/s) {result.steps}/{max_steps} steps × {args.batch_size} "
               f"= {points[-1].epochs:.1f} epochs → kNN top-1 {final:.4f} (raw pixels {raw:.4f})", flush=True)  # fmt: skip
     print("\n| method | minutes | steps | epochs | kNN top-1 |\n|---|---:|---:|---:|---:|")
@@ -298,12 +300,16 @@ def main() -> None:
     parser.add_argument("--small-stem", action="store_true", help="3×3 stride-1 ResNet stem (28×28 first feature map)")
     parser.add_argument("--minutes", type=float, default=30.0, help="quality: wall-clock budget per method")
     parser.add_argument("--eval-minutes", default="10,20", help="quality: also measure kNN at these minutes")
-    parser.add_argument("--methods", default=",".join(QUALITY_METHODS), help="quality: methods to train")
+    parser.add_argument("--methods", default=",".join(QUALITY_METHODS), help="quality: recipes to train (QUALITY_METHODS)")
     parser.add_argument("--batch-size", type=int, default=256, help="quality: global batch")
     parser.add_argument("--workers", type=int, default=2, help="quality: DataLoader workers decoding shards")
     parser.add_argument("--data", default=None, help="folder of the Fashion-MNIST idx files (default: found locally)")
     args = parser.parse_args()
     args.eval_minutes = [float(m) for m in args.eval_minutes.split(",") if m]
+    args.methods = args.methods.split(",")
+    unknown = sorted(set(args.methods) - set(QUALITY_METHODS))
+    if unknown:
+        parser.error(f"unknown --methods {', '.join(unknown)}; valid: {', '.join(QUALITY_METHODS)}")
     if args.small:
         args.minutes, args.eval_minutes = 1.0, []
     chosen = set(args.only.split(","))

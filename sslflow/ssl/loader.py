@@ -82,7 +82,9 @@ class ShardBatches:
                 f"an epoch holds no full batch of {batch_size} per rank: raise samples_per_epoch "
                 f"({dataset.samples_per_epoch}) or lower batch_size / num_workers"
             )
-        self.dataset = dataset
+        # Not called ``dataset``: Lightning would then warn that an IterableDataset's length may
+        # be wrong across workers, which is what ``batches_per_epoch`` already accounts for.
+        self.shards = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.length = length
@@ -95,9 +97,9 @@ class ShardBatches:
         epoch, skip = self.position()
         if not 0 <= skip <= self.length:
             raise ValueError(f"cannot skip {skip} batches of an epoch of {self.length}")
-        self.dataset.set_epoch(epoch)
+        self.shards.set_epoch(epoch)
         loader = DataLoader(
-            self.dataset,
+            self.shards,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             collate_fn=collate_images,
