@@ -16,12 +16,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
+	scripts/ensure-fashion-mnist $(PY) optional
 	$(VENV)/bin/sslflow demo
 
 test: venv
+	scripts/ensure-fashion-mnist $(PY) required
 	$(PY) -m pytest -q
 
 test-slow: venv
+	scripts/ensure-fashion-mnist $(PY) required
 	$(PY) -m pytest -q -m slow
 
 ui: venv

@@ -3,21 +3,45 @@
 Every stage runs through Dagster in-process on the persistent instance of the sslflow home, so
 what you run here shows up in the Dagster UI and in MLflow exactly as runs launched there.
 Heavy imports (torch, dagster, mlflow) happen inside the subcommands, so ``--help`` is instant.
+An error prints as one short block (its message, the Dagster run holding the full logs); ``--debug``
+lets it propagate with the whole traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 SOURCE_HELP = "fashion-mnist (default), cifar10, cifar100, image-folder, digits, shards"
+DEBUG_HELP = (
+    "on an error, show the full traceback (and Dagster's stack traces) and exit with status 1, "
+    "instead of the short message"
+)
+DEBUG_HINT = "rerun with --debug for the traceback"
+
+
+class CliError(Exception):
+    """Command-line input the user fixes (a bad --set or --config); printed as its message alone."""
+
+
+class RunFailedError(Exception):
+    """A Dagster run that failed: one message per failed step, and the run that has the full logs."""
+
+    def __init__(self, messages: list[str], run_id: str) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = messages
+        self.run_id = run_id
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +64,10 @@ def _add_source(parser: argparse.ArgumentParser, with_split: bool) -> None:
         parser.add_argument("--split", choices=["train", "test", "all"], help="split of the source (default train)")
     parser.add_argument("--shard-size", type=int, help="samples per shard (default 5000)")
     parser.add_argument("--max-bytes", type=int, help="bytes per shard before a new one starts (default 1 GiB)")
+    parser.add_argument(
+        "--max-side", type=int, help="downscale images whose longer side exceeds N px, stored as JPEG (default 0: keep)"
+    )
+    parser.add_argument("--jpeg-quality", type=int, help="JPEG quality of downscaled images (default 90)")
     parser.add_argument("--download", action="store_true", default=None, help="allow downloading Fashion-MNIST")
     parser.add_argument("--overwrite", action="store_true", default=None, help="replace shards written with another config")
 
@@ -51,10 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
         "asset tracked in MLflow; these commands materialise them from the shell.",
         epilog="Start with `sslflow demo`, then `sslflow ui` to browse the runs.",
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run every stage on the default source (Fashion-MNIST) and print where to look")
+    demo = sub.add_parser("demo", help="run every stage on Fashion-MNIST (or, without it, scikit-learn's digits) and print where to look")
     demo.add_argument("--home", help="sslflow home (default $SSLFLOW_HOME or ./.sslflow)")
+    demo.add_argument(
+        "--source",
+        default="auto",
+        choices=["auto", "fashion-mnist", "digits"],
+        help="auto (default): Fashion-MNIST when installed, else the bundled digits",
+    )
 
     ingest = sub.add_parser("ingest", help="write a source into WebDataset shards (asset raw_shards)")
     _add_source(ingest, with_split=True)
@@ -93,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     ui.add_argument("--dagster-port", type=int, default=3000)
     ui.add_argument("--mlflow-port", type=int, default=5000)
+    for command in sub.choices.values():  # also after the command; SUPPRESS keeps a --debug before it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -105,8 +142,11 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
         target, sep, value = item.partition("=")
         asset, dot, field = target.partition(".")
         if not sep or not dot or not asset or not field:
-            raise SystemExit(f"--set {item!r}: expected ASSET.FIELD=VALUE, e.g. raw_shards.shard_size=2000")
-        config.setdefault(asset, {})[field] = yaml.safe_load(value)
+            raise CliError(f"--set {item!r}: expected ASSET.FIELD=VALUE, e.g. raw_shards.shard_size=2000")
+        try:
+            config.setdefault(asset, {})[field] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise CliError(f"--set {item!r}: VALUE is not valid YAML ({getattr(exc, 'problem', exc)})") from exc
     return config
 
 
@@ -116,9 +156,14 @@ def load_run_config(args: argparse.Namespace, asset: str | None = None, flags: S
 
     config: dict[str, dict[str, Any]] = {}
     if args.config:
-        loaded = yaml.safe_load(args.config.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(args.config.read_text()) or {}
+        except OSError as exc:
+            raise CliError(f"--config {args.config}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise CliError(f"--config {args.config} is not valid YAML:\n{exc}") from exc
         if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
-            raise SystemExit(f"{args.config}: expected a mapping of asset name to config mapping")
+            raise CliError(f"--config {args.config}: expected a mapping of asset name to config mapping")
         config.update({k: dict(v) for k, v in loaded.items()})
     for name, values in parse_overrides(args.overrides).items():
         config.setdefault(name, {}).update(values)
@@ -130,20 +175,78 @@ def load_run_config(args: argparse.Namespace, asset: str | None = None, flags: S
     return config
 
 
-def _materialize(selection: Sequence[str], config: dict[str, dict[str, Any]], home: str | None) -> int:
+def _materialize(selection: Sequence[str], config: dict[str, dict[str, Any]], args: argparse.Namespace) -> int:
+    """Run the assets; a failed run raises (``--debug``: the step's exception, else RunFailedError)."""
     from sslflow.pipelines.runner import materialize_assets
 
-    result = materialize_assets(selection, config, home=home)
+    debug = args.debug
+    result = materialize_assets(selection, config, home=args.home, raise_on_error=debug, brief_errors=not debug)
     for event in result.get_asset_materialization_events():
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
         shown = {k: meta[k] for k in ("samples", "shards", "total_size", "mlflow_run_id") if k in meta}
         print(f"{event.asset_key.to_user_string()}: {shown}")
-    return 0 if result.success else 1
+    if not result.success:
+        raise RunFailedError(_failure_messages(result), result.run_id)
+    return 0
+
+
+def _failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """``step: message`` per failed step: a Failure's description, else the first non-Dagster error."""
+    messages = []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            messages.append(f"{event.step_key}: {data.user_failure_data.description}")
+            continue
+        error = data.error
+        while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
+            error = error.cause  # DagsterExecutionStepExecutionError and kin wrap the user's exception
+        text = error.message.strip() if error is not None else "failed"
+        qualified, sep, rest = text.partition(": ")
+        messages.append(f"{event.step_key}: {rest if sep and qualified.startswith('sslflow.') else text}")
+    return messages or [f"Dagster run {result.run_id} failed"]
+
+
+def _config_message(message: str) -> str:
+    """Dagster's config error in --set terms (``root:ops:raw_shards:config:x`` → ``raw_shards.x``)."""
+    message = re.sub(r"path root:ops:(\w+):config((?::\w+)*)", lambda m: m[1] + m[2].replace(":", "."), message)
+    message = re.sub(r'entry "(\w+)" at path root:ops\.', r'entry "\1": not an asset of this run.', message)
+    if " Expected: " in message:  # the whole schema, often hundreds of characters
+        message = message.partition(" Expected: ")[0] + " (`sslflow assets` lists each asset's fields)"
+    return message
+
+
+def error_messages(exc: BaseException) -> list[str]:
+    """What went wrong, for people: sslflow's own errors and Dagster failures as their message alone,
+    other exceptions with their type (``FileNotFoundError: ...``), as a traceback's last line."""
+    if isinstance(exc, RunFailedError):
+        return exc.messages
+    if type(exc).__module__.startswith("sslflow") or isinstance(exc, CliError):  # __main__ under -m
+        return [str(exc)]
+    import dagster as dg  # after the checks above: a bad --set prints without loading dagster
+
+    if isinstance(exc, dg.Failure) and exc.description:
+        return [exc.description]
+    if isinstance(exc, dg.DagsterInvalidConfigError) and exc.errors:
+        return [_config_message(error.message) for error in exc.errors]
+    if isinstance(exc, dg.DagsterUserCodeExecutionError) and exc.user_exception is not None:
+        return error_messages(exc.user_exception)
+    return [f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__]
+
+
+def error_report(command: str, exc: BaseException) -> str:
+    """``sslflow <command>: error: <message>`` per message, then where the details are."""
+    lines = [f"sslflow {command}: error: " + message.replace("\n", "\n  ") for message in error_messages(exc)]
+    if isinstance(exc, RunFailedError):
+        lines.append(f"  full logs: Dagster run {exc.run_id} (`sslflow ui`, Runs tab); {DEBUG_HINT}")
+    else:
+        lines.append(f"  {DEBUG_HINT}")
+    return "\n".join(lines)
 
 
 CURATION_STAGE = ("embeddings", "kmeans_hierarchy", "curated_index", "curated_shards")
 PROBING_STAGE = ("probe_features", "knn_probe", "linear_probe", "probing_report")
-SOURCE_FLAGS = ("source", "path", "shard_size", "max_bytes", "download", "overwrite")
+SOURCE_FLAGS = ("source", "path", "shard_size", "max_bytes", "max_side", "jpeg_quality", "download", "overwrite")
 
 
 def _list_assets(markdown: bool) -> int:
@@ -201,23 +304,38 @@ def run_ui(home: str | None, host: str, dagster_port: int, mlflow_port: int) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an error prints :func:`error_report` and returns 1 (``--debug``: it raises)."""
     args = build_parser().parse_args(argv)
+    if args.debug:
+        return _run(args)
+    try:
+        return _run(args)
+    except Exception as exc:
+        print(error_report(args.command, exc), file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Dispatch to the command; errors propagate to :func:`main`."""
     if args.command == "demo":
         from sslflow.pipelines.demo import run_demo
 
-        return run_demo(args.home)
+        result = run_demo(args.home, args.source, debug=args.debug)
+        if not result.success:
+            raise RunFailedError(_failure_messages(result), result.run_id)
+        return 0
     if args.command == "ingest":
-        return _materialize(["raw_shards"], load_run_config(args, "raw_shards", (*SOURCE_FLAGS, "split")), args.home)
+        return _materialize(["raw_shards"], load_run_config(args, "raw_shards", (*SOURCE_FLAGS, "split")), args)
     if args.command == "eval-split":
-        return _materialize(["eval_split"], load_run_config(args, "eval_split", SOURCE_FLAGS), args.home)
+        return _materialize(["eval_split"], load_run_config(args, "eval_split", SOURCE_FLAGS), args)
     if args.command == "curate":
-        return _materialize(CURATION_STAGE, load_run_config(args), args.home)
+        return _materialize(CURATION_STAGE, load_run_config(args), args)
     if args.command == "pretrain":
-        return _materialize(["pretrained_model"], load_run_config(args, "pretrained_model", ("method", "backbone", "epochs")), args.home)
+        return _materialize(["pretrained_model"], load_run_config(args, "pretrained_model", ("method", "backbone", "epochs")), args)
     if args.command == "probe":
-        return _materialize(PROBING_STAGE, load_run_config(args, "probe_features", ("model",)), args.home)
+        return _materialize(PROBING_STAGE, load_run_config(args, "probe_features", ("model",)), args)
     if args.command == "materialize":
-        return _materialize(args.assets, load_run_config(args), args.home)
+        return _materialize(args.assets, load_run_config(args), args)
     if args.command == "assets":
         return _list_assets(args.markdown)
     if args.command == "ui":

@@ -7,18 +7,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sslflow.cli import build_parser, load_run_config, main, parse_overrides
+from sslflow.cli import CliError, build_parser, load_run_config, main, parse_overrides
+from sslflow.pipelines.runner import UnknownAssetError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_help_lists_every_stage() -> None:
+def test_help_lists_every_command_and_debug() -> None:
     out = subprocess.run([sys.executable, "-m", "sslflow.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("demo", "ingest", "eval-split", "materialize", "ui"):
-        assert command in out.stdout
+    listed = {line.split()[0] for line in out.stdout.splitlines() if line.startswith("    ") and line.split()}
+    commands = {"demo", "ingest", "eval-split", "curate", "pretrain", "probe", "materialize", "assets", "ui"}
+    assert commands <= listed, out.stdout
+    assert "--debug" in out.stdout and "traceback" in out.stdout
 
 
 def test_overrides_are_parsed_as_yaml() -> None:
@@ -26,8 +30,10 @@ def test_overrides_are_parsed_as_yaml() -> None:
         "raw_shards": {"shard_size": 2000, "download": True},
         "eval_split": {"path": "/x"},
     }
-    with pytest.raises(SystemExit, match="ASSET.FIELD=VALUE"):
+    with pytest.raises(CliError, match="ASSET.FIELD=VALUE"):
         parse_overrides(["shard_size=3"])
+    with pytest.raises(CliError, match="not valid YAML"):
+        parse_overrides(["raw_shards.shard_size=["])
 
 
 def test_flags_override_config_file_and_set(tmp_path: Path) -> None:
@@ -58,9 +64,59 @@ def test_ingest_materialises_raw_shards_on_the_persistent_instance(
     assert event is not None and event.asset_materialization.metadata["samples"].value == 360
 
 
-def test_unknown_asset_is_named(sslflow_home: Path) -> None:
-    with pytest.raises(ValueError, match="unknown asset.*nope.*raw_shards"):
-        main(["materialize", "nope", "--home", str(sslflow_home)])
+@pytest.fixture()
+def cli_home(sslflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An sslflow home whose Dagster instance is its own (restored after the test)."""
+    monkeypatch.setenv("DAGSTER_HOME", str(sslflow_home / "dagster"))
+    return sslflow_home
+
+
+def test_failed_step_prints_its_message_and_run_not_a_traceback(
+    cli_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing"
+    assert main(["ingest", "--source", "image-folder", "--path", str(missing), "--home", str(cli_home)]) == 1
+    err = capsys.readouterr().err
+    assert f"sslflow ingest: error: raw_shards: source 'image-folder': path {missing} does not exist" in err
+    assert "pass --path with a folder of images" in err and "rerun with --debug" in err
+    assert "Traceback" not in err and "Stack Trace" not in err and len(err.splitlines()) <= 4, err
+
+    # The stack trace stays in the Dagster run the message names.
+    run = dg.DagsterInstance.get().get_runs(limit=1)[0]
+    assert f"Dagster run {run.run_id}" in err
+    failures = dg.DagsterInstance.get().all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    assert failures and failures[0].dagster_event.step_failure_data.error.stack
+
+
+def test_debug_raises_the_steps_exception_with_dagsters_traces(
+    cli_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(dg.Failure, match="does not exist; pass --path"):
+        main(["--debug", "ingest", "--source", "image-folder", "--path", str(tmp_path / "missing"), "--home", str(cli_home)])
+    assert "Stack Trace" in capsys.readouterr().err
+
+
+def test_unknown_asset_lists_the_assets(cli_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["materialize", "nope", "--home", str(cli_home)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sslflow materialize: error: unknown asset(s) nope; assets: curated_index,")
+    assert "raw_shards" in err and "Traceback" not in err
+    with pytest.raises(UnknownAssetError):  # --debug after the command works too
+        main(["materialize", "nope", "--home", str(cli_home), "--debug"])
+
+
+def test_bad_config_names_the_field_briefly(cli_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", "--set", "raw_shards.shard_size=abc", "--home", str(cli_home)]) == 1
+    err = capsys.readouterr().err
+    assert 'sslflow ingest: error: Invalid scalar at raw_shards.shard_size. Value "abc"' in err and '"Int"' in err
+    assert "Traceback" not in err and len(err.splitlines()) == 2, err
+
+    assert main(["ingest", "--set", "raw_shards.shard_sise=1", "--home", str(cli_home)]) == 1
+    err = capsys.readouterr().err
+    assert 'unexpected config entry "shard_sise" at raw_shards. (`sslflow assets`' in err and "Expected" not in err
+
+    assert main(["ingest", "--set", "shard_size=3"]) == 1
+    assert "error: --set 'shard_size=3': expected ASSET.FIELD=VALUE" in capsys.readouterr().err
 
 
 def test_dagster_definitions_validate_loads_the_workspace(tmp_path: Path) -> None:

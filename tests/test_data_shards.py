@@ -219,19 +219,28 @@ def test_truncated_shard_is_skipped_and_counted(digit_shards: Manifest, tmp_path
 
 
 def corrupt_image_shards(tmp_path: Path) -> Manifest:
-    """Eight digits, the fourth with bytes that are not an image."""
-    from sslflow.data.sources import EncodedImage
+    """Eight digits, the fourth with bytes that are not an image.
 
-    class Broken(ArraySource):
-        def iter_items(self, start: int = 0) -> Iterator[Sample | Skipped]:
-            for item in super().iter_items(start):
-                if isinstance(item, Sample) and item.key.endswith("000003"):
-                    item = Sample(item.key, EncodedImage(b"not a png", "png", 8, 8), item.label, item.meta)
-                yield item
+    The writer decodes every image and skips bad ones, so the bad sample is put into the
+    written shard afterwards, as a shard from another tool or a bit flip on disk would hold it.
+    """
+    import webdataset as wds
+
+    from sslflow.data.tar import iter_samples
 
     base = digits("all")
-    source = Broken(base.name, base.images[:8], base.labels[:8], base.key_prefix, base.origin, base.classes)
-    return write_shards(source, tmp_path, shard_size=4, progress=False)
+    source = ArraySource(base.name, base.images[:8], base.labels[:8], base.key_prefix, base.origin, base.classes)
+    manifest = write_shards(source, tmp_path, shard_size=4, progress=False)
+    shard = tmp_path / "shard-000000.tar"
+    with open(shard, "rb") as handle:
+        samples = list(iter_samples(handle, str(shard)))
+    with wds.TarWriter(str(shard)) as writer:
+        for sample in samples:
+            record = {k: v for k, v in sample.items() if k != "__url__"}
+            if record["__key__"].endswith("000003"):
+                record["png"] = b"not a png"
+            writer.write(record)
+    return manifest
 
 
 @pytest.mark.parametrize("mode", ["finite", "resampled"])

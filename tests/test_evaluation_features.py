@@ -21,7 +21,7 @@ from sslflow.evaluation.features import (
 def test_raw_pixels_match_the_images(fmnist_subset, tmp_path: Path) -> None:
     from sslflow.data.sources import fashion_mnist
 
-    features = extract_features(RawPixels(), fmnist_subset.test, tmp_path, "test", batch_size=128)
+    features = extract_features(RawPixels(28), fmnist_subset.test, tmp_path, "test", batch_size=128)
     assert features.features.shape == (500, 784) and features.features.dtype == np.float32
     assert len(set(features.keys)) == 500
     source = fashion_mnist(split="test")
@@ -47,7 +47,7 @@ def test_backbone_features_are_cached_and_reused(fmnist_subset, tmp_path: Path) 
 
 
 def test_dimension_mismatch_recomputes(fmnist_subset, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    first = extract_features(RawPixels(), fmnist_subset.test, tmp_path, "test")
+    first = extract_features(RawPixels(28), fmnist_subset.test, tmp_path, "test")
     # A cache left by another version of the code: same fingerprint and shards, other width.
     stale = np.lib.format.open_memmap(first.root / "features.npy", mode="w+", dtype=np.float32, shape=(500, 16))
     stale[:] = 7.0
@@ -55,16 +55,16 @@ def test_dimension_mismatch_recomputes(fmnist_subset, tmp_path: Path, caplog: py
     meta = json.loads((first.root / "meta.json").read_text())
     (first.root / "meta.json").write_text(json.dumps({**meta, "feature_dim": 16}))
     with caplog.at_level("WARNING"):
-        again = extract_features(RawPixels(), fmnist_subset.test, tmp_path, "test")
+        again = extract_features(RawPixels(28), fmnist_subset.test, tmp_path, "test")
     assert "does not match" in caplog.text
     assert again.features.shape == (500, 784) and float(np.max(again.features)) <= 1.0
     assert not list(tmp_path.rglob("*.partial")) and not list(tmp_path.rglob("*.stale"))
 
 
 def test_declared_dimension_mismatch_is_an_error(fmnist_subset, tmp_path: Path) -> None:
-    extract_features(RawPixels(), fmnist_subset.test, tmp_path, "test")
+    extract_features(RawPixels(28), fmnist_subset.test, tmp_path, "test")
     with pytest.raises(ValueError, match="gives 784-d features, expected 32"):
-        extract_features(RawPixels(), fmnist_subset.test, tmp_path, "test", dim=32)
+        extract_features(RawPixels(28), fmnist_subset.test, tmp_path, "test", dim=32)
 
 
 def test_unlabelled_shards_error_names_the_shards(tmp_path: Path) -> None:
@@ -72,5 +72,5 @@ def test_unlabelled_shards_error_names_the_shards(tmp_path: Path) -> None:
     source = ArraySource("blank", images, None, "blank", {"made": "in test"})
     manifest = write_shards(source, tmp_path / "shards", shard_size=3, progress=False)
     with pytest.raises(UnlabelledShardsError, match=r"shard-000000\.tar.*carry no labels"):
-        extract_features(RawPixels(), Manifest.load(tmp_path / "shards"), tmp_path / "cache", "train")
+        extract_features(RawPixels(28), Manifest.load(tmp_path / "shards"), tmp_path / "cache", "train")
     assert not manifest.labelled

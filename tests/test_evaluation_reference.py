@@ -13,7 +13,7 @@ from sslflow.evaluation.knn import weighted_knn
 @pytest.mark.slow
 def test_raw_pixel_knn_reference_numbers() -> None:
     train, test = fashion_mnist(split="train"), fashion_mnist(split="test")
-    pixels = RawPixels()
+    pixels = RawPixels(28)
     # The shard reader yields (C, H, W); idx arrays are (N, H, W): add the channel axis.
     train_x = pixels.embed(torch.from_numpy(train.images[:, None]))
     test_x = pixels.embed(torch.from_numpy(test.images[:, None]))

@@ -8,9 +8,9 @@ done, updated after each chunk) and, for the ``pixels`` embedder, ``pca_mean.npy
 
 Embedders (``EmbedConfig.embedder``):
 
-* ``pixels``: grey/RGB pixels resized to ``image_size``², scaled to [0, 1], projected by a PCA
-  to ``dim`` fitted (scikit-learn, seeded randomised SVD) on ``pca_samples`` seeded images. The
-  offline default: no weights needed.
+* ``pixels``: grey/RGB pixels resized and centre-cropped to ``image_size``² (auto: at most
+  32 px), scaled to [0, 1], projected by a PCA to ``dim`` fitted (scikit-learn, seeded
+  randomised SVD) on ``pca_samples`` seeded images. The offline default: no weights needed.
 * a timm model name: ``pretrained=True`` loads its weights (hub cache or a local file given
   as ``weights``); otherwise a seeded random initialisation.
 * an sslflow checkpoint file or an MLflow model URI (``models:/…``, ``runs:/…``), as produced
@@ -23,17 +23,18 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sslflow.curation.storage import load_json, load_lines, load_npy, save_json, save_lines, save_npy
-from sslflow.data import Manifest, ShardDataset
+from sslflow.data import Manifest, ShardDataset, geometry_of
+from sslflow.data.geometry import AUTO, BACKBONE_SIDE_CAP, PIXELS_SIDE_CAP, ImageGeometry
+from sslflow.ssl.preprocess import CenterCropResize
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,20 @@ MODEL_URI_PREFIXES = ("models:/", "runs:/")
 class EmbedConfig:
     """How to embed a shard set.
 
+    Geometry is ``auto`` by default and resolved from the shard set's manifest
+    (:func:`resolve_geometry`); each image is resized and centre-cropped per sample before
+    batching, so photos of any size embed within bounded memory.
+
     Attributes:
-        embedder: ``pixels``, a timm model name, a checkpoint path or an MLflow model URI.
+        embedder: ``pixels`` (resize + PCA, offline), a timm model name, an sslflow checkpoint
+            path or an MLflow model URI (``models:/…``).
         dim: output width of the ``pixels`` embedder (PCA components).
-        image_size: side images are resized to before embedding (pixels and timm).
-        image_mode: ``L`` (grey) or ``RGB``: channels the pixels embedder reads.
-        in_chans: input channels of a timm model (checkpoints carry their own).
+        image_size: side images are resized and centre-cropped to (pixels and timm);
+            0 = auto: the 5th percentile of the shorter side, at most 32 px for pixels and
+            224 px for timm models (checkpoints carry their own).
+        image_mode: ``L`` (grey), ``RGB``, or ``auto``: RGB when any image is colour.
+        in_chans: input channels of a timm model; 0 = auto: 1 for grey sets, 3 for colour
+            (checkpoints carry their own).
         pretrained: load a timm model's pretrained weights (from the local cache or ``weights``).
         weights: a local weights file for the timm model ("" = timm's cache).
         small_stem: timm ResNets get a 3×3 stride-1 stem without max-pool (small images).
@@ -63,9 +72,9 @@ class EmbedConfig:
 
     embedder: str = "pixels"
     dim: int = 64
-    image_size: int = 28
-    image_mode: str = "L"
-    in_chans: int = 1
+    image_size: int = 0
+    image_mode: str = AUTO
+    in_chans: int = 0
     pretrained: bool = False
     weights: str = ""
     small_stem: bool = False
@@ -77,22 +86,32 @@ class EmbedConfig:
     progress: bool = True
 
 
+def resolve_geometry(config: EmbedConfig, geometry: ImageGeometry) -> EmbedConfig:
+    """``config`` with its ``auto`` image settings taken from the shard set's geometry."""
+    cap = PIXELS_SIDE_CAP if config.embedder == "pixels" else BACKBONE_SIDE_CAP
+    if config.image_mode not in (AUTO, "L", "RGB"):
+        raise ValueError(f"image_mode must be auto, L or RGB, got {config.image_mode!r}")
+    return replace(
+        config,
+        image_size=config.image_size or geometry.image_size(cap),
+        image_mode=geometry.mode if config.image_mode == AUTO else config.image_mode,
+        in_chans=config.in_chans or geometry.channels,
+    )
+
+
 class Embedder(Protocol):
     """Maps uint8 image batches (B, C, H, W) to float32 features (B, dim)."""
 
     dim: int
 
+    @property
+    def transform(self) -> CenterCropResize:
+        """Per-sample transform applied before batching (resize + centre crop)."""
+        ...
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
     def fingerprint(self) -> str: ...
-
-
-def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (B, C, H, W) → float32 (B, C, size, size) in [0, 1] (antialiased bilinear)."""
-    x = images.float().div_(255.0)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x
 
 
 @dataclass
@@ -107,10 +126,14 @@ class PixelsEmbedder:
     def dim(self) -> int:
         return len(self.components)
 
+    @property
+    def transform(self) -> CenterCropResize:
+        return CenterCropResize(self.image_size)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         # float64: a float32 GEMM may round differently with the memory alignment of the batch,
         # and a resumed run must give the same float16 rows as an uninterrupted one
-        flat = resize_square(images, self.image_size).flatten(1).double()
+        flat = _pixels(self.transform(images)).double()
         centred = flat - torch.from_numpy(self.mean).double()
         return (centred @ torch.from_numpy(self.components).double().T).float()
 
@@ -133,8 +156,8 @@ class PixelsEmbedder:
         wanted = np.sort(np.random.default_rng(config.seed).choice(total, size=count, replace=False))
         rows: list[np.ndarray] = []
         position = 0
-        for batch in _batches(manifest, config, desc="PCA sample"):
-            flat = resize_square(batch["image"], config.image_size).flatten(1).numpy()
+        for batch in _batches(manifest, config, CenterCropResize(config.image_size), desc="PCA sample"):
+            flat = _pixels(batch["image"]).numpy()
             hit = wanted[(wanted >= position) & (wanted < position + len(flat))] - position
             rows.append(flat[hit])
             position += len(flat)
@@ -155,6 +178,11 @@ class PixelsEmbedder:
         return cls(config.image_size, mean, components)
 
 
+def _pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, S, S) → float32 (B, C·S·S) on [0, 1]."""
+    return images.flatten(1).float().div_(255.0)
+
+
 @dataclass
 class BackboneEmbedder:
     """A frozen ``sslflow.ssl.export.FrozenBackbone`` (timm model or sslflow checkpoint)."""
@@ -164,6 +192,10 @@ class BackboneEmbedder:
     @property
     def dim(self) -> int:
         return int(self.backbone.feature_dim)
+
+    @property
+    def transform(self) -> CenterCropResize:
+        return self.backbone.transform  # type: ignore[no-any-return]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone.embed(images)
@@ -191,9 +223,16 @@ def make_embedder(config: EmbedConfig, manifest: Manifest, out: Path) -> Embedde
     )
 
 
-def _batches(manifest: Manifest, config: EmbedConfig, desc: str, skip: int = 0) -> Iterator[dict[str, Any]]:
-    """Finite pass (each sample once, manifest order) in batches, after ``skip`` samples."""
-    dataset = ShardDataset(manifest, mode="finite", image_mode=config.image_mode, rank=0, world_size=1)
+def _batches(
+    manifest: Manifest, config: EmbedConfig, transform: CenterCropResize, desc: str, skip: int = 0
+) -> Iterator[dict[str, Any]]:
+    """Finite pass (each sample once, manifest order) in batches, after ``skip`` samples.
+
+    ``transform`` runs on each image as it is decoded, so only resized images are batched.
+    """
+    dataset = ShardDataset(
+        manifest, mode="finite", image_mode=config.image_mode, transform=transform, rank=0, world_size=1
+    )
     bar = tqdm(total=manifest.total_samples, initial=skip, desc=desc, disable=not config.progress, unit="img")
     batch: list[dict[str, Any]] = []
     for position, sample in enumerate(dataset):
@@ -202,21 +241,18 @@ def _batches(manifest: Manifest, config: EmbedConfig, desc: str, skip: int = 0) 
         batch.append(sample)
         if len(batch) == config.batch_size:
             bar.update(len(batch))
-            yield _collate(batch, config.image_size)
+            yield _collate(batch)
             batch = []
     if batch:
         bar.update(len(batch))
-        yield _collate(batch, config.image_size)
+        yield _collate(batch)
     bar.close()
 
 
-def _collate(samples: list[dict[str, Any]], size: int) -> dict[str, Any]:
-    """Stack images of possibly different sizes by resizing the odd ones to ``size``² (uint8)."""
-    images = [s["image"] for s in samples]
-    if len({tuple(i.shape) for i in images}) > 1:
-        images = [(resize_square(i[None], size)[0] * 255).round().to(torch.uint8) for i in images]
+def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the (equal-size, already transformed) images with their keys and labels."""
     return {
-        "image": torch.stack(images),
+        "image": torch.stack([s["image"] for s in samples]),
         "key": [s["key"] for s in samples],
         "label": np.array([s["label"] for s in samples], dtype=np.int64),
     }
@@ -266,6 +302,7 @@ def embed_shards(shards: Manifest | str | Path, out_dir: str | Path, config: Emb
         shard set is rebuilt from scratch.
     """
     manifest = shards if isinstance(shards, Manifest) else Manifest.load(shards)
+    config = resolve_geometry(config, geometry_of(manifest))
     out = Path(out_dir)
     identity = {**asdict(config), "progress": None, "shards": manifest.content_hash}
     if (out / "meta.json").is_file() and load_json(out / "meta.json")["identity"] == identity:
@@ -281,7 +318,7 @@ def embed_shards(shards: Manifest | str | Path, out_dir: str | Path, config: Emb
     save_lines(out / "keys.txt", load_lines(out / "keys.txt")[:done] if done else [])
     keys: list[str] = []
     position = done
-    for batch in _batches(manifest, config, desc=f"embed ({config.embedder})", skip=done):
+    for batch in _batches(manifest, config, embedder.transform, desc=f"embed ({config.embedder})", skip=done):
         end = position + len(batch["key"])
         if end > total:
             raise ValueError(f"shard set yields more samples than its manifest's {total}")

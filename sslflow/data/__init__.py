@@ -1,7 +1,8 @@
 """Image sources, the WebDataset shard writer and the shard reader."""
 
+from sslflow.data.geometry import ImageGeometry
 from sslflow.data.manifest import Manifest, ShardInfo, resolve_urls
-from sslflow.data.reader import Mode, ShardDataset, ShardReadError, decode_image, decode_tensor
+from sslflow.data.reader import Mode, ShardDataset, ShardReadError, decode_image, decode_tensor, geometry_of
 from sslflow.data.sources import (
     SOURCE_NAMES,
     EncodedImage,
@@ -17,6 +18,7 @@ from sslflow.data.writer import ShardWriteError, WriterConfig, write_shards
 __all__ = [
     "SOURCE_NAMES",
     "EncodedImage",
+    "ImageGeometry",
     "Manifest",
     "Mode",
     "Sample",
@@ -31,6 +33,7 @@ __all__ = [
     "decode_image",
     "decode_tensor",
     "fashion_mnist_dir",
+    "geometry_of",
     "open_source",
     "resolve_urls",
     "write_shards",

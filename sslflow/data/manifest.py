@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sslflow.data.geometry import ImageGeometry
+
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 
@@ -30,7 +32,9 @@ class Manifest:
     """Everything a reader or a later stage needs to know about a shard set.
 
     ``fingerprint`` hashes the source identity and writer config: the same fingerprint over a
-    complete output means there is nothing to do.
+    complete output means there is nothing to do. ``geometry`` (colour modes and side lengths
+    of the stored images) is what every ``auto`` image setting downstream is resolved from;
+    shard sets written by other tools have none (see ``sslflow.data.geometry.measure``).
     """
 
     fingerprint: str
@@ -40,6 +44,7 @@ class Manifest:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     classes: list[str] | None = None
     labelled: bool = False
+    geometry: ImageGeometry | None = None
     format_version: int = FORMAT_VERSION
     root: Path | None = None
 
@@ -65,6 +70,7 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
         body.pop("root")
+        body["geometry"] = self.geometry.to_json() if self.geometry else None
         body["totals"] = {
             "samples": self.total_samples,
             "bytes": self.total_bytes,
@@ -93,6 +99,7 @@ class Manifest:
             skipped=body.get("skipped", []),
             classes=body.get("classes"),
             labelled=body.get("labelled", False),
+            geometry=ImageGeometry.from_json(body["geometry"]) if body.get("geometry") else None,
             root=root,
         )
 

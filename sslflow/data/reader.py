@@ -17,9 +17,10 @@ from enum import Enum
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
 
+from sslflow.data.geometry import AUTO, ImageGeometry
 from sslflow.data.manifest import Manifest, resolve_urls
 from sslflow.data.tar import iter_samples, open_url
 
@@ -72,9 +73,12 @@ class ShardDataset(IterableDataset):
             samples per epoch in total (split across ranks and workers).
         samples_per_epoch: required for ``resampled``; defaults to the manifest's total.
         seed: seeds shard choice and the shuffle buffer (with the epoch from ``set_epoch``).
-        decode: ``tensor`` gives uint8 (C, H, W) tensors; ``pil`` gives PIL images.
-        image_mode: PIL mode to convert to (``"L"``, ``"RGB"``); None keeps L and RGB and
-            converts any other mode to RGB explicitly.
+        decode: ``tensor`` gives uint8 (C, H, W) tensors; ``pil`` gives PIL images. EXIF
+            orientation is applied either way.
+        image_mode: PIL mode to convert to (``"L"``, ``"RGB"``); ``auto`` (default) is the
+            one mode of the manifest's geometry (RGB if any image is colour), so a shard set of
+            mixed modes batches; None keeps L and RGB per image and converts any other mode to
+            RGB explicitly.
         transform: applied to the decoded image.
         on_error: ``raise`` (default) raises ``ShardReadError`` naming shard and key;
             ``skip`` skips the shard remainder or the sample, counts it and logs a warning.
@@ -90,7 +94,7 @@ class ShardDataset(IterableDataset):
         samples_per_epoch: int | None = None,
         seed: int = 0,
         decode: str = "tensor",
-        image_mode: str | None = None,
+        image_mode: str | None = AUTO,
         transform: Callable[[Any], Any] | None = None,
         on_error: str = "raise",
         rank: int | None = None,
@@ -114,6 +118,11 @@ class ShardDataset(IterableDataset):
         self.seed = seed
         self.epoch = 0
         self.decode = decode
+        if image_mode == AUTO:
+            geometry = self.manifest.geometry if self.manifest else None
+            image_mode = geometry.mode if geometry else None
+        if image_mode not in (None, "L", "RGB"):
+            raise ValueError(f"image_mode must be 'auto', 'L', 'RGB' or None, got {image_mode!r}")
         self.image_mode = image_mode
         self.transform = transform
         self.on_error = on_error
@@ -226,9 +235,9 @@ class ShardDataset(IterableDataset):
 
 
 def decode_image(data: bytes, mode: str | None = None) -> Image.Image:
-    """Decode image bytes to PIL, converting the mode explicitly (never implicitly)."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
+    """Decode image bytes to PIL, EXIF orientation applied, converting the mode explicitly."""
+    with Image.open(io.BytesIO(data)) as opened:
+        image = ImageOps.exif_transpose(opened)
         target = mode or (image.mode if image.mode in ("L", "RGB") else "RGB")
         return image.convert(target) if image.mode != target else image.copy()
 
@@ -243,10 +252,43 @@ def decode_tensor(data: bytes, mode: str | None = None) -> torch.Tensor:
     from torchvision.io import decode_image as tv_decode
 
     read_mode = {"L": ImageReadMode.GRAY, "RGB": ImageReadMode.RGB}.get(mode or "")
-    tensor = tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=read_mode or ImageReadMode.UNCHANGED)
+    tensor = tv_decode(
+        torch.frombuffer(bytearray(data), dtype=torch.uint8),
+        mode=read_mode or ImageReadMode.UNCHANGED,
+        apply_exif_orientation=True,
+    )
     if read_mode is None and tensor.shape[0] in (2, 4):  # grey+alpha or RGBA: drop alpha explicitly
         tensor = tensor[: tensor.shape[0] - 1]
     return tensor
+
+
+def geometry_of(manifest: Manifest, limit: int = 1000) -> ImageGeometry:
+    """The manifest's recorded geometry; for shard sets written without one, measured on the
+    first ``limit`` samples (image headers only) with a warning that it is an estimate."""
+    if manifest.geometry is not None:
+        return manifest.geometry
+    measured = ImageGeometry()
+    for url in manifest.urls():
+        with open_url(url) as stream:
+            for sample in iter_samples(stream, url):
+                ext = next((k for k in IMAGE_KEYS if k in sample), None)
+                if ext is not None:
+                    with Image.open(io.BytesIO(sample[ext])) as image:
+                        measured.add(image.mode, *image.size)
+                if measured.samples >= limit:
+                    break
+        if measured.samples >= limit:
+            break
+    if not measured.samples:
+        raise ShardReadError(f"no readable image in the shards of {manifest.root}")
+    log.warning(
+        "the manifest at %s records no image geometry (written by another tool or an older sslflow); "
+        "estimated from %d samples: %s",
+        manifest.root,
+        measured.samples,
+        measured.describe(),
+    )
+    return measured
 
 
 def _resolve(shards: Manifest | str | os.PathLike[str] | Sequence[str]) -> tuple[list[str], Manifest | None]:

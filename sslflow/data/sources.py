@@ -292,36 +292,61 @@ def _check_split(split: str) -> str:
 
 @dataclass
 class ImageFolderSource:
-    """A tree of JPEG/PNG/WebP files; the first-level sub-folder is the class when all have one.
+    """JPEG/PNG/WebP files under ``root``; the first sub-folder is the class when all have one.
 
-    Files in RGB or L mode keep their original bytes; any other mode (CMYK, P, RGBA, I;16...)
-    is converted explicitly to RGB and stored as lossless PNG, its original mode recorded.
+    Files are listed in a seeded shuffled order (``order_seed``), so consecutive samples, and
+    so each shard, mix the classes of a folder sorted by class. Files in RGB or L mode keep
+    their original bytes (the shard writer decodes each once to check it); any other mode
+    (CMYK, P, RGBA, I;16 ...) is converted explicitly to RGB and stored as lossless PNG, its
+    original mode recorded.
+
+    Attributes:
+        root: the folder given by the user (keys are paths relative to it).
+        files: image files in write order.
+        labels: class index of each file (None: unlabelled).
+        classes: class names (index → name), or None.
+        split: which part of a ``train/``/``test/`` layout this is (``all`` otherwise).
+        order_seed: seed of the shuffled order.
     """
 
     root: Path
     files: list[Path]
+    labels: list[int] | None
     classes: list[str] | None
+    split: str = "all"
+    order_seed: int = 0
     name: str = "image-folder"
 
     def __len__(self) -> int:
         return len(self.files)
 
     def describe(self) -> dict[str, Any]:
-        listing = hashlib.sha256("\n".join(str(f) for f in self.files).encode()).hexdigest()
-        return {"name": self.name, "path": str(self.root), "samples": len(self), "listing": listing}
+        """Identity: the listing with each file's size and modification time, so edits count."""
+        digest = hashlib.sha256()
+        for path in self.files:
+            stat = path.stat()
+            digest.update(f"{path.relative_to(self.root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return {
+            "name": self.name,
+            "path": str(self.root),
+            "split": self.split,
+            "samples": len(self),
+            "order_seed": self.order_seed,
+            "listing": digest.hexdigest(),
+        }
 
     def iter_items(self, start: int = 0) -> Iterator[Sample | Skipped]:
-        for path in self.files[start:]:
-            relative = path.relative_to(self.root).as_posix()
+        for index in range(start, len(self.files)):
+            path = self.files[index]
             try:
-                yield self._load(path, relative)
+                yield self._load(path, None if self.labels is None else self.labels[index])
             except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
                 yield Skipped(where=str(path), reason=f"{type(exc).__name__}: {exc}")
 
-    def _load(self, path: Path, relative: str) -> Sample:
+    def _load(self, path: Path, label: int | None) -> Sample:
+        relative = path.relative_to(self.root).as_posix()
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as image:
-            image.load()
             mode, size = image.mode, image.size
             if mode not in KEPT_MODES:
                 buffer = io.BytesIO()
@@ -329,7 +354,6 @@ class ImageFolderSource:
                 encoded = EncodedImage(buffer.getvalue(), "png", *size)
             else:
                 encoded = EncodedImage(data, IMAGE_SUFFIXES[path.suffix.lower()], *size)
-        label = self.classes.index(relative.split("/", 1)[0]) if self.classes else None
         digest = hashlib.sha1(relative.encode()).hexdigest()[:8]
         return Sample(
             key=f"{safe_key(Path(relative).with_suffix('').as_posix())[-60:]}-{digest}",
@@ -340,19 +364,44 @@ class ImageFolderSource:
         )  # fmt: skip
 
 
-def image_folder(path: str | os.PathLike[str]) -> ImageFolderSource:
-    """List an image folder in sorted order, so keys and shard contents are stable."""
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def image_folder(path: str | os.PathLike[str], split: str = "all", order_seed: int = 0) -> ImageFolderSource:
+    """List an image folder; keys are stable, the order is a seeded shuffle.
+
+    A folder holding ``train/`` and ``test/`` sub-folders is split by them: ``train`` and
+    ``test`` read one, ``all`` both; classes are then the sub-folders one level further down.
+    Any other folder is one pool (``train`` and ``all`` both read all of it).
+
+    Raises:
+        SourceError: a missing or empty folder, or ``split="test"`` without a ``test/`` folder.
+    """
     root = Path(path)
     if not root.is_dir():
         raise SourceError(f"image folder {root} does not exist or is not a directory")
-    files = sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not files:
-        raise SourceError(f"no .jpg/.jpeg/.png/.webp files under {root}")
-    labelled = all(len(p.relative_to(root).parts) >= 2 for p in files)
-    classes = sorted({p.relative_to(root).parts[0] for p in files}) if labelled else None
-    return ImageFolderSource(root=root, files=files, classes=classes)
+    _check_split(split)
+    has_splits = (root / "train").is_dir() and (root / "test").is_dir()
+    if has_splits:
+        bases = {"train": ["train"], "test": ["test"], "all": ["train", "test"]}[split]
+    elif split == "test":
+        raise SourceError(
+            f"split 'test' of image folder {root} needs train/ and test/ sub-folders; without them the "
+            "folder is one pool: use split train or all"
+        )
+    else:
+        bases = ["."]
+    listed = [(base, file) for base in bases for file in _list_images(root / base)]
+    if not listed:
+        raise SourceError(f"no .jpg/.jpeg/.png/.webp files under {root}" + (f" ({', '.join(bases)})" if has_splits else ""))
+    parts = [file.relative_to(root / base).parts for base, file in listed]
+    labelled = all(len(p) >= 2 for p in parts)
+    classes = sorted({p[0] for p in parts}) if labelled else None
+    order = np.random.default_rng(order_seed).permutation(len(listed))
+    files = [listed[i][1] for i in order]
+    labels = [classes.index(parts[i][0]) for i in order] if classes else None
+    return ImageFolderSource(root, files, labels, classes, split if has_splits else "all", order_seed)
 
 
 # --------------------------------------------------------------------------- existing shards
@@ -422,16 +471,20 @@ def open_source(
         name: one of ``SOURCE_NAMES``.
         path: folder (or, for ``shards``, a manifest.json, a file of URLs, or URLs joined by
             whitespace or commas; brace patterns like ``shard-{000000..000009}.tar`` expand).
-        split: ``train``, ``test`` or ``all`` for sources with an official split.
+        split: ``train``, ``test`` or ``all``: the official split of fashion-mnist, cifar and
+            digits; the ``train/`` or ``test/`` sub-folder of an image folder that has both
+            (a folder without them is one pool, read whole for ``train`` and ``all``). Shard
+            sets are read whole.
         download: allow torchvision to download Fashion-MNIST when it is not found locally.
         download_root: where a download goes.
     """
+    _check_split(split)
     if name == "fashion-mnist":
         return fashion_mnist(path, split, download, download_root)
     if name in ("cifar10", "cifar100"):
         return cifar(_require_path(name, path, "the cifar-*-batches-py folder"), split)
     if name == "image-folder":
-        return image_folder(_require_path(name, path, "a folder of images"))
+        return image_folder(_require_path(name, path, "a folder of images"), split)
     if name == "digits":
         return digits(split)
     if name == "shards":

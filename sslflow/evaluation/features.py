@@ -19,7 +19,7 @@ import json
 import logging
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +30,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from sslflow.data import Manifest, ShardDataset
+from sslflow.data.geometry import PIXELS_SIDE_CAP
+from sslflow.ssl.preprocess import CenterCropResize
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,11 @@ RAW_PIXELS = "raw-pixels"
 
 class Embedder(Protocol):
     """Anything that maps uint8 image batches to features: a ``FrozenBackbone`` or ``RawPixels``."""
+
+    @property
+    def transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Per-sample uint8 (C, H, W) transform applied before batching (resize + centre crop)."""
+        ...
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) → float32 (B, D)."""
@@ -51,14 +58,31 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True)
 class RawPixels:
-    """The raw-pixel baseline: each image flattened and scaled to [0, 1]."""
+    """The raw-pixel baseline: each image resized and centre-cropped to ``size``², flattened.
+
+    ``size`` is bounded (:data:`~sslflow.data.geometry.PIXELS_SIDE_CAP`, 32 px by default from
+    the data) so the baseline of a photo set stays small: 60k RGB images at 32² are 737 MB of
+    float32 features, at full 224² they would be 36 GB. Fashion-MNIST keeps its 28 px.
+    """
+
+    size: int
+
+    @classmethod
+    def for_images(cls, manifest: Manifest) -> RawPixels:
+        """The baseline sized from the shard set's geometry (at most 32 px)."""
+        geometry = manifest.geometry
+        return cls(geometry.image_size(PIXELS_SIDE_CAP) if geometry else PIXELS_SIDE_CAP)
+
+    @property
+    def transform(self) -> CenterCropResize:
+        return CenterCropResize(self.size)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) → float32 (B, C·H·W) in [0, 1]."""
-        return images.reshape(images.shape[0], -1).float().div_(255.0)
+        """uint8 (B, C, H, W) → float32 (B, C·size·size) in [0, 1]."""
+        return self.transform(images).reshape(images.shape[0], -1).float().div_(255.0)
 
     def fingerprint(self) -> str:
-        return f"{RAW_PIXELS}-v1"
+        return f"{RAW_PIXELS}-v2-{self.size}"
 
 
 class UnlabelledShardsError(ValueError):
@@ -160,14 +184,16 @@ def load_feature_set(folder: str | Path) -> FeatureSet:
 
 def output_dim(embedder: Embedder, manifest: Manifest) -> int:
     """Feature width D of ``embedder`` on this shard set, from one embedded sample."""
-    first = next(iter(ShardDataset(manifest, mode="finite", decode="tensor")), None)
+    first = next(iter(ShardDataset(manifest, mode="finite", decode="tensor", transform=embedder.transform)), None)
     if first is None:
         raise ValueError(f"the shard set at {manifest.root} holds no samples")
     return int(embedder.embed(first["image"][None]).shape[1])
 
 
-def _batches(manifest: Manifest, batch_size: int, num_workers: int) -> Iterator[dict]:
-    dataset = ShardDataset(manifest, mode="finite", decode="tensor")
+def _batches(
+    manifest: Manifest, transform: Callable[[torch.Tensor], torch.Tensor], batch_size: int, num_workers: int
+) -> Iterator[dict]:
+    dataset = ShardDataset(manifest, mode="finite", decode="tensor", transform=transform, on_error="raise")
     workers = min(num_workers, len(manifest.shards))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, persistent_workers=False)
     yield from loader
@@ -232,7 +258,7 @@ def _write(
     labels = np.empty(total, dtype=np.int64)
     keys: list[str] = []
     with tqdm(total=total, desc=f"features {split}", unit="img") as progress:
-        for batch in _batches(manifest, batch_size, num_workers):
+        for batch in _batches(manifest, embedder.transform, batch_size, num_workers):
             out = embedder.embed(batch["image"]).numpy()
             if features is None:
                 features = np.lib.format.open_memmap(

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from sslflow.data import Manifest
+from sslflow.data.geometry import ImageGeometry
 from sslflow.evaluation.features import Embedder, FeatureSet, RawPixels, extract_features, load_feature_set
 from sslflow.evaluation.knn import DEFAULT_SETTINGS, KnnResult, weighted_knn
 from sslflow.evaluation.linear import (
@@ -55,7 +56,9 @@ class ProbeConfig:
 
     Attributes:
         knn_settings: (k, T) pairs for the weighted kNN.
-        linear: linear probes to run (logistic: scikit-learn C sweep; sgd: torch LR sweep).
+        linear: linear probes to run (sgd: torch heads for every learning rate in one pass,
+            the default as in the linear_probe asset; logistic: scikit-learn lbfgs C sweep,
+            exact but minutes per C on 60k samples on 2 CPU cores).
         cs: C values for the logistic sweep.
         lrs: peak learning rates for the SGD sweep.
         sgd_epochs: epochs of each SGD head.
@@ -68,7 +71,7 @@ class ProbeConfig:
     """
 
     knn_settings: tuple[tuple[int, float], ...] = DEFAULT_SETTINGS
-    linear: tuple[LinearProbeKind, ...] = (LinearProbeKind.LOGISTIC,)
+    linear: tuple[LinearProbeKind, ...] = (LinearProbeKind.SGD,)
     cs: tuple[float, ...] = DEFAULT_CS
     lrs: tuple[float, ...] = DEFAULT_LRS
     sgd_epochs: int = 10
@@ -117,7 +120,11 @@ class ResolvedModel:
 
 
 def resolve_model(
-    spec: str, tracking_uri: str | None = None, fallback_backbone: str = "resnet10t", small_stem: bool = False
+    spec: str,
+    tracking_uri: str | None = None,
+    fallback_backbone: str = "resnet10t",
+    small_stem: bool = False,
+    images: ImageGeometry | None = None,
 ) -> ResolvedModel:
     """Turn a model spec into a frozen backbone.
 
@@ -129,6 +136,8 @@ def resolve_model(
         tracking_uri: MLflow tracking/registry URI for model URIs.
         fallback_backbone: timm name used when ``spec`` is empty and nothing is registered.
         small_stem: ResNet stem of random backbones (3×3 stride 1 for 28-32 px images).
+        images: geometry of the images to probe; a random backbone takes its channels and
+            input size from it (default: 1 channel, 28 px).
 
     Raises:
         ValueError: an unresolvable model URI (the message lists the registry's models and
@@ -145,7 +154,8 @@ def resolve_model(
         else:
             spec = latest
     if spec.startswith(RANDOM_PREFIX):
-        return ResolvedModel(random_backbone(spec[len(RANDOM_PREFIX) :], small_stem=small_stem), spec)
+        in_chans, size = (images.channels, images.image_size()) if images else (1, 28)
+        return ResolvedModel(random_backbone(spec[len(RANDOM_PREFIX) :], in_chans, size, small_stem=small_stem), spec)
     return ResolvedModel(load_backbone(spec, tracking_uri=tracking_uri), spec)
 
 
@@ -245,14 +255,16 @@ class FeatureIndex:
         return self.entries[0]
 
 
-def extractors(model: ResolvedModel, baselines: bool, seed: int = 0) -> list[tuple[Role, Embedder, str, int | None]]:
+def extractors(
+    model: ResolvedModel, baselines: bool, pixels: RawPixels, seed: int = 0
+) -> list[tuple[Role, Embedder, str, int | None]]:
     """(role, embedder, description, feature width) for the model and, if asked, the baselines."""
     backbone = model.backbone
     found: list[tuple[Role, Embedder, str, int | None]] = [(Role.MODEL, backbone, model.spec, backbone.feature_dim)]
     if baselines:
         if not model.spec.startswith(RANDOM_PREFIX):
             found.append((Role.RANDOM_INIT, random_copy(backbone, seed), f"random {backbone.name}", backbone.feature_dim))
-        found.append((Role.RAW_PIXELS, RawPixels(), "raw pixels", None))
+        found.append((Role.RAW_PIXELS, pixels, f"raw pixels ({pixels.size}×{pixels.size})", None))
     return found
 
 
@@ -267,7 +279,7 @@ def extract_all(
     if train.classes and test.classes and train.classes != test.classes:
         raise ValueError(f"train and test shards name different classes: {train.classes} vs {test.classes}")
     entries, seconds = [], {}
-    for role, embedder, description, dim in extractors(model, config.baselines, config.seed):
+    for role, embedder, description, dim in extractors(model, config.baselines, RawPixels.for_images(train), config.seed):
         started = time.perf_counter()
         sets = [
             extract_features(embedder, manifest, cache_root, split, config.batch_size, config.num_workers, dim)
@@ -430,7 +442,7 @@ def run_probe(
     train = train_shards if isinstance(train_shards, Manifest) else Manifest.load(train_shards)
     test = test_shards if isinstance(test_shards, Manifest) else Manifest.load(test_shards)
     out = Path(out_dir)
-    model = resolve_model(model_spec, tracking_uri, fallback_backbone)
+    model = resolve_model(model_spec, tracking_uri, fallback_backbone, images=train.geometry)
     index = extract_all(model, train, test, Path(cache_root) if cache_root else out / "features", config)
     probes = merge_probes(knn_probe(index, config.knn_settings), linear_probe(index, config))
     summary = {

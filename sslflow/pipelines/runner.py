@@ -4,6 +4,7 @@ The ``sslflow`` command and ``make demo`` go through here, so their runs appear 
 UI (``make ui``) next to runs launched there, each with its MLflow run.
 """
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,37 @@ DAGSTER_YAML = """\
 telemetry:
   enabled: false
 """
+
+
+# dg.materialize's job name: runs started here look in the UI as they did through dg.materialize.
+RUN_JOB = "__ephemeral_asset_job__"
+
+
+class UnknownAssetError(ValueError):
+    """An asset name that the sslflow definitions do not have (the message lists the valid ones)."""
+
+
+def _drop_stack_trace(record: logging.LogRecord) -> bool:
+    """Keep a failure event's headline, drop the stack trace Dagster appends after a blank line."""
+    event = getattr(record, "dagster_meta", {}).get("dagster_event")
+    if event is not None and getattr(event.event_specific_data, "error", None) is not None:
+        record.msg = str(record.msg).partition("\n\n")[0]
+    return True
+
+
+def _brief_console(init_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = dg.colored_console_logger.logger_fn(init_context)
+    logger.addFilter(_drop_stack_trace)
+    return logger
+
+
+# The console logger for callers that report errors themselves (the sslflow command): the run's
+# event log, and so the Dagster UI, still holds every stack trace.
+brief_console_logger = dg.LoggerDefinition(
+    _brief_console,
+    config_schema=dg.colored_console_logger.config_schema,
+    description="Dagster's colored console logger without the stack traces of failures.",
+)
 
 
 def dagster_home(home: Path) -> Path:
@@ -37,6 +69,8 @@ def materialize_assets(
     run_config: Mapping[str, Mapping[str, Any]] | None = None,
     home: str | os.PathLike[str] | None = None,
     tags: Mapping[str, str] | None = None,
+    raise_on_error: bool = True,
+    brief_errors: bool = False,
 ) -> dg.ExecuteInProcessResult:
     """Materialise ``selection`` (asset names) with per-asset config, in-process.
 
@@ -45,6 +79,13 @@ def materialize_assets(
         run_config: ``{asset_name: {config_field: value}}``.
         home: the sslflow home (default ``$SSLFLOW_HOME`` or ``./.sslflow``).
         tags: Dagster run tags.
+        raise_on_error: re-raise a failed step's exception; False returns the failed result.
+        brief_errors: log failures to the console without their stack traces, for callers that
+            print their own summary of ``result`` (the run's event log keeps the traces).
+
+    Raises:
+        UnknownAssetError: a name in ``selection`` is not an asset.
+        dagster.DagsterInvalidConfigError: ``run_config`` does not fit the assets' config schemas.
     """
     from sslflow.pipelines.definitions import defs
 
@@ -54,20 +95,24 @@ def materialize_assets(
     known = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     unknown = [name for name in selection if name not in known]
     if unknown:
-        raise ValueError(f"unknown asset(s) {', '.join(unknown)}; assets: {', '.join(sorted(known))}")
+        raise UnknownAssetError(f"unknown asset(s) {', '.join(unknown)}; assets: {', '.join(sorted(known))}")
     config = {
         "ops": {name: {"config": dict(values)} for name, values in (run_config or {}).items()},
         "loggers": {"console": {"config": {"log_level": "INFO"}}},
     }
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
     checks = [c for c in defs.asset_checks or []]
-    return dg.materialize(
-        [*assets, *checks],
+    run_defs = dg.Definitions(
         # An AssetSelection, not strings: dagster parses selection strings with an antlr4 4.13
         # grammar, while lightly's hydra-core pins antlr4 4.9 (the parser then fails to load).
-        selection=dg.AssetSelection.assets(*selection),
-        instance=dg.DagsterInstance.get(),
+        jobs=[dg.define_asset_job(RUN_JOB, selection=dg.AssetSelection.assets(*selection))],
+        assets=[*assets, *checks],
         resources=defs.resources,
+        loggers={"console": brief_console_logger if brief_errors else dg.colored_console_logger},
+    )
+    return run_defs.resolve_job_def(RUN_JOB).execute_in_process(
         run_config=config,
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=raise_on_error,
         tags=dict(tags or {}),
     )

@@ -30,11 +30,13 @@ class PretrainConfig:
         method: SSL method name (a key of ``sslflow.ssl.methods.METHODS``).
         method_options: overrides of the method's config dataclass fields.
         backbone: timm model name.
-        small_stem: 3×3 stride-1 ResNet stem without max-pool (for images below ~64 px).
-        image_size: side of the global views; images are resized to it when loading if needed.
-        in_chans: backbone input channels (1 for grey images: no copied channels).
-        mean: per-channel normalisation mean on [0, 1]; None = measured on the first shard.
-        std: per-channel normalisation std; None = measured on the first shard.
+        small_stem: ResNet 3×3 stride-1 stem without max-pool: better features on images below
+            ~64 px but ~10× the compute of timm's stem, so off by default on CPU.
+        image_size: side of the global views; 0 = auto: the 5th percentile of the images'
+            shorter side, at most 224 (each image is resized and centre-cropped to it).
+        in_chans: backbone input channels; 0 = auto: 3 when any image is colour, else 1.
+        mean: per-channel normalisation mean on [0, 1]; None = measured on a seeded sample.
+        std: per-channel normalisation std; None = measured on a seeded sample.
         epochs: passes of ``samples_per_epoch`` samples.
         max_steps: stop after this many optimiser steps (-1 = epochs × steps per epoch); the
             learning-rate schedule spans ``min(max_steps, epochs × steps per epoch)``.
@@ -59,15 +61,16 @@ class PretrainConfig:
         seed: seeds weights, data order and augmentation.
         deterministic: ask torch for deterministic kernels (slower; for exact-resume tests).
         progress_bar: show Lightning's progress bar (loss, lr, images/s).
-        augment: overrides of ``sslflow.ssl.augment.AugmentConfig`` fields.
+        augment: overrides of ``sslflow.ssl.augment.AugmentConfig`` fields (colour jitter and
+            random grayscale are on by default for RGB input, off for grey).
     """
 
     method: str = "simclr"
     method_options: dict[str, Any] = field(default_factory=dict)
     backbone: str = "resnet10t"
-    small_stem: bool = True
-    image_size: int = 28
-    in_chans: int = 1
+    small_stem: bool = False
+    image_size: int = 0
+    in_chans: int = 0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     epochs: int = 10
@@ -87,7 +90,7 @@ class PretrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     num_workers: int = 2
-    checkpoint_every_n_steps: int = 200
+    checkpoint_every_n_steps: int = 100
     log_every_n_steps: int = 10
     knn_monitor_every_n_epochs: int = 0
     seed: int = 0
@@ -138,16 +141,17 @@ class PretrainConfig:
             raise ConfigError(f"unknown method {self.method!r}; valid methods: {', '.join(sorted(METHODS))}")
         try:
             check_backbone_name(self.backbone)
-            AugmentConfig(**self.augment)
+            AugmentConfig.for_channels(self.in_chans or 3, self.augment)  # auto: checked again once known
         except (ValueError, TypeError) as exc:
             raise ConfigError(str(exc)) from exc
+        for name, value in (("image_size", self.image_size), ("in_chans", self.in_chans)):
+            if value < 0:
+                raise ConfigError(f"{name} must be 0 (auto, from the data) or positive, got {value}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         positive = {
-            "image_size": self.image_size,
-            "in_chans": self.in_chans,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "accumulate_grad_batches": self.accumulate_grad_batches,
@@ -172,7 +176,7 @@ class PretrainConfig:
         if self.rank_batch_size < 2:
             raise ConfigError(f"batch per rank is {self.rank_batch_size}; contrastive losses need at least 2")
         for name, stats in (("mean", self.mean), ("std", self.std)):
-            if stats is not None and len(stats) != self.in_chans:
+            if stats is not None and self.in_chans and len(stats) != self.in_chans:
                 raise ConfigError(f"{name} has {len(stats)} values but in_chans={self.in_chans}")
         if self.samples_per_epoch is not None and self.samples_per_epoch < self.batch_size:
             raise ConfigError(

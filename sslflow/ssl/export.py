@@ -26,9 +26,11 @@ import torch
 from torch import nn
 
 from sslflow.ssl.backbones import create_backbone
-from sslflow.ssl.preprocess import match_channels, normalise, resize
+from sslflow.ssl.preprocess import CenterCropResize, match_channels, normalise
 
 CHECKPOINT_FORMAT = "sslflow.backbone/1"
+# The evaluation transform every consumer of a backbone applies (see ``FrozenBackbone.transform``).
+PREPROCESS = "shorter side to image_size, centre crop, [0, 1], channels to in_chans, (x - mean) / std"
 MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
@@ -88,9 +90,19 @@ class FrozenBackbone:
         self._device = torch.device(device)
         return self
 
+    @property
+    def transform(self) -> CenterCropResize:
+        """The per-sample evaluation transform (resize + centre crop to ``image_size``).
+
+        Readers apply it to each uint8 (C, H, W) image before batching, so images of any size
+        batch and full-resolution photos never sit in memory together.
+        """
+        return CenterCropResize(self.image_size)
+
     def config(self) -> dict[str, Any]:
         """JSON-able description used to rebuild the module (checkpoint and MLflow metadata)."""
         return {
+            "preprocess": PREPROCESS,
             "name": self.name,
             "in_chans": self.in_chans,
             "image_size": self.image_size,
@@ -101,20 +113,22 @@ class FrozenBackbone:
         }
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) → normalised float32 (B, in_chans, image_size, image_size)."""
+        """uint8 (B, C, H, W) → normalised float32 (B, in_chans, image_size, image_size).
+
+        See :data:`PREPROCESS`; batches already cut by :attr:`transform` are only normalised.
+        """
         if images.ndim != 4:
             raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(images.shape)}")
-        x = images.to(self._device)
+        x = self.transform(images.to(self._device))
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)  # before the channel conversion, so luminance is not rounded
-        x = normalise(match_channels(x, self.in_chans), self.mean, self.std)
-        return resize(x, self.image_size)
+        return normalise(match_channels(x, self.in_chans), self.mean, self.std)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Features of a batch: uint8 (B, C, H, W) → float32 (B, feature_dim) on the CPU.
 
-        Channels are converted (RGB → grey by luminance, grey → RGB by expansion), images
-        resized to ``image_size`` when needed, scaled to [0, 1] and normalised.
+        Images are resized and centre-cropped to ``image_size`` when needed, scaled to [0, 1],
+        channels converted (RGB → grey by luminance, grey → RGB by expansion) and normalised.
         """
         with torch.inference_mode():
             return self.module(self.preprocess(images)).float().cpu()

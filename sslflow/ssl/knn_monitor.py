@@ -9,14 +9,13 @@ from lightly.utils.benchmarking import knn_predict
 
 from sslflow.data import Manifest, ShardDataset
 from sslflow.ssl.config import PretrainConfig
-from sslflow.ssl.loader import SquareResize
-from sslflow.ssl.preprocess import match_channels, normalise
+from sslflow.ssl.preprocess import CenterCropResize, match_channels, normalise
 
 
 def load_labelled(manifest: Manifest, image_size: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``limit`` images and labels of a labelled shard set: uint8 (N, C, S, S), int64 (N,)."""
     images, labels = [], []
-    resize = SquareResize(image_size)
+    resize = CenterCropResize(image_size)
     for sample in ShardDataset(manifest, mode="finite", decode="tensor", rank=0, world_size=1):
         images.append(resize(sample["image"]))
         labels.append(sample["label"])

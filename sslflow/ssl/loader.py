@@ -14,26 +14,9 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from torchvision.transforms.v2 import functional as TF
 
 from sslflow.data import Manifest, ShardDataset
-
-
-class SquareResize:
-    """Resize a uint8 (C, H, W) image so its shorter side is ``size``, then center-crop a square.
-
-    A no-op for images that already are ``size`` × ``size`` (Fashion-MNIST at 28 px). A class
-    rather than a closure so DataLoader workers can pickle it.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        if image.shape[-2:] == (self.size, self.size):
-            return image
-        image = TF.resize(image, self.size, antialias=True)
-        return TF.center_crop(image, [self.size, self.size])
+from sslflow.ssl.preprocess import CenterCropResize
 
 
 def collate_images(samples: list[dict[str, Any]]) -> torch.Tensor:
@@ -117,14 +100,16 @@ class ShardBatches:
 def training_dataset(
     manifest: Manifest, samples_per_epoch: int, image_size: int, seed: int, shuffle_buffer: int = 1000
 ) -> ShardDataset:
-    """The resampled shard stream used for pretraining (uint8 tensors, squared to ``image_size``)."""
+    """The resampled shard stream used for pretraining: uint8 tensors in the set's one colour
+    mode, each resized and centre-cropped to ``image_size`` in the worker (views are cut later,
+    batched, by :class:`~sslflow.ssl.augment.ViewAugment`)."""
     return ShardDataset(
         manifest,
         mode="resampled",
         samples_per_epoch=samples_per_epoch,
         seed=seed,
         decode="tensor",
-        transform=SquareResize(image_size),
+        transform=CenterCropResize(image_size),
         on_error="skip",
         shuffle_buffer=shuffle_buffer,
     )

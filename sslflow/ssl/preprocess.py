@@ -1,11 +1,16 @@
-"""Tensor image preprocessing shared by training views and frozen-backbone embedding."""
+"""Tensor image preprocessing shared by training, embedding, probing and the exported model.
+
+One geometric path everywhere: :class:`CenterCropResize` (shorter side to ``size``, then a
+centred square). It runs per sample in the DataLoader workers, so images of any size and
+aspect become equal squares before they are batched, and a full-resolution photo is never
+held in a batch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 
@@ -39,11 +44,27 @@ def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return (images - mean_t) / std_t
 
 
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize float (B, C, H, W) to (B, C, size, size) with antialiased bilinear interpolation."""
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+class CenterCropResize:
+    """Resize (…, C, H, W) images so the shorter side is ``size``, then crop the centred square.
+
+    Works on uint8 and float tensors, one image or a batch; a no-op on ``size`` × ``size``
+    images (Fashion-MNIST at 28 px). Antialiased bilinear, as torchvision's ``Resize``. A
+    class rather than a closure so DataLoader workers can pickle it.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"CenterCropResize needs a positive size, got {size}")
+        self.size = size
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-2:] == (self.size, self.size):
+            return images
+        images = TF.resize(images, self.size, antialias=True)
+        return TF.center_crop(images, [self.size, self.size])
+
+    def __repr__(self) -> str:
+        return f"CenterCropResize({self.size})"
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

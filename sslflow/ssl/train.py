@@ -20,6 +20,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from sslflow.data import Manifest, ShardDataset
+from sslflow.data import Manifest, ShardDataset, geometry_of
 from sslflow.data.manifest import sha256_file
 from sslflow.ssl.augment import AugmentConfig, ViewAugment
 from sslflow.ssl.backbones import create_backbone
@@ -41,10 +42,12 @@ from sslflow.ssl.knn_monitor import KNNMonitor
 from sslflow.ssl.loader import ShardBatches, batches_per_epoch, training_dataset
 from sslflow.ssl.methods import SSLMethod, build_method
 from sslflow.ssl.module import PretrainModule, steps_for
-from sslflow.ssl.preprocess import channel_stats, match_channels
+from sslflow.ssl.preprocess import CenterCropResize, channel_stats, match_channels
+
+log = logging.getLogger(__name__)
 
 MetricsHook = Callable[[dict[str, float], int], None]
-STATS_SAMPLES = 2048
+STATS_SAMPLES = 512
 
 
 @dataclass(frozen=True)
@@ -112,41 +115,63 @@ def _world_size(config: PretrainConfig) -> int:
 
 
 def resolve_config(config: PretrainConfig, manifest: Manifest) -> PretrainConfig:
-    """Fill in what depends on the data (samples per epoch, mean/std) and check the images.
+    """Fill in what comes from the data: ``auto`` image size and channels, samples per epoch,
+    mean/std; check the crop size against the images.
 
-    Reads up to 2,048 samples of the first shard: their size must be at least ``image_size``
-    (crops are cut from the stored image, never from an upsampled one) and their channels
-    convertible to ``in_chans``.
+    ``image_size`` auto is the 5th percentile of the images' shorter side, at most 224;
+    ``in_chans`` auto is 3 when any image is colour, else 1. An explicit ``image_size`` larger
+    than some images upsamples those (a warning gives how many); larger than the median image
+    it is refused, since most crops would then be upsampled. Mean and std are measured on a
+    seeded sample of at most 512 images after the same resize + centre crop training uses, so
+    memory stays bounded whatever the image size.
 
     Raises:
-        ConfigError: images smaller than ``image_size`` or channels that cannot be converted.
+        ConfigError: a crop larger than most images, or channels that cannot be converted.
     """
-    first = ShardDataset(manifest.urls()[:1], mode="finite", decode="tensor", rank=0, world_size=1)
-    images: list[torch.Tensor] = []
-    for sample in first:
-        images.append(sample["image"])
-        if len(images) >= STATS_SAMPLES:
-            break
-    if not images:
-        raise ConfigError(f"the first shard {manifest.urls()[0]} holds no readable image")
-    height, width = images[0].shape[-2:]
-    if min(height, width) < config.image_size:
+    geometry = geometry_of(manifest)
+    image_size = config.image_size or geometry.image_size()
+    in_chans = config.in_chans or geometry.channels
+    where = f"the shards at {manifest.root} ({geometry.describe()})"
+    if geometry.short_side(0.5) < image_size:
         raise ConfigError(
-            f"image_size={config.image_size} is larger than the images ({height}×{width}) in "
-            f"{manifest.urls()[0]}: crops would be upsampled; set image_size ≤ {min(height, width)}"
+            f"image_size={image_size} is larger than most images in {where}: crops would be upsampled; "
+            f"set image_size ≤ {geometry.short_side(0.5)}, or 0 (auto)"
         )
-    try:
-        match_channels(images[0][None], config.in_chans)
-    except ValueError as exc:
-        raise ConfigError(f"{exc} (in_chans={config.in_chans}, images in {manifest.urls()[0]})") from exc
-    updates: dict[str, Any] = {"samples_per_epoch": config.samples_per_epoch or manifest.total_samples}
+    smaller = geometry.smaller_than(image_size)
+    if smaller:
+        log.warning("%d images in %s are smaller than image_size=%d and are upsampled", smaller, where, image_size)
+    if (geometry.channels, in_chans) not in ((1, 1), (3, 3), (1, 3), (3, 1)):
+        raise ConfigError(f"cannot train in_chans={in_chans} on {where}: only 1 and 3 channels are defined")
+    updates: dict[str, Any] = {
+        "image_size": image_size,
+        "in_chans": in_chans,
+        "samples_per_epoch": config.samples_per_epoch or manifest.total_samples,
+    }
     if config.mean is None or config.std is None:
-        same_size = [img for img in images if img.shape == images[0].shape]
-        mean, std = channel_stats(match_channels(torch.stack(same_size), config.in_chans))
+        mean, std = channel_stats(match_channels(_stats_sample(manifest, image_size, config.seed), in_chans))
         updates.update(mean=config.mean or mean, std=config.std or std)
     resolved = dataclasses.replace(config, **updates)
     resolved.check()
     return resolved
+
+
+def _stats_sample(manifest: Manifest, image_size: int, seed: int) -> torch.Tensor:
+    """A seeded sample of at most ``STATS_SAMPLES`` images, resized and cropped: uint8 (N, C, S, S)."""
+    count = min(STATS_SAMPLES, manifest.total_samples)
+    stream = ShardDataset(
+        manifest,
+        mode="resampled",
+        samples_per_epoch=count,
+        seed=seed,
+        transform=CenterCropResize(image_size),
+        rank=0,
+        world_size=1,
+        shuffle_buffer=min(256, count),
+    )
+    images = [sample["image"] for sample in stream]
+    if not images:
+        raise ConfigError(f"the shards at {manifest.root} hold no readable image")
+    return torch.stack(images)
 
 
 def _check_run_dir(config: PretrainConfig, run_dir: Path, force: bool) -> None:
@@ -215,7 +240,7 @@ def pretrain(
             config.in_chans,
             config.mean or (),
             config.std or (),
-            AugmentConfig(**config.augment),
+            AugmentConfig.for_channels(config.in_chans, config.augment),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -31,6 +31,7 @@ from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
 from sslflow.data import Manifest, write_shards
 from sslflow.data.manifest import sha256_file
+from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged, skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
@@ -61,40 +62,21 @@ def _log_folder(run: TrackedRun, folder: Path, artifact_path: str) -> None:
 # --------------------------------------------------------------------------- embeddings
 
 
-class EmbeddingsConfig(dg.Config):
-    """How the pool is embedded (see ``sslflow.curation.embeddings``)."""
-
-    embedder: str = Field(
-        "pixels",
-        description="pixels (resize + PCA, offline), a timm model name, an sslflow checkpoint path, models:/…, "
-        "or latest-model: the model of the latest pretrained_model run, so round t's model curates round t+1",
+class EmbeddingsConfig(
+    derive_config(
+        EmbedConfig,
+        "EmbedFields",
+        "The fields of sslflow.curation.embeddings.EmbedConfig, with its defaults.",
+        exclude=("tracking_uri", "progress"),
     )
-    dim: int = Field(64, description="pixels embedder: PCA components (the embedding width)")
-    image_size: int = Field(28, description="side images are resized to (pixels and timm)")
-    image_mode: str = Field("L", description="L (grey) or RGB: channels read from the shards")
-    in_chans: int = Field(1, description="timm model input channels (checkpoints carry their own)")
-    pretrained: bool = Field(
-        False,
-        description="timm: load pretrained weights (local cache or `weights`); else seeded random init",
-    )
-    weights: str = Field("", description="timm: a local weights file")
-    small_stem: bool = Field(
-        False,
-        description="timm ResNets: 3×3 stride-1 stem without max-pool, for small images",
-    )
-    pca_samples: int = Field(
-        10_000,
-        description="pixels: images the PCA is fitted on (seeded sample)",
-    )
-    batch_size: int = Field(256, description="images per forward pass")
-    chunk_size: int = Field(
-        4096,
-        description="rows between progress checkpoints (unit of resumption)",
-    )
-    seed: int = Field(0, description="seeds the PCA sample and random timm initialisations")
+):
+    """How the pool is embedded (see ``sslflow.curation.embeddings``). ``embedder`` also takes
+    ``latest-model``: the model of the latest pretrained_model run, so round t's model curates
+    round t+1."""
 
     def embed_config(self, tracking_uri: str, embedder: str) -> EmbedConfig:
-        return EmbedConfig(**{**self.model_dump(), "embedder": embedder}, tracking_uri=tracking_uri, progress=True)
+        values = {**core_values(self, EmbedConfig), "embedder": embedder}
+        return EmbedConfig(**values, tracking_uri=tracking_uri, progress=True)
 
 
 LATEST_MODEL = "latest-model"

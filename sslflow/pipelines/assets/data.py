@@ -3,6 +3,7 @@
 import hashlib
 import time
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -23,6 +24,12 @@ class SourceConfig(dg.Config):
     download: bool = Field(False, description="let torchvision download Fashion-MNIST when not found locally")
     shard_size: int = Field(5000, description="samples per shard (≥ 2 shards per DataLoader worker keeps readers busy)")
     max_bytes: int = Field(1 << 30, description="start a new shard past this many bytes")
+    max_side: int = Field(
+        0,
+        description="downscale images whose longer side exceeds this (aspect kept, EXIF orientation applied, "
+        "re-encoded as JPEG at jpeg_quality); 0 = store every image as it is. 512 suits phone photos",
+    )
+    jpeg_quality: int = Field(90, description="JPEG quality of images downscaled by max_side")
     overwrite: bool = Field(False, description="replace a complete shard set written with another config")
 
     def open(self, split: str, download_root: Path) -> Source:
@@ -30,9 +37,11 @@ class SourceConfig(dg.Config):
 
 
 class RawShardsConfig(SourceConfig):
-    split: str = Field(
+    split: Literal["train", "test", "all"] = Field(
         "train",
-        description="train, test or all; the default keeps the test images out of pretraining",
+        description="train, test or all: the official split (fashion-mnist, cifar, digits) or the train/ "
+        "or test/ sub-folder of an image folder that has both; the default keeps test images out of "
+        "pretraining. A folder without train/ and test/ is one pool (train and all read it whole)",
     )
 
 
@@ -45,6 +54,8 @@ def _write_tracked(
         out,
         shard_size=config.shard_size,
         max_bytes=config.max_bytes,
+        max_side=config.max_side,
+        jpeg_quality=config.jpeg_quality,
         overwrite=config.overwrite,
         on_shard=lambda info: context.log.info(f"wrote {info.name}: {info.samples} samples"),
     )
@@ -56,6 +67,8 @@ def _write_tracked(
     run.set_tags({f"sslflow.{prefix}shards_uri": out.as_uri(), f"sslflow.{prefix}content_hash": manifest.content_hash})
     for skip in manifest.skipped[:20]:
         context.log.warning(f"skipped {skip['where']}: {skip['reason']}")
+    if manifest.geometry is not None:
+        context.log.info(f"{out.name}: {manifest.geometry.describe()}")
     return manifest
 
 
@@ -81,15 +94,22 @@ def raw_shards(
 
 
 class EvalSplitConfig(SourceConfig):
-    """A labelled source with an official train/test split (image-folder, shards: ``train/`` and ``test/``)."""
+    """A labelled source with a train/test split: the official one (fashion-mnist, cifar, digits),
+    or ``<path>/train/<class>/…`` and ``<path>/test/<class>/…`` for an image folder, and
+    ``<path>/train`` and ``<path>/test`` shard sets for shards."""
 
 
 def _split_source(config: EvalSplitConfig, split: str, download_root: Path) -> Source:
-    """Sources without an official split read ``<path>/train`` and ``<path>/test``."""
+    """The ``split`` half of the evaluation source (see :class:`EvalSplitConfig`)."""
     if config.source in ("image-folder", "shards"):
-        if not config.path:
-            raise SourceError(f"eval_split with {config.source} needs path with train/ and test/ sub-folders")
-        return open_source(config.source, str(Path(config.path) / split))
+        layout = "train/<class>/… and test/<class>/…" if config.source == "image-folder" else "train/ and test/ shard sets"
+        if not config.path or not all((Path(config.path) / part).is_dir() for part in ("train", "test")):
+            raise SourceError(
+                f"eval_split with {config.source} needs a path holding {layout} "
+                f"(got {config.path or 'no path'})"
+            )
+        if config.source == "shards":
+            return open_source("shards", str(Path(config.path) / split))
     return config.open(split, download_root)
 
 

@@ -23,6 +23,7 @@ import dagster as dg
 from pydantic import Field
 
 from sslflow.data import Manifest
+from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
@@ -32,59 +33,32 @@ from sslflow.ssl.config import ConfigError, PretrainConfig, RESUME_FREE_FIELDS
 DATA_ASSETS = ("curated_shards", "raw_shards")
 
 
-class PretrainedModelConfig(dg.Config):
-    """What to train, on which shards, and how (defaults: ~3 minutes on 2 CPU cores)."""
+class PretrainedModelConfig(
+    derive_config(
+        PretrainConfig,
+        "PretrainFields",
+        "The fields of sslflow.ssl.config.PretrainConfig, with its defaults.",
+        exclude=("progress_bar", "strategy"),
+    )
+):
+    """What to train, on which shards, and how: every ``PretrainConfig`` field plus where the
+    data comes from and where the model goes."""
 
     data: Literal["auto", "curated_shards", "raw_shards"] = Field(
         "auto",
         description="shards to train on; auto = curated_shards when materialised, else raw_shards "
         "(curation is optional, and the demo must train either way)",
     )
-    method: str = Field("simclr", description="simclr, moco, swav or amcl")
-    method_options: dict[str, Any] = Field(default_factory=dict, description="fields of the method's config dataclass")
-    backbone: str = Field("resnet10t", description="timm model name")
-    small_stem: bool = Field(
-        False,
-        description="ResNet 3×3 stride-1 stem without max-pool: better features on 28 px images but ~10× the "
-        "compute; the CPU default keeps timm's stem",
-    )
-    image_size: int = Field(28, description="side of the global crops (≤ the stored image size)")
-    in_chans: int = Field(1, description="backbone input channels (1 = grey, no copied channels)")
-    epochs: int = Field(2, description="epochs of samples_per_epoch samples")
-    max_steps: int = Field(-1, description="stop after this many optimiser steps (-1 = all epochs)")
-    batch_size: int = Field(256, description="global batch per forward pass (divisible by devices × nodes)")
-    samples_per_epoch: int = Field(
-        16384, description="samples drawn (with replacement) per epoch; 0 = the shard set size"
-    )
-    optimizer: Literal["sgd", "adamw", "lars"] = Field("sgd", description="sgd, adamw or lars (large batches)")
-    lr: float = Field(0.06, description="peak learning rate after warm-up")
-    weight_decay: float = Field(5e-4, description="L2 penalty (not on biases and norms)")
-    warmup_epochs: float = Field(0.5, description="linear warm-up in epochs, then cosine decay")
-    precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed")
-    accumulate_grad_batches: int = Field(1, description="forward passes per optimiser step")
-    accelerator: str = Field("auto", description="auto, cpu or gpu")
-    devices: int = Field(1, description="processes per node; > 1 launches torchrun through Dagster Pipes")
-    num_nodes: int = Field(1, description="nodes (multi-node runs need torchrun rendezvous settings)")
-    num_workers: int = Field(2, description="DataLoader workers per rank decoding shards")
-    checkpoint_every_n_steps: int = Field(100, description="save last.ckpt every n optimiser steps")
-    log_every_n_steps: int = Field(10, description="MLflow metrics every n optimiser steps")
-    knn_monitor_every_n_epochs: int = Field(
-        0, description="kNN accuracy on eval_split (first 2,000 train / test images) every n epochs; 0 = off"
-    )
-    seed: int = Field(0, description="seeds weights, data order and augmentation")
-    augment: dict[str, Any] = Field(default_factory=dict, description="fields of sslflow.ssl.augment.AugmentConfig")
     run_name: str = Field("", description="run folder name; empty = derived from config and data (resumes after a crash)")
     force_resume: bool = Field(False, description="resume a run folder even if its config differs")
     alias: str = Field("current", description="registry alias moved to the new model version ('latest' is reserved)")
 
     def pretrain_config(self) -> PretrainConfig:
-        """The plain-Python training config (fields shared by name)."""
-        values = self.model_dump()
-        fields = {k: v for k, v in values.items() if k in PretrainConfig.__dataclass_fields__}
-        fields["samples_per_epoch"] = self.samples_per_epoch or None
-        fields["progress_bar"] = False
-        fields["strategy"] = "ddp" if self.devices * self.num_nodes > 1 else "auto"
-        return PretrainConfig.from_dict(fields)
+        """The plain-Python training config; DDP when more than one process trains."""
+        values = core_values(self, PretrainConfig)
+        values["progress_bar"] = False
+        values["strategy"] = "ddp" if self.devices * self.num_nodes > 1 else "auto"
+        return PretrainConfig.from_dict(values)
 
 
 def choose_data(home: SslflowHome, choice: str) -> tuple[str, Path]:

@@ -141,10 +141,12 @@ def _pretrained_model_uri(context: dg.AssetExecutionContext) -> str:
     return str(latest_metadata(context, "pretrained_model", "model_uri") or "")
 
 
-def _resolve(context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, mlflow: MLflowTracking) -> ResolvedModel:
+def _resolve(
+    context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, mlflow: MLflowTracking, train: Manifest
+) -> ResolvedModel:
     spec = config.model or _pretrained_model_uri(context)
     try:
-        return resolve_model(spec, mlflow.resolved_uri(), config.backbone, config.small_stem)
+        return resolve_model(spec, mlflow.resolved_uri(), config.backbone, config.small_stem, train.geometry)
     except (ValueError, FileNotFoundError) as exc:
         raise bad_input(f"cannot load model {spec or '(latest registered)'}: {exc}") from exc
 
@@ -162,7 +164,7 @@ def probe_features(
 ) -> dg.MaterializeResult:
     """Frozen features of eval_split's train and test shards for the model and its baselines."""
     train, test = _split(home, "train"), _split(home, "test")
-    model = _resolve(context, config, mlflow)
+    model = _resolve(context, config, mlflow, train)
     out = home.asset_dir("probe_features")
     probe_config = ProbeConfig(baselines=config.baselines, batch_size=config.batch_size,
                                num_workers=config.num_workers, seed=config.seed)  # fmt: skip

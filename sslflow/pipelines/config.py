@@ -1,0 +1,127 @@
+"""Dagster Config classes derived from the core's config dataclasses: one declaration each.
+
+A stage's fields, defaults and descriptions are written once, on the core dataclass (its
+docstring's ``Attributes:`` section is the description of each field). :func:`derive_config`
+builds the ``dg.Config`` the asset takes from it, so the Python API, the CLI (``--set`` and the
+stage flags) and the Dagster UI share the same defaults, and every core field is reachable.
+Fields that only the asset has (which data to train on, the registry alias ...) are declared
+on the asset's subclass; fields that only make sense in Python (progress bars, callbacks)
+are left out by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Collection, Mapping
+from typing import Any, TypeVar
+
+import dagster as dg
+from pydantic import Field, create_model
+
+Core = TypeVar("Core")
+
+_ATTRIBUTE = re.compile(r"^(\s*)(\w+):\s*(.*)$")
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """``{field: description}`` from a Google-style ``Attributes:`` section of ``cls.__doc__``."""
+    lines = (cls.__doc__ or "").splitlines()
+    found: dict[str, str] = {}
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return found
+    indent: int | None = None
+    current: str | None = None
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            continue
+        match = _ATTRIBUTE.match(line)
+        depth = len(line) - len(line.lstrip())
+        if indent is None and match:
+            indent = depth
+        if indent is None or depth < indent:
+            break
+        if depth == indent and match:
+            current = match.group(2)
+            found[current] = match.group(3).strip()
+        elif current is not None:
+            found[current] += " " + line.strip()
+    return found
+
+
+def _config_type(annotation: Any) -> Any:
+    """Dagster's config schema has lists, not tuples: ``tuple[X, ...]`` becomes ``list[X]``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is tuple:
+        return list[_config_type(args[0])]  # type: ignore[misc]
+    if origin in (typing.Union, types.UnionType):
+        kept = [a for a in args if a is not type(None)]
+        inner = _config_type(kept[0])
+        return inner | None if len(kept) < len(args) else inner
+    return annotation
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+        return list(value) if isinstance(value, tuple) else value
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    raise TypeError(f"config field {field.name} needs a default to be set from Dagster")
+
+
+def derive_config(
+    core: type,
+    name: str,
+    doc: str,
+    exclude: Collection[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> type[dg.Config]:
+    """A ``dg.Config`` subclass with the fields of the dataclass ``core``.
+
+    Args:
+        core: the stage's config dataclass (fields with defaults, documented in ``Attributes:``).
+        name: the class name Dagster shows.
+        doc: the class docstring (shown in the UI).
+        exclude: fields not settable from Dagster (process-local, such as a progress bar).
+        defaults: asset defaults that differ from the core's, each one a deliberate choice
+            documented at the call site.
+    """
+    hints = typing.get_type_hints(core)
+    docs = attribute_docs(core)
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(core):
+        if field.name in exclude:
+            continue
+        default = (defaults or {}).get(field.name, _default(field))
+        description = docs.get(field.name, "")
+        fields[field.name] = (_config_type(hints[field.name]), Field(default, description=description))
+    model = create_model(name, __base__=dg.Config, __doc__=doc, **fields)
+    model.__core__ = core  # type: ignore[attr-defined]
+    return model
+
+
+def core_values(config: dg.Config, core: type) -> dict[str, Any]:
+    """The values of ``config`` that are fields of the dataclass ``core`` (lists back to tuples)."""
+    hints = typing.get_type_hints(core)
+    values = config.model_dump()
+    found: dict[str, Any] = {}
+    for field in dataclasses.fields(core):
+        if field.name not in values:
+            continue
+        value = values[field.name]
+        if isinstance(value, list) and _is_tuple(hints[field.name]):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        found[field.name] = value
+    return found
+
+
+def _is_tuple(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is tuple:
+        return True
+    return any(typing.get_origin(a) is tuple for a in typing.get_args(annotation))

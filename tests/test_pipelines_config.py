@@ -1,0 +1,53 @@
+"""One declaration per stage config: the Dagster Config classes are derived from the core's."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sslflow.curation.embeddings import EmbedConfig
+from sslflow.pipelines.assets.curation import EmbeddingsConfig
+from sslflow.pipelines.assets.pretraining import PretrainedModelConfig
+from sslflow.pipelines.config import attribute_docs
+from sslflow.ssl.config import PretrainConfig
+
+DERIVED = [
+    (PretrainedModelConfig, PretrainConfig, {"progress_bar", "strategy"}),
+    (EmbeddingsConfig, EmbedConfig, {"tracking_uri", "progress"}),
+]
+
+
+@pytest.mark.parametrize(("asset_config", "core", "process_local"), DERIVED)
+def test_same_fields_defaults_and_descriptions(asset_config: type, core: type, process_local: set[str]) -> None:
+    fields = asset_config.model_fields
+    docs = attribute_docs(core)
+    for field in dataclasses.fields(core):
+        if field.name in process_local:
+            assert field.name not in fields
+            continue
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        derived = fields[field.name].get_default(call_default_factory=True)
+        assert derived == (list(default) if isinstance(default, tuple) else default), field.name
+        assert fields[field.name].description == docs[field.name] and docs[field.name], field.name
+
+
+def test_default_asset_config_builds_the_default_core_config() -> None:
+    built = PretrainedModelConfig().pretrain_config()
+    assert dataclasses.replace(built, progress_bar=True) == PretrainConfig()
+    assert EmbeddingsConfig().embed_config("", "pixels") == EmbedConfig(progress=True)
+
+
+def test_every_core_field_is_settable_and_lists_become_tuples() -> None:
+    config = PretrainedModelConfig(mean=[0.5, 0.4, 0.3], std=[0.2, 0.2, 0.2], momentum=0.8, min_lr_ratio=0.1,
+                                   deterministic=True, image_size=64, in_chans=3)  # fmt: skip
+    core = config.pretrain_config()
+    assert (core.mean, core.std, core.momentum, core.min_lr_ratio, core.deterministic) == (
+        (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), 0.8, 0.1, True,
+    )  # fmt: skip
+
+
+def test_attribute_docs_join_continuation_lines() -> None:
+    docs = attribute_docs(PretrainConfig)
+    assert docs["image_size"].startswith("side of the global views; 0 = auto")
+    assert "at most 224" in docs["image_size"] and "\n" not in docs["image_size"]
