@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export SSLFLOW_HOME ?= $(CURDIR)/.sslflow
 
-.PHONY: demo test test-slow ui venv clean-home
+.PHONY: demo test test-slow fresh-machine ui venv clean-home
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ test: venv
 test-slow: venv
 	scripts/ensure-fashion-mnist $(PY) required
 	$(PY) -m pytest -q -m slow
+
+# Both README commands in a fresh clone with Fashion-MNIST's package hidden (root only).
+fresh-machine:
+	scripts/fresh-machine test demo
 
 ui: venv
 	$(VENV)/bin/sslflow ui

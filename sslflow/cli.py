@@ -10,6 +10,7 @@ lets it propagate with the whole traceback instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import signal
@@ -19,6 +20,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sslflow.fields import attribute_docs
+from sslflow.ssl.config import PretrainConfig
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -72,6 +76,24 @@ def _add_source(parser: argparse.ArgumentParser, with_split: bool) -> None:
     parser.add_argument("--overwrite", action="store_true", default=None, help="replace shards written with another config")
 
 
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _add_dataclass_flags(parser: argparse.ArgumentParser, core: type, names: Sequence[str]) -> None:
+    """``--field-name VALUE`` for each of ``names``, described and defaulted by the dataclass."""
+    docs = attribute_docs(core)
+    defaults = {f.name: f.default for f in dataclasses.fields(core)}
+    for name in names:
+        default = defaults[name]
+        shown = "" if default is dataclasses.MISSING else f" (default: {default!r})"
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, type=_yaml_value, metavar="VALUE", help=docs[name] + shown
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sslflow",
@@ -106,10 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(curate)
 
-    pretrain = sub.add_parser("pretrain", help="pretrain a backbone with SwAV, SimCLR, MoCo or AMCL (asset pretrained_model)")
-    pretrain.add_argument("--method", help="swav, simclr, moco or amcl")
-    pretrain.add_argument("--backbone", help="a timm model name, e.g. resnet18")
-    pretrain.add_argument("--epochs", type=int)
+    pretrain = sub.add_parser(
+        "pretrain",
+        help="pretrain a backbone with SwAV, SimCLR, MoCo or AMCL (asset pretrained_model)",
+        description="Every field of sslflow.ssl.config.PretrainConfig is a flag (VALUE is YAML).",
+    )
+    _add_dataclass_flags(pretrain, PretrainConfig, PRETRAIN_FLAGS)
     _add_common(pretrain)
 
     probe = sub.add_parser("probe", help="kNN and linear probes of a model plus the report (assets probe_features → probing_report)")
@@ -246,6 +270,8 @@ def error_report(command: str, exc: BaseException) -> str:
 
 CURATION_STAGE = ("embeddings", "kmeans_hierarchy", "curated_index", "curated_shards")
 PROBING_STAGE = ("probe_features", "knn_probe", "linear_probe", "probing_report")
+# Process-local PretrainConfig fields the asset sets itself (see PretrainedModelConfig).
+PRETRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(PretrainConfig) if f.name not in ("progress_bar", "strategy"))
 SOURCE_FLAGS = ("source", "path", "shard_size", "max_bytes", "max_side", "jpeg_quality", "download", "overwrite")
 
 
@@ -331,7 +357,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "curate":
         return _materialize(CURATION_STAGE, load_run_config(args), args)
     if args.command == "pretrain":
-        return _materialize(["pretrained_model"], load_run_config(args, "pretrained_model", ("method", "backbone", "epochs")), args)
+        return _materialize(["pretrained_model"], load_run_config(args, "pretrained_model", PRETRAIN_FLAGS), args)
     if args.command == "probe":
         return _materialize(PROBING_STAGE, load_run_config(args, "probe_features", ("model",)), args)
     if args.command == "materialize":

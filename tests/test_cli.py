@@ -127,3 +127,19 @@ def test_dagster_definitions_validate_loads_the_workspace(tmp_path: Path) -> Non
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_pretrain_flags_are_every_core_field() -> None:
+    """`sslflow pretrain` has one flag per PretrainConfig field, parsed as YAML like --set."""
+    import dataclasses
+
+    from sslflow.cli import PRETRAIN_FLAGS
+    from sslflow.ssl.config import PretrainConfig
+
+    assert set(PRETRAIN_FLAGS) == {f.name for f in dataclasses.fields(PretrainConfig)} - {"progress_bar", "strategy"}
+    args = build_parser().parse_args(
+        ["pretrain", "--lr", "0.3", "--mean", "[0.1, 0.2, 0.3]", "--small-stem", "true", "--min-lr-ratio", "0.05"]
+    )
+    assert load_run_config(args, "pretrained_model", PRETRAIN_FLAGS) == {
+        "pretrained_model": {"lr": 0.3, "mean": [0.1, 0.2, 0.3], "small_stem": True, "min_lr_ratio": 0.05}
+    }

@@ -7,14 +7,12 @@ from pathlib import Path
 import pytest
 
 from sslflow.evaluation.linear import LinearProbeKind
-from sslflow.evaluation.probe import ProbeConfig, resolve_model, run_probe
+from sslflow.evaluation.probe import KnnConfig, LinearConfig, ProbeConfig, resolve_model, run_probe
 from sslflow.evaluation.results import Role
 
 FAST = ProbeConfig(
-    knn_settings=((20, 0.07), (200, 0.1)),
-    linear=(LinearProbeKind.SGD,),  # the logistic sweep is tested on its own (slower)
-    lrs=(0.01, 0.1),
-    sgd_epochs=2,
+    knn=KnnConfig(ks=(20,)),  # and lightly's k=200, T=0.1
+    linear=LinearConfig(probes=("sgd",), lrs=(0.01, 0.1), sgd_epochs=2),  # logistic is tested on its own
 )
 
 
@@ -36,7 +34,7 @@ def test_run_probe_logs_metrics_report_and_earlier_runs(fmnist_subset, checkpoin
     raw = first.probes[2]
     # 2,000 train images: raw-pixel kNN is a little below the full-data 0.846 (k=20, T=0.07).
     assert 0.70 < raw.knn[0].top1 < 0.90
-    assert raw.linear_result(LinearProbeKind.SGD).chosen in FAST.lrs
+    assert raw.linear_result(LinearProbeKind.SGD).chosen in FAST.linear.lrs
     assert first.report.is_file() and "| raw pixels |" in first.markdown
 
     client = tracking.client()

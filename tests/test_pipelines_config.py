@@ -7,14 +7,20 @@ import dataclasses
 import pytest
 
 from sslflow.curation.embeddings import EmbedConfig
+from sslflow.evaluation.probe import FeatureConfig, KnnConfig, LinearConfig, ReportConfig
 from sslflow.pipelines.assets.curation import EmbeddingsConfig
 from sslflow.pipelines.assets.pretraining import PretrainedModelConfig
-from sslflow.pipelines.config import attribute_docs
+from sslflow.pipelines.assets.probing import KnnProbeConfig, LinearProbeConfig, ProbeFeaturesConfig, ProbingReportConfig
+from sslflow.fields import attribute_docs
 from sslflow.ssl.config import PretrainConfig
 
 DERIVED = [
     (PretrainedModelConfig, PretrainConfig, {"progress_bar", "strategy"}),
     (EmbeddingsConfig, EmbedConfig, {"tracking_uri", "progress"}),
+    (ProbeFeaturesConfig, FeatureConfig, set()),
+    (KnnProbeConfig, KnnConfig, set()),
+    (LinearProbeConfig, LinearConfig, set()),
+    (ProbingReportConfig, ReportConfig, set()),
 ]
 
 

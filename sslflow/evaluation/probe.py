@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -22,7 +22,14 @@ import torch
 from sslflow.data import Manifest
 from sslflow.data.geometry import ImageGeometry
 from sslflow.evaluation.features import Embedder, FeatureSet, RawPixels, extract_features, load_feature_set
-from sslflow.evaluation.knn import DEFAULT_SETTINGS, KnnResult, weighted_knn
+from sslflow.evaluation.knn import (
+    DEFAULT_KS,
+    DEFAULT_SETTINGS,
+    DEFAULT_TEMPERATURE,
+    LIGHTLY_SETTING,
+    KnnResult,
+    weighted_knn,
+)
 from sslflow.evaluation.linear import (
     DEFAULT_CS,
     DEFAULT_LRS,
@@ -51,36 +58,111 @@ REGISTERED_PREFIX = "sslflow-"
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
-    """What to probe and how (defaults: DINOv2/lightly settings, sized for one CPU machine).
+class FeatureConfig:
+    """How frozen features are extracted (the probe_features asset).
 
     Attributes:
-        knn_settings: (k, T) pairs for the weighted kNN.
-        linear: linear probes to run (sgd: torch heads for every learning rate in one pass,
-            the default as in the linear_probe asset; logistic: scikit-learn lbfgs C sweep,
-            exact but minutes per C on 60k samples on 2 CPU cores).
-        cs: C values for the logistic sweep.
-        lrs: peak learning rates for the SGD sweep.
-        sgd_epochs: epochs of each SGD head.
-        validation_fraction: share of train held out to choose C or the learning rate.
-        seed: validation split, SGD and projection seed.
-        baselines: also probe raw pixels and a randomly initialised copy of the backbone.
-        batch_size: images per forward pass during feature extraction.
-        num_workers: DataLoader workers decoding shards.
-        projection: 2-D projection of the report's scatter plot.
+        baselines: also extract raw pixels (at most 32 px a side) and a randomly initialised
+            copy of the model.
+        batch_size: images per forward pass.
+        num_workers: DataLoader workers decoding shards (0 = in process).
+        seed: seed of the randomly initialised baseline.
     """
 
-    knn_settings: tuple[tuple[int, float], ...] = DEFAULT_SETTINGS
-    linear: tuple[LinearProbeKind, ...] = (LinearProbeKind.SGD,)
+    baselines: bool = True
+    batch_size: int = 256
+    num_workers: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    """Weighted kNN settings (InstDisc/DINO: cosine similarity, votes weighted by exp(sim/T)).
+
+    Attributes:
+        ks: neighbour counts, each at temperature ``temperature``.
+        temperature: T in exp(sim / T); 0.07 as in DINO.
+        lightly_setting: add k=200, T=0.1 to compare with lightly's benchmark tables.
+    """
+
+    ks: tuple[int, ...] = DEFAULT_KS
+    temperature: float = DEFAULT_TEMPERATURE
+    lightly_setting: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.ks or min(self.ks) < 1 or self.temperature <= 0:
+            raise ValueError(f"kNN needs ks ≥ 1 and temperature > 0, got ks={self.ks}, temperature={self.temperature}")
+
+    def settings(self) -> tuple[tuple[int, float], ...]:
+        """The (k, T) pairs to evaluate."""
+        found = [(k, self.temperature) for k in self.ks]
+        if self.lightly_setting and LIGHTLY_SETTING not in found:
+            found.append(LIGHTLY_SETTING)
+        return tuple(found)
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    """Linear probes, each hyper-parameter chosen on a seeded validation split of train.
+
+    Attributes:
+        probes: sgd: torch heads for all learning rates in one pass (fast on 60k × 512);
+            logistic: scikit-learn lbfgs with a C sweep (exact, ~minutes per C on 60k samples
+            on 2 CPU cores).
+        cs: C values of the logistic sweep (log-spaced).
+        lrs: peak learning rates of the SGD sweep.
+        sgd_epochs: epochs of each SGD head (cosine decay to zero).
+        validation_fraction: share of train held out to choose C / the learning rate.
+        seed: validation split, initialisation and batch order.
+    """
+
+    probes: tuple[str, ...] = (LinearProbeKind.SGD.value,)
     cs: tuple[float, ...] = DEFAULT_CS
     lrs: tuple[float, ...] = DEFAULT_LRS
     sgd_epochs: int = 10
     validation_fraction: float = 0.1
     seed: int = 0
-    baselines: bool = True
-    batch_size: int = 256
-    num_workers: int = 0
-    projection: Projection = Projection.PCA
+
+    def __post_init__(self) -> None:
+        known = [kind.value for kind in LinearProbeKind]
+        if not self.probes or any(p not in known for p in self.probes):
+            raise ValueError(f"linear probes must be a non-empty list of {known}, got {list(self.probes)}")
+
+    def kinds(self) -> tuple[LinearProbeKind, ...]:
+        return tuple(LinearProbeKind(p) for p in self.probes)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """How the probing report is drawn.
+
+    Attributes:
+        projection: 2-D projection of test features: pca, or tsne (~30 s).
+        earlier_runs: earlier probing reports of the experiment shown in the table.
+    """
+
+    projection: Literal["pca", "tsne"] = "pca"
+    earlier_runs: int = 10
+
+    def __post_init__(self) -> None:
+        Projection(self.projection)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What to probe and how: one part per probing step (each is also an asset's config).
+
+    Attributes:
+        features: feature extraction (probe_features).
+        knn: weighted kNN (knn_probe).
+        linear: linear probes (linear_probe).
+        report: the report (probing_report).
+    """
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    linear: LinearConfig = field(default_factory=LinearConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 class RunLogger(Protocol):
@@ -273,13 +355,14 @@ def extract_all(
     train: Manifest,
     test: Manifest,
     cache_root: Path,
-    config: ProbeConfig = ProbeConfig(),
+    config: FeatureConfig = FeatureConfig(),
 ) -> FeatureIndex:
     """Extract (or reuse cached) train and test features of the model and its baselines."""
     if train.classes and test.classes and train.classes != test.classes:
         raise ValueError(f"train and test shards name different classes: {train.classes} vs {test.classes}")
     entries, seconds = [], {}
-    for role, embedder, description, dim in extractors(model, config.baselines, RawPixels.for_images(train), config.seed):
+    pixels = RawPixels.for_images(train)
+    for role, embedder, description, dim in extractors(model, config.baselines, pixels, config.seed):
         started = time.perf_counter()
         sets = [
             extract_features(embedder, manifest, cache_root, split, config.batch_size, config.num_workers, dim)
@@ -320,7 +403,7 @@ def knn_probe(index: FeatureIndex, settings: Sequence[tuple[int, float]] = DEFAU
     return probes
 
 
-def linear_probe(index: FeatureIndex, config: ProbeConfig = ProbeConfig()) -> list[ModelProbe]:
+def linear_probe(index: FeatureIndex, config: LinearConfig = LinearConfig()) -> list[ModelProbe]:
     """The configured linear probes of every feature set in ``index``."""
     probes = []
     for entry in index.entries:
@@ -328,7 +411,7 @@ def linear_probe(index: FeatureIndex, config: ProbeConfig = ProbeConfig()) -> li
         classes = _num_classes(index, train, test)
         started = time.perf_counter()
         results: list[LinearResult] = []
-        for kind in config.linear:
+        for kind in config.kinds():
             if kind is LinearProbeKind.LOGISTIC:
                 results.append(logistic_regression_probe(
                     train.features, train.labels, test.features, test.labels, config.cs,
@@ -443,8 +526,8 @@ def run_probe(
     test = test_shards if isinstance(test_shards, Manifest) else Manifest.load(test_shards)
     out = Path(out_dir)
     model = resolve_model(model_spec, tracking_uri, fallback_backbone, images=train.geometry)
-    index = extract_all(model, train, test, Path(cache_root) if cache_root else out / "features", config)
-    probes = merge_probes(knn_probe(index, config.knn_settings), linear_probe(index, config))
+    index = extract_all(model, train, test, Path(cache_root) if cache_root else out / "features", config.features)
+    probes = merge_probes(knn_probe(index, config.knn.settings()), linear_probe(index, config.linear))
     summary = {
         "model": model.spec,
         **training_summary(model.spec, tracking_uri),
@@ -454,7 +537,7 @@ def run_probe(
     }
     earlier = earlier_for(run) if run is not None else []
     report_input = build_report_input(index, probes, summary, earlier=earlier)
-    report = render_report(report_input, out / "report", config.projection)
+    report = render_report(report_input, out / "report", Projection(config.report.projection))
     result = ProbeResult(model.spec, probes, report, summary_markdown(report_input), index, time.perf_counter() - started)
     if run is not None:
         run.set_tags(report_tags(index))
@@ -472,12 +555,12 @@ def report_tags(index: FeatureIndex) -> dict[str, str]:
 def probe_params(config: ProbeConfig) -> dict[str, str]:
     """``ProbeConfig`` as MLflow params."""
     return {
-        "knn_settings": ",".join(f"k{k}_t{t:g}" for k, t in config.knn_settings),
-        "linear": ",".join(kind.value for kind in config.linear),
-        "cs": ",".join(f"{c:g}" for c in config.cs),
-        "lrs": ",".join(f"{lr:g}" for lr in config.lrs),
-        "sgd_epochs": str(config.sgd_epochs),
-        "validation_fraction": str(config.validation_fraction),
-        "seed": str(config.seed),
-        "baselines": str(config.baselines),
+        "knn_settings": ",".join(f"k{k}_t{t:g}" for k, t in config.knn.settings()),
+        "linear": ",".join(config.linear.probes),
+        "cs": ",".join(f"{c:g}" for c in config.linear.cs),
+        "lrs": ",".join(f"{lr:g}" for lr in config.linear.lrs),
+        "sgd_epochs": str(config.linear.sgd_epochs),
+        "validation_fraction": str(config.linear.validation_fraction),
+        "seed": str(config.linear.seed),
+        "baselines": str(config.features.baselines),
     }

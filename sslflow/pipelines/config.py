@@ -12,7 +12,6 @@ are left out by name.
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from collections.abc import Collection, Mapping
@@ -21,37 +20,9 @@ from typing import Any, TypeVar
 import dagster as dg
 from pydantic import Field, create_model
 
+from sslflow.fields import attribute_docs
+
 Core = TypeVar("Core")
-
-_ATTRIBUTE = re.compile(r"^(\s*)(\w+):\s*(.*)$")
-
-
-def attribute_docs(cls: type) -> dict[str, str]:
-    """``{field: description}`` from a Google-style ``Attributes:`` section of ``cls.__doc__``."""
-    lines = (cls.__doc__ or "").splitlines()
-    found: dict[str, str] = {}
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
-    except StopIteration:
-        return found
-    indent: int | None = None
-    current: str | None = None
-    for line in lines[start + 1 :]:
-        if not line.strip():
-            continue
-        match = _ATTRIBUTE.match(line)
-        depth = len(line) - len(line.lstrip())
-        if indent is None and match:
-            indent = depth
-        if indent is None or depth < indent:
-            break
-        if depth == indent and match:
-            current = match.group(2)
-            found[current] = match.group(3).strip()
-        elif current is not None:
-            found[current] += " " + line.strip()
-    return found
-
 
 def _config_type(annotation: Any) -> Any:
     """Dagster's config schema has lists, not tuples: ``tuple[X, ...]`` becomes ``list[X]``."""

@@ -12,18 +12,18 @@ Files: ``<home>/probe_features/index.json`` (+ the feature cache under
 import hashlib
 import time
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from sslflow.data import Manifest
 from sslflow.evaluation.features import UnlabelledShardsError
-from sslflow.evaluation.knn import DEFAULT_KS, DEFAULT_TEMPERATURE, LIGHTLY_SETTING
-from sslflow.evaluation.linear import DEFAULT_CS, DEFAULT_LRS, LinearProbeKind
 from sslflow.evaluation.probe import (
+    FeatureConfig,
     FeatureIndex,
-    ProbeConfig,
+    KnnConfig,
+    LinearConfig,
+    ReportConfig,
     ResolvedModel,
     build_report_input,
     earlier_for,
@@ -44,6 +44,7 @@ from sslflow.evaluation.report import (
     summary_markdown,
 )
 from sslflow.evaluation.results import ModelProbe, Role, knn_metric, load_probes, merge_probes, save_probes
+from sslflow.pipelines.config import Core, core_values, derive_config
 from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
@@ -59,7 +60,9 @@ GROUP = "probing"
 PROBES_FILE = "probes.json"
 
 
-class ProbeFeaturesConfig(dg.Config):
+class ProbeFeaturesConfig(
+    derive_config(FeatureConfig, "FeatureFields", "The fields of sslflow.evaluation.probe.FeatureConfig.")
+):
     """Which model to probe and how its features are extracted."""
 
     model: str = Field(
@@ -70,55 +73,30 @@ class ProbeFeaturesConfig(dg.Config):
     )
     backbone: str = Field("resnet10t", description="timm name of the random backbone used when no model exists")
     small_stem: bool = Field(False, description="ResNet 3×3 stride-1 stem for that random backbone")
-    baselines: bool = Field(True, description="also extract raw pixels and a randomly initialised copy of the model")
-    batch_size: int = Field(256, description="images per forward pass")
-    num_workers: int = Field(0, description="DataLoader workers decoding shards (0 = in process)")
-    seed: int = Field(0, description="seed of the randomly initialised baseline")
 
 
-class KnnProbeConfig(dg.Config):
+class KnnProbeConfig(derive_config(KnnConfig, "KnnFields", "The fields of sslflow.evaluation.probe.KnnConfig.")):
     """Weighted kNN settings (InstDisc/DINO: cosine similarity, votes weighted by exp(sim/T))."""
 
-    ks: list[int] = Field(list(DEFAULT_KS), description="neighbour counts, each at temperature `temperature`")
-    temperature: float = Field(DEFAULT_TEMPERATURE, description="T in exp(sim / T); 0.07 as in DINO")
-    lightly_setting: bool = Field(True, description="add k=200, T=0.1 to compare with lightly's benchmark tables")
 
-    def settings(self) -> tuple[tuple[int, float], ...]:
-        found = [(k, self.temperature) for k in self.ks]
-        if self.lightly_setting and LIGHTLY_SETTING not in found:
-            found.append(LIGHTLY_SETTING)
-        return tuple(found)
-
-
-class LinearProbeConfig(dg.Config):
+class LinearProbeConfig(
+    derive_config(LinearConfig, "LinearFields", "The fields of sslflow.evaluation.probe.LinearConfig.")
+):
     """Linear probes with the hyper-parameter chosen on a seeded validation split of train."""
 
-    probes: list[str] = Field(
-        ["sgd"],
-        description="sgd: torch heads for all learning rates in one pass (fast on 60k × 512); logistic: "
-        "scikit-learn lbfgs with a C sweep (exact, ~minutes per C on 60k samples on 2 CPU cores)",
-    )
-    cs: list[float] = Field(list(DEFAULT_CS), description="C values of the logistic sweep (log-spaced)")
-    lrs: list[float] = Field(list(DEFAULT_LRS), description="peak learning rates of the SGD sweep")
-    sgd_epochs: int = Field(10, description="epochs of each SGD head (cosine decay to zero)")
-    validation_fraction: float = Field(0.1, description="share of train held out to choose C / the learning rate")
-    seed: int = Field(0, description="validation split, initialisation and batch order")
 
-    @field_validator("probes")
-    @classmethod
-    def _known_probes(cls, probes: list[str]) -> list[str]:
-        known = [kind.value for kind in LinearProbeKind]
-        unknown = [p for p in probes if p not in known]
-        if unknown or not probes:
-            raise ValueError(f"linear probes must be a non-empty list of {known}, got {probes}")
-        return probes
-
-
-class ProbingReportConfig(dg.Config):
+class ProbingReportConfig(
+    derive_config(ReportConfig, "ReportFields", "The fields of sslflow.evaluation.probe.ReportConfig.")
+):
     """How the report is drawn."""
 
-    projection: Literal["pca", "tsne"] = Field("pca", description="2-D projection of test features (t-SNE: ~30 s)")
-    earlier_runs: int = Field(10, description="earlier probing reports of the experiment shown in the table")
+
+def _core(config: dg.Config, core: type[Core]) -> Core:
+    """The core config of an asset config; a value the core refuses fails as bad input."""
+    try:
+        return core(**core_values(config, core))
+    except ValueError as exc:
+        raise bad_input(f"bad {core.__name__}: {exc}") from exc
 
 
 def _split(home: SslflowHome, split: str) -> Manifest:
@@ -166,13 +144,12 @@ def probe_features(
     train, test = _split(home, "train"), _split(home, "test")
     model = _resolve(context, config, mlflow, train)
     out = home.asset_dir("probe_features")
-    probe_config = ProbeConfig(baselines=config.baselines, batch_size=config.batch_size,
-                               num_workers=config.num_workers, seed=config.seed)  # fmt: skip
+    feature_config = _core(config, FeatureConfig)
     upstream = upstream_run_ids(context, ["eval_split", "pretrained_model"])
     with mlflow.start_run(context, "probe_features", upstream=upstream) as run:
         run.log_params({**config.model_dump(), "resolved_model": model.spec})
         try:
-            index = extract_all(model, train, test, out / "cache", probe_config)
+            index = extract_all(model, train, test, out / "cache", feature_config)
         except UnlabelledShardsError as exc:
             raise bad_input(str(exc)) from exc
         path = index.save(out / "index.json")
@@ -229,11 +206,12 @@ def knn_probe(
     context: dg.AssetExecutionContext, config: KnnProbeConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
     """Weighted kNN top-1/top-5 of the model and its baselines on the test split."""
+    knn_config = _core(config, KnnConfig)
     index = _index(home)
     with mlflow.start_run(context, "knn_probe", upstream=upstream_run_ids(context, ["probe_features"])) as run:
         run.log_params({**config.model_dump(), "model": index.model().description})
         started = time.perf_counter()
-        probes = run_knn(index, config.settings())
+        probes = run_knn(index, knn_config.settings())
         run.log_metrics({"seconds": time.perf_counter() - started})
         _log_probes(run, probes, home.asset_dir("knn_probe") / PROBES_FILE)
         metadata = {**_headline(probes), "table": dg.MetadataValue.md(_probe_table(probes)), **run_metadata(run)}
@@ -246,19 +224,12 @@ def linear_probe(
     context: dg.AssetExecutionContext, config: LinearProbeConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
     """Linear-probe top-1 (hyper-parameter chosen on a validation split) of the model and baselines."""
+    linear_config = _core(config, LinearConfig)
     index = _index(home)
-    probe_config = ProbeConfig(
-        linear=tuple(LinearProbeKind(kind) for kind in config.probes),
-        cs=tuple(config.cs),
-        lrs=tuple(config.lrs),
-        sgd_epochs=config.sgd_epochs,
-        validation_fraction=config.validation_fraction,
-        seed=config.seed,
-    )
     with mlflow.start_run(context, "linear_probe", upstream=upstream_run_ids(context, ["probe_features"])) as run:
         run.log_params({**config.model_dump(), "model": index.model().description})
         started = time.perf_counter()
-        probes = run_linear(index, probe_config)
+        probes = run_linear(index, linear_config)
         run.log_metrics({"seconds": time.perf_counter() - started})
         _log_probes(run, probes, home.asset_dir("linear_probe") / PROBES_FILE)
         metadata = {**_headline(probes), "table": dg.MetadataValue.md(_probe_table(probes)), **run_metadata(run)}
@@ -282,6 +253,7 @@ def probing_report(
     context: dg.AssetExecutionContext, config: ProbingReportConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
     """HTML report: the model against raw pixels, a random init and earlier runs, with plots."""
+    report_config = _core(config, ReportConfig)
     index = _index(home)
     try:
         probes = merge_probes(load_probes(home.asset_dir("knn_probe") / PROBES_FILE),
@@ -300,9 +272,9 @@ def probing_report(
             "(features + kNN + linear)",
         }
         report_input = build_report_input(
-            index, probes, summary, upstream=_run_links(mlflow, run, upstream), earlier=earlier_for(run)[: config.earlier_runs]
+            index, probes, summary, upstream=_run_links(mlflow, run, upstream), earlier=earlier_for(run)[: report_config.earlier_runs]
         )
-        page = render_report(report_input, home.asset_dir("probing_report"), Projection(config.projection))
+        page = render_report(report_input, home.asset_dir("probing_report"), Projection(report_config.projection))
         markdown = summary_markdown(report_input)
         run.set_tags(report_tags(index))
         run.log_params(config.model_dump())
