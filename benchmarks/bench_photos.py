@@ -18,7 +18,8 @@ shared 2-core machine, ratios much less so):
   Python process rather than ``/usr/bin/time -v`` so it works where GNU time is missing and can
   sample the tree too. Goal: both peaks under 4 GiB.
 - ``mix``: distinct classes per training batch of 256 from ``sslflow.ssl.loader.training_dataset``
-  (2 DataLoader workers) on a labelled photo folder written in class order, against i.i.d.
+  (2 DataLoader workers) on a labelled photo folder, written once in its sorted (by class)
+  order as sslflow did before and once in ingest's seeded shuffled order, each against i.i.d.
   draws of 256 labels from the same label distribution (goal: ratio ≥ 0.95). The folder uses
   a grid of tiles per photo so there are enough classes for a batch not to hold all of them
   by chance alone; the mean total-variation distance between a batch's class histogram and
@@ -33,7 +34,7 @@ shared 2-core machine, ratios much less so):
 from __future__ import annotations
 
 import argparse
-import inspect
+import dataclasses
 import io
 import json
 import math
@@ -102,12 +103,6 @@ def default_per_class(files: int, grid: tuple[int, int] = (1, 3)) -> int:
     return max(1, math.ceil(files / len(photo_classes(grid))))
 
 
-def supports(function: object, *names: str) -> bool:
-    """Whether ``function`` takes all these keyword arguments (others' changes may not be in yet)."""
-    parameters = inspect.signature(function).parameters  # type: ignore[arg-type]
-    return all(name in parameters for name in names)
-
-
 def target_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     """``size`` with its longer side brought down to ``max_side`` (unchanged when already smaller)."""
     width, height = size
@@ -132,25 +127,22 @@ def ours_pass(folder: Path, out: Path, max_side: int, quality: int | None) -> in
     """sslflow's ingest with resize into a fresh folder (a complete one would be a no-op)."""
     from sslflow.data import open_source, write_shards
 
-    extra = {"jpeg_quality": quality} if quality is not None else {}
     manifest = write_shards(
-        open_source("image-folder", path=str(folder)), out, shard_size=1000, max_side=max_side, progress=False, **extra
-    )
+        open_source("image-folder", path=str(folder)), out, shard_size=1000, max_side=max_side, jpeg_quality=quality,
+        progress=False,
+    )  # fmt: skip
     return int(manifest.total_samples)
 
 
 def run_ingest(args: argparse.Namespace, work: Path) -> None:
     from sslflow.data import write_shards
 
-    if not supports(write_shards, "max_side"):
-        print("ingest: write_shards has no max_side argument yet; part skipped")
-        return
-    quality = args.jpeg_quality if supports(write_shards, "jpeg_quality") else None
+    quality = args.jpeg_quality
     per_class = args.per_class or default_per_class(args.files)
     folder = build_photo_folder(work / "photos", per_class=per_class, seed=args.seed)
     files = folder.files
     print(f"ingest: {len(files)} files in {len(folder.classes)} classes, modes {folder.modes}, "
-          f"max_side {args.max_side}, jpeg_quality {quality or 'default'}")  # fmt: skip
+          f"max_side {args.max_side}, jpeg_quality {quality}")  # fmt: skip
     baseline_pass(files[:50], args.max_side, args.jpeg_quality)  # warm the page cache and imports
     ours_rates, base_rates, ratios = [], [], []
     for index in range(args.rounds):
@@ -306,43 +298,47 @@ def batch_stats(batches: np.ndarray, classes: int, distribution: np.ndarray) -> 
     return float(np.mean(distinct)), float(np.mean(tv))
 
 
-def run_mix(args: argparse.Namespace, work: Path) -> None:
+def _batch_labels(manifest: object, batches: int, seed: int) -> np.ndarray:
+    """Labels of ``batches`` training batches of 256 from 2 DataLoader workers: (batches, 256)."""
     import torch
     from torch.utils.data import DataLoader
 
-    from sslflow.data import open_source, write_shards
     from sslflow.ssl.loader import training_dataset
+
+    dataset = training_dataset(manifest, batches * 256, 32, seed)  # type: ignore[arg-type]
+    loader = DataLoader(dataset, batch_size=256, num_workers=2, collate_fn=collate_labels, drop_last=True)
+    torch.set_num_threads(1)
+    return np.array([labels for labels, _ in zip(loader, range(batches))])
+
+
+def run_mix(args: argparse.Namespace, work: Path) -> None:
+    """Classes per batch with the folder written in its sorted (by class) order, as sslflow did
+    before, and in ingest's seeded shuffled order, each against i.i.d. draws."""
+    from sslflow.data import open_source, write_shards
 
     rows, cols = (int(v) for v in args.mix_grid.lower().split("x"))
     grid = (rows, cols)
     per_class = args.per_class or default_per_class(args.files, grid)
     folder = build_photo_folder(work / "mix-photos", per_class=per_class, seed=args.seed, grid=grid)
     classes = len(folder.classes)
-    resize = {"max_side": args.max_side} if supports(write_shards, "max_side") else {}
-    manifest = write_shards(
-        open_source("image-folder", path=str(folder.root)), work / "mix-shards",
-        shard_size=args.mix_shard_size, progress=False, **resize,
-    )  # fmt: skip
-    labels = np.array([folder.classes.index(path.parent.name) for path in folder.files])
+    shuffled = open_source("image-folder", path=str(folder.root))
+    order = sorted(range(len(shuffled.files)), key=lambda i: shuffled.files[i])
+    sorted_source = dataclasses.replace(
+        shuffled, files=[shuffled.files[i] for i in order], labels=[shuffled.labels[i] for i in order]
+    )
+    labels = np.array(shuffled.labels)
     distribution = np.bincount(labels, minlength=classes) / len(labels)
-
-    batch, workers = 256, 2
-    optional = {"image_mode": "RGB"} if supports(training_dataset, "image_mode") else {}
-    dataset = training_dataset(manifest, args.mix_batches * batch, 32, args.seed, **optional)
-    loader = DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate_labels, drop_last=True)
-    torch.set_num_threads(1)
-    ours = np.array([labels_ for labels_, _ in zip(loader, range(args.mix_batches))])
-    rng = np.random.default_rng(args.seed)
-    iid = rng.choice(classes, size=(len(ours), batch), p=distribution)
-
-    ours_distinct, ours_tv = batch_stats(ours, classes, distribution)
+    iid = np.random.default_rng(args.seed).choice(classes, size=(args.mix_batches, 256), p=distribution)
     iid_distinct, iid_tv = batch_stats(iid, classes, distribution)
-    ratio = ours_distinct / iid_distinct
-    print(f"mix: {len(folder.files)} files, {classes} classes (grid {rows}x{cols}), {len(manifest.shards)} shards "
-          f"of {args.mix_shard_size} in class order, {len(ours)} batches of {batch}, {workers} workers")  # fmt: skip
-    print(f"mix: classes/batch ours {ours_distinct:.2f}, i.i.d. {iid_distinct:.2f}; "
-          f"TV distance to the label distribution ours {ours_tv:.3f}, i.i.d. {iid_tv:.3f}")  # fmt: skip
-    print(f"RATIO mix classes/batch ours/iid: {ratio:.3f} (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+    print(f"mix: {len(folder.files)} files, {classes} classes (grid {rows}x{cols}), shards of "
+          f"{args.mix_shard_size}, {args.mix_batches} batches of 256, 2 workers; "
+          f"i.i.d. {iid_distinct:.2f} classes/batch, TV {iid_tv:.3f}")  # fmt: skip
+    for name, source in (("folder order", sorted_source), ("shuffled ingest", shuffled)):
+        manifest = write_shards(source, work / f"mix-{name.split()[0]}", shard_size=args.mix_shard_size, progress=False)
+        ours_distinct, ours_tv = batch_stats(_batch_labels(manifest, args.mix_batches, args.seed), classes, distribution)
+        ratio = ours_distinct / iid_distinct
+        print(f"mix: {name}: {ours_distinct:.2f} classes/batch, TV distance {ours_tv:.3f}")
+        print(f"RATIO mix classes/batch {name}/iid: {ratio:.3f} (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
 
 
 # --------------------------------------------------------------------------- main

@@ -73,7 +73,12 @@ def _add_source(parser: argparse.ArgumentParser, with_split: bool) -> None:
     )
     parser.add_argument("--jpeg-quality", type=int, help="JPEG quality of downscaled images (default 90)")
     parser.add_argument("--download", action="store_true", default=None, help="allow downloading Fashion-MNIST")
-    parser.add_argument("--overwrite", action="store_true", default=None, help="replace shards written with another config")
+    parser.add_argument(
+        "--overwrite",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replace the shard set when the source or config changed (default); --no-overwrite refuses",
+    )
 
 
 def _yaml_value(text: str) -> Any:

@@ -104,3 +104,26 @@ def test_unlabelled_eval_source_is_refused(resources: dict[str, object], tmp_pat
             resources=resources,
             run_config={"ops": {"eval_split": {"config": {"source": "image-folder", "path": str(tmp_path / "imgs")}}}},
         )
+
+
+def test_editing_an_image_in_place_is_an_input_change(resources: dict[str, object], tmp_path: Path) -> None:
+    """An image folder's identity covers each file's size and modification time."""
+    import os
+
+    from photo_folder import build_photo_folder
+
+    folder = build_photo_folder(tmp_path / "photos", per_class=2, grey=0, cmyk=0, exif_rotated=0)
+    config = {"raw_shards": {"config": {"source": "image-folder", "path": str(folder.root)}}}
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.materialize([raw_shards], instance=instance, resources=resources, run_config={"ops": config})
+    target = folder.files[0]
+    stat = target.stat()
+    from PIL import Image
+
+    with Image.open(target) as image:
+        flipped, fmt = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM), image.format
+    flipped.save(target, format=fmt)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    again = dg.materialize([raw_shards], instance=instance, resources=resources, run_config={"ops": config})
+    assert "reused_from_run" not in metadata_of(again, "raw_shards")
+    assert metadata_of(again, "raw_shards")["content_hash"] != metadata_of(first, "raw_shards")["content_hash"]

@@ -84,7 +84,9 @@ class ShardDataset(IterableDataset):
             ``skip`` skips the shard remainder or the sample, counts it and logs a warning.
         rank, world_size: override the DDP rank (defaults: torch.distributed, then RANK and
             WORLD_SIZE).
-        shuffle_buffer: samples held for shuffling in resampled mode.
+        shuffle_buffer: samples held for shuffling in resampled mode; at most the manifest's
+            total, so a small set of large photos is not decoded several times over before
+            the first sample comes out.
     """
 
     def __init__(
@@ -128,7 +130,8 @@ class ShardDataset(IterableDataset):
         self.on_error = on_error
         self.rank = rank
         self.world_size = world_size
-        self.shuffle_buffer = shuffle_buffer
+        total = self.manifest.total_samples if self.manifest else shuffle_buffer
+        self.shuffle_buffer = max(1, min(shuffle_buffer, total))
         self.errors = ReadErrors()
 
     def __len__(self) -> int:

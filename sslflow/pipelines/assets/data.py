@@ -30,7 +30,10 @@ class SourceConfig(dg.Config):
         "re-encoded as JPEG at jpeg_quality); 0 = store every image as it is. 512 suits phone photos",
     )
     jpeg_quality: int = Field(90, description="JPEG quality of images downscaled by max_side")
-    overwrite: bool = Field(False, description="replace a complete shard set written with another config")
+    overwrite: bool = Field(
+        True,
+        description="replace the asset's shard set when the source or config changed (false: refuse, keep the old set)",
+    )
 
     def open(self, split: str, download_root: Path) -> Source:
         return open_source(self.source, self.path or None, split, self.download, download_root)
