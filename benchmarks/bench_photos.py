@@ -12,9 +12,9 @@ shared 2-core machine, ratios much less so):
   wrapper process on one fresh SSLFLOW_HOME. The wrapper reports two peaks: the kernel's
   high-water mark of the largest single process of the stage (``RUSAGE_CHILDREN.ru_maxrss``
   read by the wrapper after the stage exits: exact, never misses a spike, but DataLoader
-  workers are separate processes and are not added up), and the sum of RSS over the stage's
-  process tree sampled every 0.1 s with psutil (adds the workers, may miss a spike shorter than
-  the interval, counts pages shared between forked workers more than once). The wrapper is a
+  workers are separate processes and are not added up), and the sum of PSS over the stage's
+  process tree sampled every 0.1 s with psutil (adds the workers, each shared page divided
+  among the processes that share it; may miss a spike shorter than the interval). The wrapper is a
   Python process rather than ``/usr/bin/time -v`` so it works where GNU time is missing and can
   sample the tree too. Goal: both peaks under 4 GiB.
 - ``mix``: distinct classes per training batch of 256 from ``sslflow.ssl.loader.training_dataset``
@@ -61,7 +61,9 @@ GIB = 1 << 30
 MEMORY_GOAL_GIB = 4.0
 PARTS = ("ingest", "memory", "mix")
 
-# Runs one stage, samples its process tree's RSS, then writes both peaks as JSON to argv[1].
+# Runs one stage, samples its process tree's PSS (RSS with each shared page divided among the
+# processes sharing it: forked DataLoader workers share the parent's libraries, and summing
+# their RSS would count those ~1 GiB once per worker), then writes both peaks as JSON to argv[1].
 # RUSAGE_CHILDREN here covers only this stage: the wrapper has no other children.
 WRAPPER = r"""
 import json, resource, subprocess, sys, time
@@ -81,7 +83,7 @@ while child.poll() is None and parent is not None:
     total = 0
     for proc in procs:
         try:
-            total += proc.memory_info().rss
+            total += proc.memory_full_info().pss
         except psutil.Error:
             pass
     tree_peak = max(tree_peak, total)
@@ -135,7 +137,6 @@ def ours_pass(folder: Path, out: Path, max_side: int, quality: int | None) -> in
 
 
 def run_ingest(args: argparse.Namespace, work: Path) -> None:
-    from sslflow.data import write_shards
 
     quality = args.jpeg_quality
     per_class = args.per_class or default_per_class(args.files)
@@ -273,10 +274,10 @@ def run_memory(args: argparse.Namespace, work: Path) -> None:
         if result.rc != 0:
             print(f"memory: {name} failed (exit {result.rc}); last 20 lines:")
             print("\n".join(f"    {line}" for line in result.tail))
-    print(f"\n{'stage':<12}{'seconds':>9}{'peak RSS GiB':>14}{'tree GiB':>10}{'exit':>6}  < {MEMORY_GOAL_GIB:.0f} GiB")
+    print(f"\n{'stage':<12}{'seconds':>9}{'peak RSS GiB':>14}{'tree PSS GiB':>14}{'exit':>6}  < {MEMORY_GOAL_GIB:.0f} GiB")
     for r in results:
         under = max(r.maxrss, r.tree_peak) < MEMORY_GOAL_GIB * GIB
-        print(f"{r.name:<12}{r.seconds:>9.1f}{r.maxrss / GIB:>14.2f}{r.tree_peak / GIB:>10.2f}{r.rc:>6}  "
+        print(f"{r.name:<12}{r.seconds:>9.1f}{r.maxrss / GIB:>14.2f}{r.tree_peak / GIB:>14.2f}{r.rc:>6}  "
               f"{'yes' if under else 'NO'}")  # fmt: skip
     worst = max(max(r.maxrss, r.tree_peak) for r in results) / GIB
     print(f"RATIO memory worst peak / goal: {worst:.2f} GiB / {MEMORY_GOAL_GIB:.0f} GiB = {worst / MEMORY_GOAL_GIB:.2f} "

@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from photo_folder import PhotoFolder, build_photo_folder
 from PIL import Image
 
-from photo_folder import PhotoFolder, build_photo_folder
-from sslflow.data import ImageGeometry, Manifest, ShardDataset, geometry_of, open_source, write_shards
+from sslflow.data import (
+    ImageGeometry,
+    Manifest,
+    ShardDataset,
+    geometry_of,
+    open_source,
+    write_shards,
+)
 from sslflow.data.sources import SourceError
 
 

@@ -298,3 +298,21 @@ def test_png_bytes_are_lossless(digit_shards: Manifest) -> None:
     buffer = io.BytesIO()
     sample["image"].save(buffer, format="PNG")
     assert np.array_equal(np.asarray(Image.open(buffer)), digits("all").images[0])
+
+
+def test_shards_read_with_tarfile_and_webdataset(digit_shards: Manifest) -> None:
+    """sslflow's ustar writer produces shards that other readers take as they are."""
+    import tarfile
+
+    import webdataset as wds
+
+    first = digit_shards.urls()[0]
+    with tarfile.open(first) as archive:
+        members = archive.getmembers()
+    assert [m.name for m in members[:3]] == ["digits-all-000000.cls", "digits-all-000000.json", "digits-all-000000.png"]
+    assert all(m.isfile() and m.mtime == 0 for m in members) and len(members) == 3 * 250
+    theirs = list(wds.WebDataset(digit_shards.urls(), shardshuffle=False, empty_check=False))
+    ours = list(ShardDataset(digit_shards))
+    assert [s["__key__"] for s in theirs] == [s["key"] for s in ours]
+    assert [int(s["cls"]) for s in theirs] == [s["label"] for s in ours]
+    np.testing.assert_array_equal(np.array(Image.open(io.BytesIO(theirs[7]["png"]))), ours[7]["image"][0].numpy())

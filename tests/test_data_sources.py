@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 from PIL import Image
 
 from sslflow.data import ShardDataset, SourceError, open_source, write_shards
-from sslflow.data.sources import EncodedImage, Sample, Skipped, fashion_mnist_dir
+from sslflow.data.sources import Sample, fashion_mnist_dir
+from sslflow.data.tar import iter_samples
 
 
 def test_fashion_mnist_found_in_debian_location_with_official_split() -> None:
@@ -71,22 +73,20 @@ def test_image_folder_with_classes_keeps_bytes_and_converts_odd_modes(tmp_path: 
     (root / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
     source = open_source("image-folder", path=str(root))
     assert source.classes == ["cat", "dog"]
-    items = list(source.iter_items())
-    samples = [i for i in items if isinstance(i, Sample)]
-    skipped = [i for i in items if isinstance(i, Skipped)]
-    assert len(samples) == 5 and len(skipped) == 1 and "broken.png" in skipped[0].where
-    by_path = {s.meta["path"]: s for s in samples}
-    assert by_path["cat/a.jpg"].image.data == (root / "cat" / "a.jpg").read_bytes()
-    assert by_path["cat/b.webp"].image.ext == "webp"
-    for converted in ("dog/c.png", "dog/d.png", "dog/e.jpg"):
-        image = by_path[converted].image
-        assert isinstance(image, EncodedImage) and image.ext == "png"
-        assert Image.open(io.BytesIO(image.data)).mode == "RGB"
+    samples = list(source.iter_items())
+    assert len(samples) == 6 and all(isinstance(i, Sample) for i in samples)  # bytes only: decoding is the writer's
     assert {s.label for s in samples} == {0, 1} and all("." not in s.key for s in samples)
 
     manifest = write_shards(source, tmp_path / "shards", progress=False)
     assert manifest.total_samples == 5 and len(manifest.skipped) == 1
-    assert "broken.png" in manifest.skipped[0]["where"] and manifest.skipped[0]["reason"]
+    assert manifest.skipped[0]["where"] == "dog/broken.png" and manifest.skipped[0]["reason"]
+    with open(manifest.urls()[0], "rb") as handle:
+        stored = {json.loads(raw["json"])["path"]: raw for raw in iter_samples(handle, "shard")}
+    assert stored["cat/a.jpg"]["jpg"] == (root / "cat" / "a.jpg").read_bytes()  # original bytes kept
+    assert "webp" in stored["cat/b.webp"]
+    for converted, mode in (("dog/c.png", "P"), ("dog/d.png", "RGBA"), ("dog/e.jpg", "CMYK")):
+        assert Image.open(io.BytesIO(stored[converted]["png"])).mode == "RGB"
+        assert json.loads(stored[converted]["json"])["original_mode"] == mode
     decoded = list(ShardDataset(manifest, image_mode="RGB"))
     assert all(d["image"].shape == (3, 10, 12) for d in decoded)
 

@@ -7,11 +7,23 @@ import dataclasses
 import pytest
 
 from sslflow.curation.embeddings import EmbedConfig
+from sslflow.curation.hierarchical import HierarchyConfig
+from sslflow.data import WriterConfig
 from sslflow.evaluation.probe import FeatureConfig, KnnConfig, LinearConfig, ReportConfig
-from sslflow.pipelines.assets.curation import EmbeddingsConfig
-from sslflow.pipelines.assets.pretraining import PretrainedModelConfig
-from sslflow.pipelines.assets.probing import KnnProbeConfig, LinearProbeConfig, ProbeFeaturesConfig, ProbingReportConfig
 from sslflow.fields import attribute_docs
+from sslflow.pipelines.assets.curation import (
+    CuratedShardsConfig,
+    EmbeddingsConfig,
+    KMeansHierarchyConfig,
+)
+from sslflow.pipelines.assets.data import EvalSplitConfig, RawShardsConfig
+from sslflow.pipelines.assets.pretraining import PretrainedModelConfig
+from sslflow.pipelines.assets.probing import (
+    KnnProbeConfig,
+    LinearProbeConfig,
+    ProbeFeaturesConfig,
+    ProbingReportConfig,
+)
 from sslflow.ssl.config import PretrainConfig
 
 DERIVED = [
@@ -21,6 +33,10 @@ DERIVED = [
     (KnnProbeConfig, KnnConfig, set()),
     (LinearProbeConfig, LinearConfig, set()),
     (ProbingReportConfig, ReportConfig, set()),
+    (RawShardsConfig, WriterConfig, set()),
+    (EvalSplitConfig, WriterConfig, set()),
+    (CuratedShardsConfig, WriterConfig, set()),
+    (KMeansHierarchyConfig, HierarchyConfig, {"progress"}),
 ]
 
 
@@ -34,7 +50,9 @@ def test_same_fields_defaults_and_descriptions(asset_config: type, core: type, p
             continue
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
         derived = fields[field.name].get_default(call_default_factory=True)
-        assert derived == (list(default) if isinstance(default, tuple) else default), field.name
+        if isinstance(default, tuple):  # config schemas have lists; dataclass rows are their fields
+            default = [list(dataclasses.astuple(v)) if dataclasses.is_dataclass(v) else v for v in default]
+        assert derived == default, field.name
         assert fields[field.name].description == docs[field.name] and docs[field.name], field.name
 
 
@@ -42,6 +60,8 @@ def test_default_asset_config_builds_the_default_core_config() -> None:
     built = PretrainedModelConfig().pretrain_config()
     assert dataclasses.replace(built, progress_bar=True) == PretrainConfig()
     assert EmbeddingsConfig().embed_config("", "pixels") == EmbedConfig(progress=True)
+    assert KMeansHierarchyConfig().hierarchy_config() == HierarchyConfig(progress=True)
+    assert RawShardsConfig().writer() == WriterConfig()
 
 
 def test_every_core_field_is_settable_and_lists_become_tuples() -> None:

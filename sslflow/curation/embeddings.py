@@ -31,7 +31,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sslflow.curation.storage import load_json, load_lines, load_npy, save_json, save_lines, save_npy
+from sslflow.curation.storage import (
+    load_json,
+    load_lines,
+    load_npy,
+    save_json,
+    save_lines,
+    save_npy,
+)
 from sslflow.data import Manifest, ShardDataset, geometry_of
 from sslflow.data.geometry import AUTO, BACKBONE_SIDE_CAP, PIXELS_SIDE_CAP, ImageGeometry
 from sslflow.ssl.preprocess import CenterCropResize

@@ -73,8 +73,9 @@ class HierarchyConfig:
     """How to build the hierarchy.
 
     Attributes:
-        levels: from the finest (level 0, clusters of the embeddings) to the coarsest; the
-            number of clusters must strictly decrease.
+        levels: (n_clusters, n_resampling_steps, sample_size) per level, from the finest
+            (level 0, clusters of the embeddings) to the coarsest; the number of clusters must
+            strictly decrease.
         seed: base seed; step ``s`` of level ``i`` seeds its k-means with ``seed + 1000 i + s``.
         spherical: cosine k-means on L2-normalised embeddings.
         max_iter: Lloyd iterations per k-means run.
@@ -84,7 +85,7 @@ class HierarchyConfig:
         progress: show progress bars.
     """
 
-    levels: tuple[Level, ...]
+    levels: tuple[Level, ...] = (Level(200, 3, 10), Level(20, 3, 5))
     seed: int = 0
     spherical: bool = False
     max_iter: int = 50

@@ -2,7 +2,14 @@
 
 from sslflow.data.geometry import ImageGeometry
 from sslflow.data.manifest import Manifest, ShardInfo, resolve_urls
-from sslflow.data.reader import Mode, ShardDataset, ShardReadError, decode_image, decode_tensor, geometry_of
+from sslflow.data.reader import (
+    Mode,
+    ShardDataset,
+    ShardReadError,
+    decode_image,
+    decode_tensor,
+    geometry_of,
+)
 from sslflow.data.sources import (
     SOURCE_NAMES,
     EncodedImage,

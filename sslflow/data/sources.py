@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import pickle
 import re
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 FASHION_MNIST_CLASSES = [
     "t-shirt/top", "trouser", "pullover", "dress", "coat",
@@ -27,7 +26,6 @@ FASHION_MNIST_CLASSES = [
 ]  # fmt: skip
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
-KEPT_MODES = {"RGB", "L"}
 SPLITS = ("train", "test", "all")
 
 
@@ -37,12 +35,11 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class EncodedImage:
-    """An image kept as the source's own encoded bytes (no re-encoding, no quality loss)."""
+    """An image as the source's own encoded bytes; the shard writer decodes it once to check
+    it, and keeps the bytes unless its mode or size must change."""
 
     data: bytes
     ext: str
-    width: int
-    height: int
 
 
 @dataclass(frozen=True)
@@ -295,10 +292,9 @@ class ImageFolderSource:
     """JPEG/PNG/WebP files under ``root``; the first sub-folder is the class when all have one.
 
     Files are listed in a seeded shuffled order (``order_seed``), so consecutive samples, and
-    so each shard, mix the classes of a folder sorted by class. Files in RGB or L mode keep
-    their original bytes (the shard writer decodes each once to check it); any other mode
-    (CMYK, P, RGBA, I;16 ...) is converted explicitly to RGB and stored as lossless PNG, its
-    original mode recorded.
+    so each shard, mix the classes of a folder sorted by class. Files are read as bytes; the
+    shard writer decodes each once (see ``sslflow.data.writer.stored_image``): RGB and L files
+    keep their bytes, other modes (CMYK, P, RGBA, I;16 ...) become RGB PNGs.
 
     Attributes:
         root: the folder given by the user (keys are paths relative to it).
@@ -338,30 +334,19 @@ class ImageFolderSource:
     def iter_items(self, start: int = 0) -> Iterator[Sample | Skipped]:
         for index in range(start, len(self.files)):
             path = self.files[index]
+            relative = path.relative_to(self.root).as_posix()
             try:
-                yield self._load(path, None if self.labels is None else self.labels[index])
-            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-                yield Skipped(where=str(path), reason=f"{type(exc).__name__}: {exc}")
-
-    def _load(self, path: Path, label: int | None) -> Sample:
-        relative = path.relative_to(self.root).as_posix()
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
-            mode, size = image.mode, image.size
-            if mode not in KEPT_MODES:
-                buffer = io.BytesIO()
-                image.convert("RGB").save(buffer, format="PNG")
-                encoded = EncodedImage(buffer.getvalue(), "png", *size)
-            else:
-                encoded = EncodedImage(data, IMAGE_SUFFIXES[path.suffix.lower()], *size)
-        digest = hashlib.sha1(relative.encode()).hexdigest()[:8]
-        return Sample(
-            key=f"{safe_key(Path(relative).with_suffix('').as_posix())[-60:]}-{digest}",
-            image=encoded,
-            label=label,
-            meta={"source": self.name, "path": relative, "width": size[0], "height": size[1],
-                  "original_mode": mode},
-        )  # fmt: skip
+                data = path.read_bytes()
+            except OSError as exc:
+                yield Skipped(where=relative, reason=f"{type(exc).__name__}: {exc}")
+                continue
+            digest = hashlib.sha1(relative.encode()).hexdigest()[:8]
+            yield Sample(
+                key=f"{safe_key(Path(relative).with_suffix('').as_posix())[-60:]}-{digest}",
+                image=EncodedImage(data, IMAGE_SUFFIXES[path.suffix.lower()]),
+                label=None if self.labels is None else self.labels[index],
+                meta={"source": self.name, "path": relative},
+            )
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -444,10 +429,9 @@ class ShardSource:
                 continue
             meta = json.loads(raw["json"]) if "json" in raw else {}
             label = int(raw["cls"]) if "cls" in raw else None
-            width, height = meta.get("width", 0), meta.get("height", 0)
             yield Sample(
                 key=raw["__key__"],
-                image=EncodedImage(raw[ext], "jpg" if ext == "jpeg" else ext, width, height),
+                image=EncodedImage(raw[ext], "jpg" if ext == "jpeg" else ext),
                 label=label,
                 meta={**meta, "shard": raw.get("__url__")},
             )

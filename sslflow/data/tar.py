@@ -1,10 +1,13 @@
-"""A lean reader for WebDataset tar streams: members grouped into samples by key.
+"""Lean WebDataset tar streams: members grouped into samples by key, and ustar members written.
 
-Hand-written because Python's ``tarfile`` (which webdataset's iterator uses) spends ~3/4 of
-a small-image read parsing headers (measured: 370 µs of 650 µs per Fashion-MNIST sample).
-This parser handles what tar writers put in shards: ustar, GNU long names and pax headers,
-and it checks every header checksum so a corrupt or truncated shard is reported, not
-misread. Streams are opened with webdataset's ``gopen`` (files, http(s)://, ``pipe:``).
+Hand-written because Python's ``tarfile`` (which webdataset's reader and writer use) spends
+~3/4 of a small-image read parsing headers (measured: 370 µs of 650 µs per Fashion-MNIST
+sample), and ~0.2 ms per member building PAX headers when writing (a quarter of the ingest
+time of a photo downscaled to 128 px). The parser handles what tar writers put in shards:
+ustar, GNU long names and pax headers, and it checks every header checksum so a corrupt or
+truncated shard is reported, not misread. The writer emits plain POSIX ustar members, which
+tar, tarfile and webdataset all read. Streams are opened with webdataset's ``gopen`` (files,
+http(s)://, ``pipe:``).
 """
 
 from __future__ import annotations
@@ -72,6 +75,58 @@ def iter_members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
         long_name = None
         if kind in (b"0", b"\0", b"7"):
             yield name, payload
+
+
+RECORD = 20 * BLOCK  # tar archives end padded to a record, as tar and tarfile write them
+MAX_MEMBER = 8**11 - 1  # the largest size an 11-digit octal field holds (8 GiB)
+
+
+def member_header(name: str, size: int, mtime: int = 0, mode: int = 0o444) -> bytes:
+    """The 512-byte POSIX ustar header of a regular file (names over 100 bytes use the prefix).
+
+    Raises:
+        TarFormatError: a name that does not fit ustar (≤ 100 bytes after a ≤ 155-byte
+            directory prefix), or a member of 8 GiB or more.
+    """
+    encoded = name.encode("utf-8")
+    prefix = b""
+    if len(encoded) > 100:
+        directory, _, base = name.rpartition("/")
+        prefix, encoded = directory.encode("utf-8"), base.encode("utf-8")
+        if not directory or len(prefix) > 155 or len(encoded) > 100:
+            raise TarFormatError(f"member name {name!r} does not fit a ustar header (use a shorter key)")
+    if size > MAX_MEMBER:
+        raise TarFormatError(f"member {name!r} of {size} bytes is too large for a ustar header")
+    header = bytearray(BLOCK)
+    header[0 : len(encoded)] = encoded
+    header[100:108] = b"%07o\0" % mode
+    header[108:116] = b"%07o\0" % 0  # uid
+    header[116:124] = b"%07o\0" % 0  # gid
+    header[124:136] = b"%011o\0" % size
+    header[136:148] = b"%011o\0" % mtime
+    header[148:156] = b" " * 8  # the checksum counts its own field as spaces
+    header[156:157] = b"0"
+    header[257:265] = b"ustar\x0000"
+    header[329:337] = b"%07o\0" % 0  # devmajor
+    header[337:345] = b"%07o\0" % 0  # devminor
+    header[345 : 345 + len(prefix)] = prefix
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+def write_member(stream: IO[bytes], name: str, data: bytes) -> int:
+    """Append one regular-file member (header, data, padding); returns the bytes written."""
+    padding = -len(data) % BLOCK
+    stream.write(member_header(name, len(data)))
+    stream.write(data)
+    stream.write(b"\0" * padding)
+    return BLOCK + len(data) + padding
+
+
+def end_archive(stream: IO[bytes], written: int) -> None:
+    """Write the two zero blocks that end a tar, padded to a whole record."""
+    written += 2 * BLOCK
+    stream.write(b"\0" * (2 * BLOCK + -written % RECORD))
 
 
 def split_name(name: str) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from sslflow.data.geometry import ImageGeometry, unified_mode
 from sslflow.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, sha256_file
 from sslflow.data.sources import EncodedImage, Sample, Skipped, Source
+from sslflow.data.tar import end_archive, write_member
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,24 @@ class ShardWriteError(RuntimeError):
 
 @dataclass(frozen=True)
 class WriterConfig:
-    """How samples are packed into shards."""
+    """How samples are packed into shards (part of the shard set's fingerprint).
 
-    shard_size: int = 10_000  # samples per shard; ~1-2 shards per DataLoader worker is plenty
-    max_bytes: int = 1 << 30  # also start a new shard past this many bytes
-    png_compress_level: int = 1  # lossless either way; 1 writes ~5x faster than 9
-    max_side: int = 0  # downscale images whose longer side exceeds this (0 = store as they are)
-    jpeg_quality: int = 90  # quality of the JPEG a downscaled image is re-encoded as
+    Attributes:
+        shard_size: samples per shard (≥ 2 shards per DataLoader worker keeps readers busy).
+        max_bytes: start a new shard past this many bytes.
+        png_compress_level: zlib level of the PNGs written for decoded pixels; lossless either
+            way, and 1 writes ~5× faster than 9.
+        max_side: downscale images whose longer side exceeds this (aspect kept, EXIF
+            orientation applied, re-encoded as JPEG at jpeg_quality); 0 = store every image as
+            it is. 512 suits phone photos.
+        jpeg_quality: JPEG quality of images downscaled by max_side.
+    """
+
+    shard_size: int = 5000
+    max_bytes: int = 1 << 30
+    png_compress_level: int = 1
+    max_side: int = 0
+    jpeg_quality: int = 90
 
     def check(self) -> None:
         if self.shard_size < 1:
@@ -62,6 +74,10 @@ class WriterConfig:
 UNREADABLE = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
 
 
+# Modes whose encoded bytes are stored as they are; any other is converted to RGB explicitly.
+KEPT_MODES = frozenset({"L", "RGB"})
+
+
 @dataclass(frozen=True)
 class StoredImage:
     """The bytes written for one image, with the geometry the manifest records."""
@@ -71,6 +87,8 @@ class StoredImage:
     mode: str
     width: int
     height: int
+    original_mode: str
+    original_size: tuple[int, int]
 
 
 def fingerprint(source_description: dict[str, Any], config: WriterConfig) -> str:
@@ -89,20 +107,28 @@ def _downscaled(image: Image.Image, config: WriterConfig) -> StoredImage:
     mode = unified_mode(image.mode)
     if image.format == "JPEG":
         image.draft(mode, target)
+    original = (image.mode, image.size)
     upright = ImageOps.exif_transpose(image).convert(mode)
     if upright.size != image.size:  # rotated by EXIF: the target turns with it
         target = target[::-1]
     resized = upright.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
     buffer = io.BytesIO()
     resized.save(buffer, format="JPEG", quality=config.jpeg_quality)
-    return StoredImage("jpg", buffer.getvalue(), mode, *target)
+    return StoredImage("jpg", buffer.getvalue(), mode, *target, *original)
+
+
+def _png(image: Image.Image, mode: str, config: WriterConfig, original: tuple[str, tuple[int, int]]) -> StoredImage:
+    buffer = io.BytesIO()
+    image.convert(mode).save(buffer, format="PNG", compress_level=config.png_compress_level)
+    return StoredImage("png", buffer.getvalue(), mode, *image.size, *original)
 
 
 def stored_image(image: Image.Image | EncodedImage, config: WriterConfig) -> StoredImage:
-    """What is written for ``image``: its own bytes when it fits, else a downscaled JPEG.
+    """What is written for ``image``, decoding it once: its own bytes when its mode is L or RGB
+    and it fits ``max_side``, a downscaled JPEG when it does not fit, else an RGB (or L) PNG.
 
-    Encoded bytes are fully decoded once, so a truncated or corrupt file is skipped at ingest
-    rather than failing a training run later.
+    Encoded bytes are fully decoded, so a truncated or corrupt file is skipped at ingest rather
+    than failing a training run later.
 
     Raises:
         One of ``UNREADABLE`` when the image cannot be decoded.
@@ -110,15 +136,17 @@ def stored_image(image: Image.Image | EncodedImage, config: WriterConfig) -> Sto
     too_big = config.max_side > 0
     if isinstance(image, EncodedImage):
         with Image.open(io.BytesIO(image.data)) as opened:
+            original = (opened.mode, opened.size)
             if too_big and max(opened.size) > config.max_side:
                 return _downscaled(opened, config)
             opened.load()
-            return StoredImage(image.ext, image.data, unified_mode(opened.mode), *opened.size)
+            if opened.mode in KEPT_MODES:
+                return StoredImage(image.ext, image.data, opened.mode, *opened.size, *original)
+            return _png(opened, unified_mode(opened.mode), config, original)
+    original = (image.mode, image.size)
     if too_big and max(image.size) > config.max_side:
         return _downscaled(image, config)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=config.png_compress_level)
-    return StoredImage("png", buffer.getvalue(), unified_mode(image.mode), *image.size)
+    return _png(image, image.mode if image.mode in KEPT_MODES else unified_mode(image.mode), config, original)
 
 
 def encode_sample(sample: Sample, stored: StoredImage) -> dict[str, Any]:
@@ -126,8 +154,10 @@ def encode_sample(sample: Sample, stored: StoredImage) -> dict[str, Any]:
     if "." in sample.key:
         raise ShardWriteError(f"key {sample.key!r} contains a dot; WebDataset would split it")
     meta = {**sample.meta, "width": stored.width, "height": stored.height}
-    if (sample.meta.get("width"), sample.meta.get("height")) not in ((stored.width, stored.height), (None, None)):
-        meta["original_size"] = [sample.meta.get("width"), sample.meta.get("height")]
+    if stored.original_mode != stored.mode:
+        meta["original_mode"] = stored.original_mode
+    if stored.original_size != (stored.width, stored.height):
+        meta["original_size"] = list(stored.original_size)
     record: dict[str, Any] = {"__key__": sample.key, stored.ext: stored.data, "json": json.dumps(meta).encode()}
     if sample.label is not None:
         record["cls"] = str(sample.label).encode()
@@ -142,13 +172,14 @@ def tar_bytes(record: dict[str, Any]) -> int:
 def write_shards(
     source: Source,
     out_dir: str | os.PathLike[str],
-    shard_size: int = 10_000,
-    max_bytes: int = 1 << 30,
+    shard_size: int = WriterConfig.shard_size,
+    max_bytes: int = WriterConfig.max_bytes,
     overwrite: bool = False,
     progress: bool = True,
     on_shard: Callable[[ShardInfo], None] | None = None,
-    max_side: int = 0,
-    jpeg_quality: int = 90,
+    max_side: int = WriterConfig.max_side,
+    jpeg_quality: int = WriterConfig.jpeg_quality,
+    png_compress_level: int = WriterConfig.png_compress_level,
 ) -> Manifest:
     """Write ``source`` into ``out_dir`` as WebDataset shards plus ``manifest.json``.
 
@@ -164,11 +195,12 @@ def write_shards(
         max_side: downscale images whose longer side exceeds this many pixels (aspect kept,
             EXIF orientation applied) and store them as JPEG; 0 keeps every image as it is.
         jpeg_quality: JPEG quality of downscaled images.
+        png_compress_level: zlib level of PNGs written for decoded pixels (see ``WriterConfig``).
 
     Returns:
         The manifest; unchanged and nothing written when the same config is already complete.
     """
-    config = WriterConfig(shard_size=shard_size, max_bytes=max_bytes, max_side=max_side, jpeg_quality=jpeg_quality)
+    config = WriterConfig(shard_size, max_bytes, png_compress_level, max_side, jpeg_quality)
     config.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,6 +247,39 @@ def write_shards(
     return manifest
 
 
+class _OpenShard:
+    """One shard being written as ``<name>.partial``; renamed to its name only when complete."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.partial = final.with_name(final.name + ".partial")
+        self.handle = open(self.partial, "wb")  # noqa: SIM115 - closed by finish() or abort()
+        self.count = 0
+        self.bytes = 0
+        self.geometry = ImageGeometry()
+
+    def write(self, record: dict[str, Any], stored: StoredImage) -> None:
+        key = record["__key__"]
+        for field in sorted(k for k in record if not k.startswith("__")):  # webdataset's member order
+            self.bytes += write_member(self.handle, f"{key}.{field}", record[field])
+        self.count += 1
+        self.geometry.add(stored.mode, stored.width, stored.height)
+
+    def finish(self) -> ShardInfo:
+        """End the archive, fsync, hash and rename: the shard is visible only when complete."""
+        end_archive(self.handle, self.bytes)
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        info = ShardInfo(self.final.name, self.count, self.partial.stat().st_size, sha256_file(self.partial))
+        os.replace(self.partial, self.final)
+        return info
+
+    def abort(self) -> None:
+        self.handle.close()
+        self.partial.unlink(missing_ok=True)
+
+
 def _write_remaining(
     source: Source,
     out: Path,
@@ -228,52 +293,27 @@ def _write_remaining(
 ) -> None:
     """Write shards from source ``position`` on, appending each completed one to ``shards``.
 
-    Each shard's image geometry goes into its journal entry and is merged into ``geometry``.
+    A shard is cut before a sample that would take it past ``shard_size`` samples or
+    ``max_bytes`` tar bytes, so the journal's position is always the end of a whole shard. Each
+    shard's image geometry goes into its journal entry and is merged into ``geometry``.
     """
-    import webdataset as wds
     from tqdm.auto import tqdm
 
     pending_skips: list[dict[str, Any]] = []
-    state = {"position": position, "bytes": 0}
-    shard_geometry = ImageGeometry()
+    shard: _OpenShard | None = None
 
-    def finish_shard(partial_name: str) -> None:
-        nonlocal shard_geometry
-        partial = Path(partial_name)
-        count = writer.count
-        if count == 0:
-            partial.unlink(missing_ok=True)  # never leave an empty shard behind
-            return
-        final = partial.with_suffix("")
-        with open(partial, "rb+") as handle:
-            os.fsync(handle.fileno())
-        info = ShardInfo(final.name, count, partial.stat().st_size, sha256_file(partial))
-        os.replace(partial, final)
+    def finish(open_shard: _OpenShard, end: int) -> None:
+        info = open_shard.finish()
         shards.append(info)
         skipped.extend(pending_skips)
-        geometry.merge(shard_geometry)
-        _append_journal(
-            out,
-            {**vars(info), "position": state["position"], "skipped": pending_skips, "geometry": shard_geometry.to_json()},
-        )
+        geometry.merge(open_shard.geometry)
+        entry = {**vars(info), "position": end, "skipped": list(pending_skips), "geometry": open_shard.geometry.to_json()}
+        _append_journal(out, entry)
         pending_skips.clear()
-        shard_geometry = ImageGeometry()
         if on_shard:
             on_shard(info)
 
-    pattern = str(out / (SHARD_PATTERN + ".partial"))
-    total = len(source) or None
-    bar = tqdm(total=total, initial=position, disable=not progress, desc=f"shards → {out.name}", unit="img")
-    writer = wds.ShardWriter(
-        pattern,
-        maxcount=config.shard_size,
-        maxsize=float("inf"),  # shards are cut here, on real tar bytes (ShardWriter counts payload only)
-        post=finish_shard,
-        start_shard=len(shards),
-        verbose=0,
-        mtime=0,  # an integer mtime keeps tarfile from adding a pax header to every member,
-        # and makes shards byte-identical across reruns (stable sha256)
-    )
+    bar = tqdm(total=len(source) or None, initial=position, disable=not progress, desc=f"shards → {out.name}", unit="img")
     try:
         for item in source.iter_items(position):
             stored = None
@@ -288,19 +328,20 @@ def _write_remaining(
             elif stored is not None:
                 record = encode_sample(item, stored)
                 size = tar_bytes(record)
-                full = writer.count >= config.shard_size or state["bytes"] + size > config.max_bytes
-                if full and writer.count > 0:
-                    writer.next_stream()  # close the full shard while position is still its end
-                    state["bytes"] = 0
-                writer.write(record)
-                shard_geometry.add(stored.mode, stored.width, stored.height)
-                state["bytes"] += size
-            state["position"] += 1
+                if shard is not None and (shard.count >= config.shard_size or shard.bytes + size > config.max_bytes):
+                    finish(shard, position)  # the full shard ends before this sample
+                    shard = None
+                if shard is None:
+                    shard = _OpenShard(out / (SHARD_PATTERN % len(shards)))
+                shard.write(record, stored)
+            position += 1
             bar.update(1)
-        writer.close()
+        if shard is not None:
+            finish(shard, position)
+            shard = None
     except BaseException:
-        writer.post = None  # the open shard is incomplete: close it, never rename it
-        writer.finish()
+        if shard is not None:  # incomplete: never renamed
+            shard.abort()
         for partial in out.glob("*.partial"):
             partial.unlink()
         raise

@@ -21,7 +21,13 @@ import torch
 
 from sslflow.data import Manifest
 from sslflow.data.geometry import ImageGeometry
-from sslflow.evaluation.features import Embedder, FeatureSet, RawPixels, extract_features, load_feature_set
+from sslflow.evaluation.features import (
+    Embedder,
+    FeatureSet,
+    RawPixels,
+    extract_features,
+    load_feature_set,
+)
 from sslflow.evaluation.knn import (
     DEFAULT_KS,
     DEFAULT_SETTINGS,

@@ -4,7 +4,12 @@ import dagster as dg
 
 from sslflow.pipelines import jobs, sensors
 from sslflow.pipelines.assets import curation, data, inbox, pretraining, probing
-from sslflow.pipelines.deployments import Deployment, current_deployment, executor_for, resources_for
+from sslflow.pipelines.deployments import (
+    Deployment,
+    current_deployment,
+    executor_for,
+    resources_for,
+)
 
 ASSETS = [*data.ASSETS, *curation.ASSETS, *pretraining.ASSETS, *probing.ASSETS, *inbox.ASSETS]
 CHECKS = [*curation.CHECKS, *probing.CHECKS]

@@ -7,7 +7,6 @@ import json
 
 import dagster as dg
 
-
 SCALARS = {
     "IntSourceType": "int", "StringSourceType": "str", "BoolSourceType": "bool",
     "Int": "int", "String": "str", "Bool": "bool", "Float": "float", "Any": "any",

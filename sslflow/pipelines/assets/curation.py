@@ -8,6 +8,7 @@ returns metadata with the run id.
 import os
 import sys
 import time
+from dataclasses import astuple
 from pathlib import Path
 
 import dagster as dg
@@ -29,11 +30,17 @@ from sslflow.curation.sampling import LeafStrategy, sample_hierarchy
 from sslflow.curation.shards import SelectedSource, pool_source, read_images
 from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
-from sslflow.data import Manifest, write_shards
+from sslflow.data import Manifest, WriterConfig, write_shards
 from sslflow.data.manifest import sha256_file
+from sslflow.fields import attribute_docs
 from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.jobs import bad_input
-from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged, skip_when_unchanged
+from sslflow.pipelines.lineage import (
+    INPUT_FINGERPRINT,
+    input_fingerprint,
+    reuse_if_unchanged,
+    skip_when_unchanged,
+)
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import (
     MLflowTracking,
@@ -153,34 +160,28 @@ def embeddings_finite(home: SslflowHome) -> dg.AssetCheckResult:
 # --------------------------------------------------------------------------- kmeans_hierarchy
 
 
-class KMeansHierarchyConfig(dg.Config):
-    """Hierarchical k-means with resampling (see ``sslflow.curation.hierarchical``)."""
+class KMeansHierarchyConfig(
+    derive_config(
+        HierarchyConfig,
+        "HierarchyFields",
+        "The fields of sslflow.curation.hierarchical.HierarchyConfig, with its defaults.",
+        exclude=("levels", "progress"),
+    )
+):
+    """Hierarchical k-means with resampling (see ``sslflow.curation.hierarchical``), after
+    near-duplicate removal."""
 
     levels: list[list[int]] = Field(
-        [[200, 3, 10], [20, 3, 5]],
-        description="[n_clusters, n_resampling_steps, sample_size] per level, finest first; n_clusters strictly decreasing",
+        [list(astuple(level)) for level in HierarchyConfig().levels],
+        description=attribute_docs(HierarchyConfig)["levels"],
     )
-    seed: int = Field(0, description="base seed (level i, step s uses seed + 1000 i + s)")
-    spherical: bool = Field(False, description="cosine k-means on L2-normalised embeddings")
-    max_iter: int = Field(
-        50,
-        description="Lloyd iterations per k-means run (stops early when no label changes)",
-    )
-    init_trials: int = Field(
-        0,
-        description="k-means++ candidates per draw; 0 = scikit-learn's greedy 2 + log K",
-    )
-    drop_invalid: bool = Field(False, description="drop NaN/inf rows instead of failing")
     dedup: bool = Field(True, description="remove near-duplicates before clustering")
     dedup_threshold: float = Field(
         0.995,
-        description="cosine similarity at or above which two samples are near-duplicates (0.995 on pixel-PCA embeddings removes ~0.6% of Fashion-MNIST train)",
+        description="cosine similarity at or above which two samples are near-duplicates (0.995 on pixel-PCA "
+        "embeddings removes ~0.6% of Fashion-MNIST train)",
     )
-    dedup_neighbours: int = Field(
-        8,
-        description="nearest neighbours searched per sample for duplicates",
-    )
-
+    dedup_neighbours: int = Field(8, description="nearest neighbours searched per sample for duplicates")
     processes: int = Field(
         1,
         description="processes for level 0 (the pass over every embedding); > 1 launches torchrun "
@@ -188,15 +189,7 @@ class KMeansHierarchyConfig(dg.Config):
     )
 
     def hierarchy_config(self) -> HierarchyConfig:
-        return HierarchyConfig(
-            levels=tuple(tuple(level) for level in self.levels),  # type: ignore[arg-type]
-            seed=self.seed,
-            spherical=self.spherical,
-            max_iter=self.max_iter,
-            init_trials=self.init_trials or None,
-            drop_invalid=self.drop_invalid,
-            progress=True,
-        )
+        return HierarchyConfig(**core_values(self, HierarchyConfig), progress=True)
 
 
 @dg.asset(group_name=GROUP, deps=["embeddings"], code_version="1", kinds={"numpy", "mlflow"})
@@ -385,11 +378,11 @@ def curated_top_entropy(home: SslflowHome) -> dg.AssetCheckResult:
 # --------------------------------------------------------------------------- curated_shards
 
 
-class CuratedShardsConfig(dg.Config):
-    """Where and how the curated samples are written."""
-
-    shard_size: int = Field(5000, description="samples per shard")
-    max_bytes: int = Field(1 << 30, description="start a new shard past this many bytes")
+class CuratedShardsConfig(
+    derive_config(WriterConfig, "WriterFields", "The fields of sslflow.data.writer.WriterConfig, with its defaults.")
+):
+    """How the curated samples are written (their encoded bytes pass through unchanged unless
+    ``max_side`` downscales them)."""
 
 
 @dg.asset(group_name=GROUP, deps=["curated_index", "raw_shards"], code_version="1", kinds={"webdataset", "mlflow"})
@@ -404,7 +397,12 @@ def curated_shards(
     upstream = upstream_run_ids(context, ["raw_shards", "curated_index"])
     with mlflow.start_run(context, "curated_shards", upstream=upstream) as run:
         run.log_params(config.model_dump())
-        manifest = write_shards(source, out, shard_size=config.shard_size, max_bytes=config.max_bytes, overwrite=True)
+        try:
+            writer = WriterConfig(**core_values(config, WriterConfig))
+            writer.check()
+        except ValueError as exc:
+            raise bad_input(str(exc)) from exc
+        manifest = write_shards(source, out, **vars(writer), overwrite=True)
         if manifest.total_samples != len(keys):
             raise bad_input(f"{len(keys) - manifest.total_samples} curated keys were not found in raw_shards")
         run.log_metrics(shard_set_metrics(manifest))

@@ -8,28 +8,23 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from sslflow.data import Manifest, open_source, write_shards
+from sslflow.data import Manifest, WriterConfig, open_source, write_shards
 from sslflow.data.sources import Source, SourceError
+from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun
 
 
-class SourceConfig(dg.Config):
-    """Where images come from (see ``sslflow.data.open_source``)."""
+class SourceConfig(
+    derive_config(WriterConfig, "WriterFields", "The fields of sslflow.data.writer.WriterConfig, with its defaults.")
+):
+    """Where images come from (see ``sslflow.data.open_source``) and how they are written."""
 
     source: str = Field("fashion-mnist", description="fashion-mnist, cifar10, cifar100, image-folder, digits or shards")
     path: str = Field("", description="folder, manifest or URL list; empty = the source's default lookup")
     download: bool = Field(False, description="let torchvision download Fashion-MNIST when not found locally")
-    shard_size: int = Field(5000, description="samples per shard (≥ 2 shards per DataLoader worker keeps readers busy)")
-    max_bytes: int = Field(1 << 30, description="start a new shard past this many bytes")
-    max_side: int = Field(
-        0,
-        description="downscale images whose longer side exceeds this (aspect kept, EXIF orientation applied, "
-        "re-encoded as JPEG at jpeg_quality); 0 = store every image as it is. 512 suits phone photos",
-    )
-    jpeg_quality: int = Field(90, description="JPEG quality of images downscaled by max_side")
     overwrite: bool = Field(
         True,
         description="replace the asset's shard set when the source or config changed (false: refuse, keep the old set)",
@@ -37,6 +32,12 @@ class SourceConfig(dg.Config):
 
     def open(self, split: str, download_root: Path) -> Source:
         return open_source(self.source, self.path or None, split, self.download, download_root)
+
+    def writer(self) -> WriterConfig:
+        """The writer settings, checked (a ValueError names the bad field)."""
+        writer = WriterConfig(**core_values(self, WriterConfig))
+        writer.check()
+        return writer
 
 
 class RawShardsConfig(SourceConfig):
@@ -55,10 +56,7 @@ def _write_tracked(
     manifest = write_shards(
         source,
         out,
-        shard_size=config.shard_size,
-        max_bytes=config.max_bytes,
-        max_side=config.max_side,
-        jpeg_quality=config.jpeg_quality,
+        **vars(config.writer()),
         overwrite=config.overwrite,
         on_shard=lambda info: context.log.info(f"wrote {info.name}: {info.samples} samples"),
     )
@@ -82,7 +80,8 @@ def raw_shards(
     """The unlabelled pretraining pool as WebDataset shards with a manifest (labels kept if known)."""
     try:
         source = config.open(config.split, home.path() / "downloads")
-    except SourceError as exc:
+        config.writer()
+    except (SourceError, ValueError) as exc:
         raise bad_input(str(exc)) from exc
     out = home.asset_dir("raw_shards")
     inputs = input_fingerprint(context, config, extra={"source": source.describe()})
@@ -123,7 +122,8 @@ def eval_split(
     """Labelled train and test shard sets used by the probes (Fashion-MNIST: the official 60k/10k)."""
     try:
         sources = {split: _split_source(config, split, home.path() / "downloads") for split in ("train", "test")}
-    except SourceError as exc:
+        config.writer()
+    except (SourceError, ValueError) as exc:
         raise bad_input(str(exc)) from exc
     for split, source in sources.items():
         if source.classes is None:

@@ -28,7 +28,7 @@ from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
-from sslflow.ssl.config import ConfigError, PretrainConfig, RESUME_FREE_FIELDS
+from sslflow.ssl.config import RESUME_FREE_FIELDS, ConfigError, PretrainConfig
 
 DATA_ASSETS = ("curated_shards", "raw_shards")
 

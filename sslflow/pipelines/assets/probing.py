@@ -28,12 +28,16 @@ from sslflow.evaluation.probe import (
     build_report_input,
     earlier_for,
     extract_all,
-    knn_probe as run_knn,
-    linear_probe as run_linear,
     log_report,
     report_tags,
     resolve_model,
     training_summary,
+)
+from sslflow.evaluation.probe import (
+    knn_probe as run_knn,
+)
+from sslflow.evaluation.probe import (
+    linear_probe as run_linear,
 )
 from sslflow.evaluation.report import (
     Projection,
@@ -43,7 +47,14 @@ from sslflow.evaluation.report import (
     render_report,
     summary_markdown,
 )
-from sslflow.evaluation.results import ModelProbe, Role, knn_metric, load_probes, merge_probes, save_probes
+from sslflow.evaluation.results import (
+    ModelProbe,
+    Role,
+    knn_metric,
+    load_probes,
+    merge_probes,
+    save_probes,
+)
 from sslflow.pipelines.config import Core, core_values, derive_config
 from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
