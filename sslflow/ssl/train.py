@@ -140,6 +140,11 @@ def resolve_config(config: PretrainConfig, manifest: Manifest) -> PretrainConfig
     smaller = geometry.smaller_than(image_size)
     if smaller:
         log.warning("%d images in %s are smaller than image_size=%d and are upsampled", smaller, where, image_size)
+    if config.samples_per_epoch is None and manifest.total_samples < config.batch_size:
+        raise ConfigError(
+            f"the shards at {manifest.root} hold {manifest.total_samples} images, fewer than one batch "
+            f"({config.batch_size}): set batch_size ≤ {manifest.total_samples}"
+        )
     if (geometry.channels, in_chans) not in ((1, 1), (3, 3), (1, 3), (3, 1)):
         raise ConfigError(f"cannot train in_chans={in_chans} on {where}: only 1 and 3 channels are defined")
     updates: dict[str, Any] = {
