@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 # torch/torchvision builds that lie on this kind of machine's disk; override for another machine.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export SSLFLOW_HOME ?= $(CURDIR)/.sslflow
+# Where scripts/ensure-fashion-mnist unpacks Fashion-MNIST when dpkg cannot install it.
+export SSLFLOW_DATA ?= $(CURDIR)/.cache/datasets
 
 .PHONY: demo test test-slow fresh-machine ui venv clean-home
 

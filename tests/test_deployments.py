@@ -28,7 +28,7 @@ def test_k8s_definitions_load_and_run_config_validates(monkeypatch: pytest.Monke
     defs = build_definitions(Deployment.K8S)
     job = defs.resolve_job_def("full_pipeline")
     assert job.executor_def.name == "k8s"
-    assert {"home", "mlflow", "pipes_k8s"} <= set(defs.resources or {})
+    assert set(defs.resources or {}) == {"home", "mlflow"}  # no resource that no asset uses
     run_config = yaml.safe_load((ROOT / "deploy" / "k8s" / "run_config.yaml").read_text())
     resolved = dg.validate_run_config(job, run_config)["execution"]["k8s"]
     assert resolved["job_namespace"] == "sslflow"

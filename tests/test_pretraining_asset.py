@@ -55,7 +55,9 @@ def test_asset_trains_logs_and_registers(fmnist_subset: Any, resources: dict[str
     assert result.success
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["trained_on"].value == "raw_shards" and metadata["steps"].value == 4
-    assert metadata["model_uri"].value == "models:/sslflow-simclr@current"
+    assert metadata["model_uri"].value == "models:/sslflow-simclr/1"  # pinned: the alias moves on
+    assert metadata["model_alias_uri"].value == "models:/sslflow-simclr@current"
+    assert (metadata["image_size"].value, metadata["in_chans"].value) == (16, 1)
 
     tracking = resources["mlflow"].resolved_uri()
     client = MlflowClient(tracking_uri=tracking)

@@ -224,3 +224,29 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path: Path) -> None:
     expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_nan_weights_on_a_checkpoint_step_are_never_saved(fmnist_subset: Any, tmp_path: Path) -> None:
+    class PoisonAfterUpdate(pl.Callback):
+        """NaN weights right after the update of step 8, before that step's checkpoint is saved."""
+
+        def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+            if trainer.global_step == 8:
+                with torch.no_grad():
+                    next(pl_module.method.backbone.parameters()).fill_(float("nan"))
+
+    config = dataclasses.replace(TINY, max_steps=12, samples_per_epoch=480)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite weights at step 8 .*not saved"):
+        pretrain(config, fmnist_subset.train, tmp_path / "run", callbacks=[PoisonAfterUpdate()])
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def test_resuming_with_another_worker_count_is_refused(fmnist_subset: Any, tmp_path: Path) -> None:
+    """Each worker draws its own stream: another count would not be an exact resume."""
+    config = dataclasses.replace(TINY, max_steps=4, samples_per_epoch=320)
+    with pytest.raises(SimulatedKill):
+        pretrain(config, fmnist_subset.train, tmp_path / "run", callbacks=[StopAt(2)])
+    with pytest.raises(ConfigError, match=r"num_workers: 0 → 1"):
+        pretrain(dataclasses.replace(config, num_workers=1), fmnist_subset.train, tmp_path / "run")

@@ -305,11 +305,16 @@ def embed_shards(shards: Manifest | str | Path, out_dir: str | Path, config: Emb
         config: the embedder and its options.
 
     Returns:
-        The complete ``EmbeddingSet``. An existing folder made with another config or another
-        shard set is rebuilt from scratch.
+        The complete ``EmbeddingSet``. An existing folder made with another config, another
+        shard set or another model version (an alias is pinned to the version it names now)
+        is rebuilt from scratch.
     """
     manifest = shards if isinstance(shards, Manifest) else Manifest.load(shards)
     config = resolve_geometry(config, geometry_of(manifest))
+    if config.embedder.startswith(MODEL_URI_PREFIXES):  # an alias moves: the cache keys on the version
+        from sslflow.ssl.export import pin_model_uri
+
+        config = replace(config, embedder=pin_model_uri(config.embedder, config.tracking_uri or None))
     out = Path(out_dir)
     identity = {**asdict(config), "progress": None, "shards": manifest.content_hash}
     if (out / "meta.json").is_file() and load_json(out / "meta.json")["identity"] == identity:

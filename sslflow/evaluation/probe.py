@@ -232,7 +232,7 @@ def resolve_model(
             aliases) or an unknown backbone name.
         FileNotFoundError: a path that does not exist.
     """
-    from sslflow.ssl.export import load_backbone, random_backbone
+    from sslflow.ssl.export import load_backbone, pin_model_uri, random_backbone
 
     if not spec:
         latest = latest_registered_model(tracking_uri)
@@ -244,7 +244,8 @@ def resolve_model(
     if spec.startswith(RANDOM_PREFIX):
         in_chans, size = (images.channels, images.image_size()) if images else (1, 28)
         return ResolvedModel(random_backbone(spec[len(RANDOM_PREFIX) :], in_chans, size, small_stem=small_stem), spec)
-    return ResolvedModel(load_backbone(spec, tracking_uri=tracking_uri), spec)
+    pinned = pin_model_uri(spec, tracking_uri)  # reports name the version, not a moving alias
+    return ResolvedModel(load_backbone(pinned, tracking_uri=tracking_uri), pinned)
 
 
 def training_run_id(spec: str, tracking_uri: str | None) -> str | None:
@@ -265,7 +266,8 @@ def training_run_id(spec: str, tracking_uri: str | None) -> str | None:
 
 
 def training_summary(spec: str, tracking_uri: str | None) -> dict[str, str]:
-    """Training run, method, backbone, epochs and curation of a model URI's pretraining run.
+    """Training run, method, backbone, image size, channels, epochs and curation of a model URI's
+    pretraining run.
 
     Empty for checkpoint files and random backbones (nothing recorded to read).
     """
@@ -281,6 +283,8 @@ def training_summary(spec: str, tracking_uri: str | None) -> dict[str, str]:
         "training run": run_id,
         "method": params.get("method"),
         "backbone": params.get("backbone"),
+        "image size": f"{tags['sslflow.image_size']} px" if "sslflow.image_size" in tags else None,
+        "channels": tags.get("sslflow.in_chans"),
         "epochs": params.get("epochs"),
         "curation": {"curated_shards": "curated shards", "raw_shards": "none (raw shards)"}.get(trained_on, trained_on),
     }

@@ -5,8 +5,9 @@
 - ``local`` (default): MLflow on ``<home>/mlflow.db``, steps in local processes.
 - ``server``: MLflow at ``$MLFLOW_TRACKING_URI``, the sslflow home at ``$SSLFLOW_HOME`` (a shared
   volume), Dagster storage from ``$DAGSTER_HOME/dagster.yaml`` (see deploy/dagster.yaml).
-- ``k8s``: as ``server``, with every step in its own Kubernetes job (``k8s_job_executor``) and
-  training pods launched through Dagster Pipes (``PipesK8sClient``, resource ``pipes_k8s``).
+- ``k8s``: as ``server``, with every step in its own Kubernetes job (``k8s_job_executor``);
+  inside a step's pod, multi-process training and k-means run ``torchrun`` through Dagster
+  Pipes as they do on one machine.
 """
 
 import os
@@ -36,15 +37,10 @@ def current_deployment() -> Deployment:
 def resources_for(deployment: Deployment) -> dict[str, Any]:
     if deployment is Deployment.LOCAL:
         return {"home": SslflowHome(), "mlflow": MLflowTracking()}
-    shared = {
+    return {
         "home": SslflowHome(root=dg.EnvVar("SSLFLOW_HOME")),
         "mlflow": MLflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
     }
-    if deployment is Deployment.K8S:
-        from dagster_k8s import PipesK8sClient
-
-        shared["pipes_k8s"] = PipesK8sClient()
-    return shared
 
 
 def executor_for(deployment: Deployment) -> dg.ExecutorDefinition | None:

@@ -1,10 +1,15 @@
 """Staleness: an asset whose inputs did not change reports its last materialisation again.
 
 The input fingerprint hashes the asset's config, its code version and the data versions of its
-upstream assets (and anything else the asset passes in, such as a source listing). When the
-latest materialisation recorded the same fingerprint and its files are still there, the asset
-returns that materialisation's metadata and data version without redoing the work or opening
-a new MLflow run, so downstream assets see unchanged inputs too.
+upstream assets (and anything else the asset passes in, such as a source listing or a pinned
+model version). When the latest materialisation recorded the same fingerprint and its files
+are still there, the asset returns that materialisation's metadata and data version without
+redoing the work or opening a new MLflow run, so downstream assets see unchanged inputs too.
+
+Every asset's data version changes when any of its inputs does: assets whose output has a
+content hash (shards, embeddings) return it; the others return their input fingerprint.
+Dagster's own default data version would not do: it covers the code version and upstream
+data versions but not the config, so a changed config would look unchanged downstream.
 """
 
 import functools
@@ -77,7 +82,8 @@ def skip_when_unchanged(fn: Callable[..., dg.MaterializeResult]) -> Callable[...
     """Wrap an asset body ``(context, config, home, ...)``: reuse the last result when inputs match.
 
     The upstream assets are the asset's own deps; the output checked for existence is its folder
-    ``home.asset_dir(<asset>)``. Put it under ``@dg.asset``.
+    ``home.asset_dir(<asset>)``. A body that returns no data version gets the input fingerprint
+    as one. Put it under ``@dg.asset``.
     """
 
     @functools.wraps(fn)
@@ -93,7 +99,7 @@ def skip_when_unchanged(fn: Callable[..., dg.MaterializeResult]) -> Callable[...
         result = fn(context, **kwargs)
         return dg.MaterializeResult(
             metadata={**(result.metadata or {}), INPUT_FINGERPRINT: inputs},
-            data_version=result.data_version,
+            data_version=result.data_version or dg.DataVersion(inputs),
             check_results=result.check_results,
         )
 

@@ -11,10 +11,11 @@ Optimizer = Literal["sgd", "adamw", "lars"]
 OPTIMIZERS = ("sgd", "adamw", "lars")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
-# Fields that may differ when a run folder is resumed: they change how the run is executed
-# or observed, not what is trained.
+# Fields that may differ when a run folder is resumed: they change how the run is observed, not
+# what is trained. ``num_workers`` is not one: each DataLoader worker draws its own sample
+# stream and drops its own last partial batch, so another worker count trains on other batches.
 RESUME_FREE_FIELDS = frozenset(
-    {"num_workers", "checkpoint_every_n_steps", "knn_monitor_every_n_epochs", "log_every_n_steps", "progress_bar"}
+    {"checkpoint_every_n_steps", "knn_monitor_every_n_epochs", "log_every_n_steps", "progress_bar"}
 )
 
 
@@ -54,7 +55,8 @@ class PretrainConfig:
         devices: processes per node (DDP when > 1).
         num_nodes: nodes (DDP across nodes via torchrun).
         strategy: Lightning strategy; ``auto`` picks DDP when there is more than one process.
-        num_workers: DataLoader workers per rank decoding shards.
+        num_workers: DataLoader workers per rank decoding shards; part of what is trained (each
+            worker draws its own sample stream), so a run folder resumes only with the same.
         checkpoint_every_n_steps: save ``last.ckpt`` every n optimiser steps (and at the end).
         log_every_n_steps: metrics reported to the metrics hook every n steps.
         knn_monitor_every_n_epochs: online kNN accuracy on a small labelled set (0 = off).

@@ -228,6 +228,38 @@ def load_backbone(spec: str | os.PathLike[str], tracking_uri: str | None = None)
     return backbone_from_checkpoint(payload, str(path))
 
 
+def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:
+    """The registered version a moving model URI names right now: ``models:/<name>@<alias>`` and
+    ``models:/<name>/latest`` become ``models:/<name>/<version>``; any other spec is returned as it
+    is. Runs record the pinned URI, so their inputs say exactly which weights they used.
+
+    Raises:
+        ValueError: the name or alias is not in the registry (the message lists what is).
+    """
+    if not spec.startswith("models:/"):
+        return spec
+    reference = spec[len("models:/") :]
+    name, alias = reference.split("@", 1) if "@" in reference else (reference.rsplit("/", 1)[0], None)
+    if alias is None and not reference.endswith("/latest"):
+        return spec  # models:/<name>/<version> or models:/<model id>: already exact
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        if alias is not None:
+            version = client.get_model_version_by_alias(name, alias).version
+        else:
+            found = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"], max_results=1)
+            if not found:
+                raise MlflowException(f"registered model {name!r} has no versions")
+            version = found[0].version
+    except MlflowException as exc:
+        raise ValueError(f"cannot resolve MLflow model {spec!r}: {exc.message}. Registered models: "
+                         f"{_registry_listing(tracking_uri)}") from exc  # fmt: skip
+    return f"models:/{name}/{version}"
+
+
 def _registry_listing(tracking_uri: str | None) -> str:
     from mlflow.tracking import MlflowClient
 
@@ -271,6 +303,11 @@ class LoggedBackbone:
     registered_name: str | None
     version: str | None
     alias: str | None
+
+    @property
+    def version_uri(self) -> str | None:
+        """``models:/<name>/<version>``: this exact version, whatever the alias points to later."""
+        return None if self.registered_name is None else f"models:/{self.registered_name}/{self.version}"
 
     @property
     def registry_uri(self) -> str | None:

@@ -166,6 +166,19 @@ class PretrainModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to save non-finite weights: ``last.ckpt`` then keeps the last good state.
+
+        A divergent update can land on a checkpoint step while that step's loss was finite;
+        the loss check alone would then save NaN weights as the state to resume from.
+        """
+        bad = [name for name, value in checkpoint["state_dict"].items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]  # fmt: skip
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite weights at step {self.global_step} ({len(bad)} tensors, e.g. {bad[0]}) with lr "
+                f"{self._lr():.3g}; not saved, the last good checkpoint is kept. Lower lr, raise warmup_epochs "
+                "or use precision=32-true"
+            )
         checkpoint[CHECKPOINT_KEY] = {"config": self.config.to_dict(), "rng": rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -49,6 +49,7 @@ from sslflow.pipelines.resources import (
     latest_metadata,
     upstream_run_ids,
 )
+from sslflow.ssl.export import pin_model_uri
 
 GROUP = "curation"
 
@@ -90,15 +91,18 @@ LATEST_MODEL = "latest-model"
 ROUND_KEY = "curation_round"
 
 
-def resolve_embedder(context: dg.AssetExecutionContext, embedder: str) -> tuple[str, int]:
-    """The embedder to use and the curation round it starts.
+def resolve_embedder(context: dg.AssetExecutionContext, embedder: str, tracking_uri: str) -> tuple[str, int]:
+    """The embedder to use, a model pinned to its version, and the curation round it starts.
 
-    ``latest-model`` becomes the (version-pinned) ``model_uri`` of the latest pretrained_model
-    materialisation and starts the round after the latest curated_index's; any other embedder
-    is round 0.
+    ``latest-model`` becomes the version-pinned ``model_uri`` of the latest pretrained_model
+    materialisation and starts the round after the latest curated_index's; an alias
+    (``models:/<name>@<alias>``) becomes the version it names now; any other embedder is round 0.
     """
     if embedder != LATEST_MODEL:
-        return embedder, 0
+        try:
+            return pin_model_uri(embedder, tracking_uri), 0
+        except ValueError as exc:
+            raise bad_input(str(exc)) from exc
     uri = latest_metadata(context, "pretrained_model", "model_uri")
     if not uri:
         raise bad_input("embedder latest-model needs a pretrained model: materialise pretrained_model first")
@@ -113,8 +117,8 @@ def embeddings(
     """N×D float16 embedding memmap of the raw pool, with keys and labels (resumable by chunk)."""
     manifest = _raw_manifest(home)
     out = home.asset_dir("embeddings")
-    embedder, curation_round = resolve_embedder(context, config.embedder)
-    # The resolved model is an input too: `latest-model` names a new model after each pretraining.
+    embedder, curation_round = resolve_embedder(context, config.embedder, mlflow.resolved_uri())
+    # The pinned model is an input too: `latest-model` names a new model after each pretraining.
     inputs = input_fingerprint(context, config, ["raw_shards"], extra={"embedder": embedder})
     reused = reuse_if_unchanged(context, inputs, [out])
     if reused is not None:
@@ -285,7 +289,12 @@ class CuratedIndexConfig(dg.Config):
     )
 
 
-@dg.asset(group_name=GROUP, deps=["kmeans_hierarchy"], code_version="1", kinds={"numpy", "mlflow"})
+@dg.asset(
+    group_name=GROUP,
+    deps=["kmeans_hierarchy", "embeddings", "raw_shards"],  # keys, labels and thumbnails too
+    code_version="1",
+    kinds={"numpy", "mlflow"},
+)
 @skip_when_unchanged
 def curated_index(
     context: dg.AssetExecutionContext, config: CuratedIndexConfig, home: SslflowHome, mlflow: MLflowTracking

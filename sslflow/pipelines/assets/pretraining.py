@@ -186,15 +186,24 @@ def pretrained_model(
             registered_name=f"sslflow-{train_config.method}",
             alias=config.alias or None,
         )
-        run.set_tags({"sslflow.model_uri": logged.registry_uri or logged.model_uri})
+        pinned = logged.version_uri or logged.model_uri
+        run.set_tags({
+            "sslflow.model_uri": pinned,
+            "sslflow.model_alias_uri": logged.registry_uri or "",
+            "sslflow.image_size": result["config"]["image_size"],
+            "sslflow.in_chans": result["config"]["in_chans"],
+        })  # fmt: skip
         metadata = {
             **headline,
             "trained_on": data_asset,
             "method": train_config.method,
             "backbone": train_config.backbone,
             "resumed_from_step": result["resumed_from_step"],
-            "model_uri": logged.registry_uri or logged.model_uri,
+            "model_uri": pinned,
+            "model_alias_uri": logged.registry_uri or "",
             "model_version": logged.version or "",
+            "image_size": result["config"]["image_size"],
+            "in_chans": result["config"]["in_chans"],
             "backbone_path": dg.MetadataValue.path(result["backbone_path"]),
             "checkpoint": dg.MetadataValue.path(str(checkpoint)),
             "checkpoint_sha256": result["checkpoint_sha256"],

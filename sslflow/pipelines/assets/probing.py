@@ -28,16 +28,12 @@ from sslflow.evaluation.probe import (
     build_report_input,
     earlier_for,
     extract_all,
+    knn_probe as run_knn,
+    linear_probe as run_linear,
     log_report,
     report_tags,
     resolve_model,
     training_summary,
-)
-from sslflow.evaluation.probe import (
-    knn_probe as run_knn,
-)
-from sslflow.evaluation.probe import (
-    linear_probe as run_linear,
 )
 from sslflow.evaluation.report import (
     Projection,
@@ -57,7 +53,12 @@ from sslflow.evaluation.results import (
 )
 from sslflow.pipelines.config import Core, core_values, derive_config
 from sslflow.pipelines.jobs import bad_input
-from sslflow.pipelines.lineage import skip_when_unchanged
+from sslflow.pipelines.lineage import (
+    INPUT_FINGERPRINT,
+    input_fingerprint,
+    reuse_if_unchanged,
+    skip_when_unchanged,
+)
 from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import (
     MLflowTracking,
@@ -66,6 +67,7 @@ from sslflow.pipelines.resources import (
     latest_metadata,
     upstream_run_ids,
 )
+from sslflow.ssl.export import pin_model_uri
 
 GROUP = "probing"
 PROBES_FILE = "probes.json"
@@ -130,10 +132,18 @@ def _pretrained_model_uri(context: dg.AssetExecutionContext) -> str:
     return str(latest_metadata(context, "pretrained_model", "model_uri") or "")
 
 
-def _resolve(
-    context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, mlflow: MLflowTracking, train: Manifest
-) -> ResolvedModel:
+def _pinned_spec(context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, mlflow: MLflowTracking) -> str:
+    """The model to probe, an alias resolved to the version it names now (an input, fingerprinted)."""
     spec = config.model or _pretrained_model_uri(context)
+    try:
+        return pin_model_uri(spec, mlflow.resolved_uri())
+    except ValueError as exc:
+        raise bad_input(f"cannot load model {spec}: {exc}") from exc
+
+
+def _resolve(
+    spec: str, config: ProbeFeaturesConfig, mlflow: MLflowTracking, train: Manifest
+) -> ResolvedModel:
     try:
         return resolve_model(spec, mlflow.resolved_uri(), config.backbone, config.small_stem, train.geometry)
     except (ValueError, FileNotFoundError) as exc:
@@ -147,14 +157,19 @@ def _feature_table(index: FeatureIndex) -> str:
 
 
 @dg.asset(group_name=GROUP, deps=["eval_split", "pretrained_model"], code_version="1", kinds={"numpy", "mlflow"})
-@skip_when_unchanged
 def probe_features(
     context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
     """Frozen features of eval_split's train and test shards for the model and its baselines."""
     train, test = _split(home, "train"), _split(home, "test")
-    model = _resolve(context, config, mlflow, train)
     out = home.asset_dir("probe_features")
+    spec = _pinned_spec(context, config, mlflow)
+    # The pinned model is an input too: an alias (or `model` left empty) names a new version later.
+    inputs = input_fingerprint(context, config, ["eval_split", "pretrained_model"], extra={"model": spec})
+    reused = reuse_if_unchanged(context, inputs, [out])
+    if reused is not None:
+        return reused
+    model = _resolve(spec, config, mlflow, train)
     feature_config = _core(config, FeatureConfig)
     upstream = upstream_run_ids(context, ["eval_split", "pretrained_model"])
     with mlflow.start_run(context, "probe_features", upstream=upstream) as run:
@@ -179,6 +194,7 @@ def probe_features(
             "test_samples": test.total_samples,
             "features": dg.MetadataValue.md(_feature_table(index)),
             "index": dg.MetadataValue.path(str(path)),
+            INPUT_FINGERPRINT: inputs,
             **run_metadata(run),
         }
     version = hashlib.sha256(
@@ -247,7 +263,7 @@ def linear_probe(
     return dg.MaterializeResult(metadata=metadata)
 
 
-REPORT_UPSTREAM = ["eval_split", "pretrained_model", "probe_features", "knn_probe", "linear_probe"]
+REPORT_UPSTREAM = ["eval_split", "probe_features", "knn_probe", "linear_probe"]
 
 
 def _run_links(mlflow: MLflowTracking, run: TrackedRun, upstream: dict[str, str]) -> list[RunLink]:
@@ -258,7 +274,12 @@ def _run_links(mlflow: MLflowTracking, run: TrackedRun, upstream: dict[str, str]
     return links
 
 
-@dg.asset(group_name=GROUP, deps=["knn_probe", "linear_probe"], code_version="1", kinds={"html", "mlflow"})
+@dg.asset(
+    group_name=GROUP,
+    deps=["knn_probe", "linear_probe", "probe_features"],  # the features' index and test features too
+    code_version="1",
+    kinds={"html", "mlflow"},
+)
 @skip_when_unchanged
 def probing_report(
     context: dg.AssetExecutionContext, config: ProbingReportConfig, home: SslflowHome, mlflow: MLflowTracking
@@ -271,13 +292,18 @@ def probing_report(
                               load_probes(home.asset_dir("linear_probe") / PROBES_FILE))  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         raise bad_input(str(exc)) from exc
+    model = index.model()
+    trained = training_summary(model.description, mlflow.resolved_uri())
+    # The run that trained the probed version, not the latest pretrained_model run (which may be
+    # another method or a later version).
     upstream = upstream_run_ids(context, REPORT_UPSTREAM)
+    if "training run" in trained:
+        upstream["pretrained_model"] = trained["training run"]
     with mlflow.start_run(context, "probing_report", upstream=upstream) as run:
-        model = index.model()
         train, test = model.load()
         summary = {
             "model": model.description,
-            **training_summary(model.description, mlflow.resolved_uri()),
+            **trained,
             "data": f"eval_split: {len(train)} train / {len(test)} test; classes {', '.join(index.classes)}",
             "probe wall time": f"{sum(p.seconds for p in probes) + sum(index.extract_seconds.values()):.1f} s "
             "(features + kNN + linear)",
