@@ -23,7 +23,7 @@ EXPECTED_UPSTREAM = {
     "probe_features": {"eval_split", "pretrained_model"},
     "knn_probe": {"probe_features"},
     "linear_probe": {"probe_features"},
-    "probing_report": {"knn_probe", "linear_probe"},
+    "probing_report": {"knn_probe", "linear_probe", "probe_features", "pretrained_model"},
 }
 
 
