@@ -63,6 +63,15 @@ def test_ingest_materialises_raw_shards_on_the_persistent_instance(
     event = instance.get_latest_materialization_event(dg.AssetKey("raw_shards"))
     assert event is not None and event.asset_materialization.metadata["samples"].value == 360
 
+    # The home remembers the settings: a later run without flags (or a schedule) uses them.
+    from sslflow.pipelines.pipeline_config import load_pipeline_config
+
+    assert load_pipeline_config(sslflow_home) == {"raw_shards": {"source": "digits", "split": "test"}}
+    assert main(["ingest", "--home", str(sslflow_home)]) == 0
+    again = instance.get_latest_materialization_event(dg.AssetKey("raw_shards"))
+    assert again is not None and "reused_from_run" in again.asset_materialization.metadata
+    assert len(client.search_runs([client.get_experiment_by_name("sslflow").experiment_id])) == 1
+
 
 @pytest.fixture()
 def cli_home(sslflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -5,6 +5,9 @@ import os
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from sslflow.pipelines.pipeline_config import run_config_for
+from sslflow.pipelines.resources import SslflowHome
+
 CURATION_ASSETS = ("raw_shards", "embeddings", "kmeans_hierarchy", "curated_index", "curated_shards")
 PRETRAINING_ASSETS = ("pretrained_model",)
 PROBING_ASSETS = ("eval_split", "probe_features", "knn_probe", "linear_probe", "probing_report")
@@ -40,8 +43,12 @@ full_pipeline = _job(
 JOBS = [curation_job, pretraining_job, probing_job, full_pipeline]
 
 # Both ship stopped, as Dagster's schedules do: turn them on in the UI (Automation tab) or with
-# `dagster schedule start`. Cron strings are configurable without code changes.
-nightly_pretraining = dg.ScheduleDefinition(
+# `dagster schedule start`. Cron strings are configurable without code changes. Each tick runs
+# with the home's pipeline configuration (<home>/pipeline.yaml), the settings the sslflow
+# command last ran with, so a schedule retrains and re-curates the user's own data.
+
+
+@dg.schedule(
     name="nightly_pretraining",
     job=pretraining_job,
     cron_schedule=os.environ.get("SSLFLOW_PRETRAINING_CRON", "0 2 * * *"),
@@ -49,7 +56,11 @@ nightly_pretraining = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Pretrain on the current curated shards (cron: $SSLFLOW_PRETRAINING_CRON, default 02:00 UTC).",
 )
-weekly_curation = dg.ScheduleDefinition(
+def nightly_pretraining(context: dg.ScheduleEvaluationContext, home: SslflowHome) -> dg.RunRequest:
+    return dg.RunRequest(run_config=run_config_for(home.path(), PRETRAINING_ASSETS))
+
+
+@dg.schedule(
     name="weekly_curation",
     job=curation_job,
     cron_schedule=os.environ.get("SSLFLOW_CURATION_CRON", "0 3 * * 0"),
@@ -57,4 +68,8 @@ weekly_curation = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Refresh the curated set (cron: $SSLFLOW_CURATION_CRON, default Sunday 03:00 UTC).",
 )
+def weekly_curation(context: dg.ScheduleEvaluationContext, home: SslflowHome) -> dg.RunRequest:
+    return dg.RunRequest(run_config=run_config_for(home.path(), CURATION_ASSETS))
+
+
 SCHEDULES = [nightly_pretraining, weekly_curation]

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from sslflow.paths import sslflow_home
+from sslflow.pipelines.pipeline_config import remember, run_config_for
 
 DAGSTER_YAML = """\
 # Written by sslflow: the local Dagster instance of this sslflow home.
@@ -74,9 +75,14 @@ def materialize_assets(
 ) -> dg.ExecuteInProcessResult:
     """Materialise ``selection`` (asset names) with per-asset config, in-process.
 
+    The run starts from the home's pipeline configuration (``<home>/pipeline.yaml``, see
+    :mod:`sslflow.pipelines.pipeline_config`) with ``run_config`` on top; when it succeeds,
+    ``run_config`` is written back there, so schedules and sensors run with the same settings.
+
     Args:
         selection: asset names, in any order (Dagster orders them by their dependencies).
-        run_config: ``{asset_name: {config_field: value}}``.
+        run_config: ``{asset_name: {config_field: value}}``; assets outside ``selection`` are
+            only remembered.
         home: the sslflow home (default ``$SSLFLOW_HOME`` or ``./.sslflow``).
         tags: Dagster run tags.
         raise_on_error: re-raise a failed step's exception; False returns the failed result.
@@ -97,7 +103,7 @@ def materialize_assets(
     if unknown:
         raise UnknownAssetError(f"unknown asset(s) {', '.join(unknown)}; assets: {', '.join(sorted(known))}")
     config = {
-        "ops": {name: {"config": dict(values)} for name, values in (run_config or {}).items()},
+        **run_config_for(root, selection, run_config),
         "loggers": {"console": {"config": {"log_level": "INFO"}}},
     }
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
@@ -110,9 +116,12 @@ def materialize_assets(
         resources=defs.resources,
         loggers={"console": brief_console_logger if brief_errors else dg.colored_console_logger},
     )
-    return run_defs.resolve_job_def(RUN_JOB).execute_in_process(
+    result = run_defs.resolve_job_def(RUN_JOB).execute_in_process(
         run_config=config,
         instance=dg.DagsterInstance.get(),
         raise_on_error=raise_on_error,
         tags=dict(tags or {}),
     )
+    if result.success and run_config:
+        remember(root, run_config)
+    return result

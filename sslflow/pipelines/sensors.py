@@ -15,7 +15,8 @@ from sslflow.pipelines.assets.inbox import (
     inbox_shards,
     partition_key,
 )
-from sslflow.pipelines.jobs import RETRY, curation_job, probing_job
+from sslflow.pipelines.jobs import CURATION_ASSETS, PROBING_ASSETS, RETRY, curation_job, probing_job
+from sslflow.pipelines.pipeline_config import run_config_for
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 
 MODEL_PREFIX = "sslflow-"
@@ -69,8 +70,9 @@ def inbox_sensor(context: dg.SensorEvaluationContext, home: SslflowHome) -> dg.S
             context.log.warning(f"inbox: skipping {entry}: {reason}")
             continue
         fresh.append(partition_key(entry))
+    run_config = run_config_for(home.path(), (inbox_shards.key.to_user_string(), inbox_assignment.key.to_user_string()))
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=key, partition_key=key) for key in fresh],
+        run_requests=[dg.RunRequest(run_key=key, partition_key=key, run_config=run_config) for key in fresh],
         dynamic_partitions_requests=[inbox_partitions.build_add_request(fresh)] if fresh else [],
         cursor=json.dumps(sorted(seen)),
     )
@@ -80,21 +82,30 @@ def inbox_sensor(context: dg.SensorEvaluationContext, home: SslflowHome) -> dg.S
     asset_key=dg.AssetKey("inbox_assignment"),
     job=curation_job,
     default_status=dg.DefaultSensorStatus.STOPPED,
+    required_resource_keys={"home"},  # asset sensors take resources this way, not as parameters
 )
 def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry) -> dg.RunRequest | dg.SkipReason:
-    """Re-curate when an inbox assignment reports drift above its threshold."""
+    """Re-curate, with the home's pipeline configuration, when an inbox assignment reports drift
+    above its threshold."""
     materialization = asset_event.asset_materialization
     metadata = materialization.metadata if materialization else {}
     flag = metadata.get("needs_recuration")
     if flag is None or not flag.value:
         return dg.SkipReason("latest inbox assignment is within the drift threshold")
     drift = metadata["drift"].value
-    return dg.RunRequest(run_key=f"recurate-{asset_event.run_id}", tags={"sslflow/reason": f"drift={drift:.3f}"})
+    return dg.RunRequest(
+        run_key=f"recurate-{asset_event.run_id}",
+        run_config=run_config_for(context.resources.home.path(), CURATION_ASSETS),
+        tags={"sslflow/reason": f"drift={drift:.3f}"},
+    )
 
 
 @dg.sensor(job=probing_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.STOPPED)
-def new_model_sensor(context: dg.SensorEvaluationContext, mlflow: MLflowTracking) -> dg.SensorResult:
-    """A probing report for every new version of a registered ``sslflow-*`` model."""
+def new_model_sensor(
+    context: dg.SensorEvaluationContext, mlflow: MLflowTracking, home: SslflowHome
+) -> dg.SensorResult:
+    """A probing report for every new version of a registered ``sslflow-*`` model, with the home's
+    pipeline configuration for everything but the model."""
     client = mlflow.client()
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     requests = []
@@ -108,7 +119,7 @@ def new_model_sensor(context: dg.SensorEvaluationContext, mlflow: MLflowTracking
         requests.append(
             dg.RunRequest(
                 run_key=f"{version.name}-{number}",
-                run_config={"ops": {"probe_features": {"config": {"model": uri}}}},
+                run_config=run_config_for(home.path(), PROBING_ASSETS, {"probe_features": {"model": uri}}),
                 tags={"sslflow/model": uri},
             )
         )
