@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from sslflow.pipelines.definitions import ASSETS, CHECKS
@@ -111,6 +112,23 @@ def test_full_graph_tracks_lineage_and_skips_unchanged_work(
     report = (sslflow_home / "curated_index" / "report" / "index.html").read_text()
     rounds = report.split("<h2>Curation rounds</h2>", 1)[1].split("</table>", 1)[0]
     assert rounds.count("<tr>") == 3 and "<td>pixels</td>" in rounds and meta["pretrained_model"]["model_uri"] in rounds
+    assert meta["pretrained_model"]["model_uri"].endswith("/1")  # version-pinned, not the moving alias
+
+    # Round 2: the model retrained on round 1's curation is version 2, and the pool is embedded
+    # anew with it (the embedding cache keys on the model version, not on "latest-model").
+    first_rows = np.array(np.load(sslflow_home / "embeddings" / "embeddings.npy", mmap_mode="r"))
+
+    def run(selection: tuple[str, ...], values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return metadata_by_asset(dg.materialize(
+            [*UNPARTITIONED, *CHECKS], selection=dg.AssetSelection.assets(*selection), instance=instance,
+            resources=resources, run_config={"ops": {name: {"config": values[name]} for name in selection}},
+        ))  # fmt: skip
+
+    model_v2 = run(("pretrained_model",), config)["pretrained_model"]["model_uri"]
+    assert model_v2.endswith("/2")
+    second = run(curation, round_one)
+    assert second["embeddings"]["embedder"] == model_v2 and second["embeddings"]["curation_round"] == 2
+    assert not np.array_equal(np.load(sslflow_home / "embeddings" / "embeddings.npy"), first_rows)
 
 
 def test_inbox_partition_is_ingested_and_assigned_with_drift(
