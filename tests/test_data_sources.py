@@ -40,6 +40,7 @@ def test_fashion_mnist_lookup_prefers_explicit_then_env(tmp_path: Path, monkeypa
 
 def test_missing_fashion_mnist_path_names_path_and_fixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sslflow.data.sources.DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.delenv("SSLFLOW_DATA", raising=False)  # `make test` points it at its own copy
     with pytest.raises(SourceError, match=r"(?s)missing-folder.*apt-get install dataset-fashion-mnist.*--download"):
         open_source("fashion-mnist", path=str(tmp_path / "missing-folder"))
 

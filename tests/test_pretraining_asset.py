@@ -12,6 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from sslflow.data import Manifest
 from sslflow.pipelines.assets.data import raw_shards
 from sslflow.pipelines.assets.pretraining import pretrained_model
 from sslflow.pipelines.resources import RUN_ID_KEY
@@ -63,6 +64,10 @@ def test_asset_trains_logs_and_registers(fmnist_subset: Any, resources: dict[str
     client = MlflowClient(tracking_uri=tracking)
     run = client.get_run(metadata[RUN_ID_KEY].value)
     assert run.data.tags["sslflow.upstream.raw_shards"] and run.data.params["backbone"] == "test_resnet"
+    (dataset,) = run.inputs.dataset_inputs  # MLflow's own lineage: the shards it trained on
+    trained_on = Manifest.load(sslflow_home / "raw_shards")
+    assert dataset.dataset.name == "raw_shards" and dataset.dataset.digest == trained_on.content_hash[:36]
+    assert [(t.key, t.value) for t in dataset.tags] == [("mlflow.data.context", "training")]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
     checkpoint = Path(metadata["checkpoint"].value)
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == run.data.tags["sslflow.checkpoint_sha256"]

@@ -96,8 +96,8 @@ def test_resuming_with_another_config_is_refused(fmnist_subset: Any, tmp_path: P
     changed = dataclasses.replace(config, lr=0.5)
     with pytest.raises(ConfigError, match=r"lr: 0.1 → 0.5"):
         pretrain(changed, fmnist_subset.train, tmp_path / "run")
-    # Execution-only fields may change, and force=True accepts the rest.
-    pretrain(dataclasses.replace(config, num_workers=1), fmnist_subset.train, tmp_path / "run")
+    # Fields that only change how the run is observed may change, and force=True accepts the rest.
+    pretrain(dataclasses.replace(config, log_every_n_steps=2), fmnist_subset.train, tmp_path / "run")
     forced = pretrain(dataclasses.replace(changed, max_steps=3), fmnist_subset.train, tmp_path / "run", force=True)
     assert forced.resumed_from_step == 2 and forced.steps == 3
 

@@ -68,6 +68,24 @@ class TrackedRun:
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_shard_input(self, name: str, manifest: Any, context: str) -> None:
+        """Record a shard set this run read as an MLflow dataset input (MLflow's lineage view).
+
+        ``manifest`` is a ``sslflow.data.Manifest``; its content hash is the dataset's digest, so
+        runs that read the same shards show the same dataset.
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=name,
+            digest=manifest.content_hash[:36],
+            source_type="webdataset",
+            source=json.dumps({"uri": Path(manifest.root or ".").as_uri(), "content_hash": manifest.content_hash}),
+            profile=json.dumps({"samples": manifest.total_samples, "shards": len(manifest.shards)}),
+        )
+        tags = [InputTag("mlflow.data.context", context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+
     def log_dict(self, body: Mapping[str, Any], name: str) -> None:
         with tempfile.TemporaryDirectory() as folder:
             target = Path(folder) / name

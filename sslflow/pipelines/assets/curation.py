@@ -125,6 +125,7 @@ def embeddings(
         return reused
     with mlflow.start_run(context, "embeddings", upstream=upstream_run_ids(context, ["raw_shards"])) as run:
         run.log_params({**config.model_dump(), "resolved_embedder": embedder})
+        run.log_shard_input("raw_shards", manifest, "curation")
         run.set_tags({"sslflow.curation_round": curation_round})
         started = time.perf_counter()
         result = embed_shards(manifest, out, config.embed_config(mlflow.resolved_uri(), embedder))

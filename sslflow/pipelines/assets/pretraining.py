@@ -159,6 +159,7 @@ def pretrained_model(
     with mlflow.start_run(context, "pretrained_model", upstream=upstream) as run:
         run.log_params({**train_config.to_dict(), "data": data_asset, "data_content_hash": manifest.content_hash})
         run.set_tags({"sslflow.run_dir": run_dir.as_uri(), "sslflow.trained_on": data_asset})
+        run.log_shard_input(data_asset, manifest, "training")
         try:
             if train_config.devices > 1:
                 result = _train_with_torchrun(

@@ -174,6 +174,8 @@ def probe_features(
     upstream = upstream_run_ids(context, ["eval_split", "pretrained_model"])
     with mlflow.start_run(context, "probe_features", upstream=upstream) as run:
         run.log_params({**config.model_dump(), "resolved_model": model.spec})
+        run.log_shard_input("eval_split/train", train, "evaluation")
+        run.log_shard_input("eval_split/test", test, "evaluation")
         try:
             index = extract_all(model, train, test, out / "cache", feature_config)
         except UnlabelledShardsError as exc:
