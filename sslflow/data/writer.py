@@ -102,12 +102,12 @@ def _downscaled(image: Image.Image, config: WriterConfig) -> StoredImage:
     ``draft`` lets the JPEG decoder decode at 1/2, 1/4 or 1/8 scale when that still covers the
     target, so a 12-megapixel photo is never decoded at full size.
     """
+    original = (image.mode, image.size)  # before draft, which shrinks ``image.size``
     scale = config.max_side / max(image.size)
     target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     mode = unified_mode(image.mode)
     if image.format == "JPEG":
         image.draft(mode, target)
-    original = (image.mode, image.size)
     upright = ImageOps.exif_transpose(image).convert(mode)
     if upright.size != image.size:  # rotated by EXIF: the target turns with it
         target = target[::-1]
