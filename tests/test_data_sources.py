@@ -141,3 +141,19 @@ def test_shards_source_rewrites_existing_shards_keeping_keys(fmnist_subset: obje
     copy = write_shards(source, tmp_path, shard_size=200, progress=False)
     original = [s["key"] for s in ShardDataset(test)]
     assert [s["key"] for s in ShardDataset(copy)] == original
+
+
+def test_concat_source_prefixes_keys_keeps_matching_labels_and_resumes(tmp_path: Path) -> None:
+    from sslflow.data.sources import ArraySource, ConcatSource, digits
+
+    pool, other = digits("train"), digits("test")
+    renamed = ArraySource("other", other.images, other.labels, "other", {"x": 1}, classes=["a"] * 10)
+    source = ConcatSource([("", pool), ("inbox-a", other), ("inbox-b", renamed)])
+    assert len(source) == len(pool) + 2 * len(other) and source.classes == pool.classes
+    items = list(source.iter_items())
+    assert [i.key for i in items[:1]] == ["digits-train-000000"]
+    assert items[len(pool)].key == "inbox-a-digits-test-000000" and items[len(pool)].label == other.labels[0]
+    assert items[-1].key.startswith("inbox-b-") and items[-1].label is None  # other classes: unlabelled
+    assert [i.key for i in source.iter_items(len(pool) + 5)] == [i.key for i in items[len(pool) + 5 :]]
+    whole = write_shards(source, tmp_path / "whole", shard_size=400, progress=False)
+    assert whole.total_samples == len(source)

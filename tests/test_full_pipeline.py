@@ -9,6 +9,8 @@ import dagster as dg
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from sslflow.curation.embeddings import load_embeddings
+from sslflow.data import Manifest
 from sslflow.pipelines.definitions import ASSETS, CHECKS
 from sslflow.pipelines.resources import RUN_ID_KEY, UPSTREAM_TAG
 
@@ -165,3 +167,16 @@ def test_inbox_partition_is_ingested_and_assigned_with_drift(
         assert meta["inbox_assignment"]["needs_recuration"] == (drift[key] > 1.5)
     assert drift["similar"] < 1.5 < drift["different"]
 
+
+    # The re-curation that drift asks for curates the pool plus the ingested inbox partitions.
+    pool = Manifest.load(sslflow_home / "raw_shards").total_samples
+    recurated = dg.materialize(
+        UNPARTITIONED, selection=dg.AssetSelection.assets(*curation), instance=instance, resources=resources,
+        run_config={"ops": {name: {"config": values} for name, values in config.items()}},
+    )  # fmt: skip
+    assert "reused_from_run" not in metadata_by_asset(recurated)["raw_shards"]  # new inbox data is a new input
+    grown = Manifest.load(sslflow_home / "raw_shards")
+    assert grown.total_samples == pool + 300 + 360
+    keys = load_embeddings(sslflow_home / "embeddings").keys()
+    assert sum(k.startswith("inbox-different-") for k in keys) == 360 and len(keys) == grown.total_samples
+    assert grown.classes == Manifest.load(fmnist_subset.train.root).classes  # the pool's classes

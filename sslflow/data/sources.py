@@ -403,12 +403,15 @@ class ShardSource:
     classes: list[str] | None = None
     name: str = "shards"
     samples: int | None = None
+    content_hash: str | None = None
 
     def __len__(self) -> int:
         return self.samples or 0
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "urls": list(self.urls)}
+        """Identity: the URLs, and the manifest's content hash when there is one (new shards
+        under the same names are a new source)."""
+        return {"name": self.name, "urls": list(self.urls), "content_hash": self.content_hash}
 
     def iter_items(self, start: int = 0) -> Iterator[Sample | Skipped]:
         import json
@@ -435,6 +438,53 @@ class ShardSource:
                 label=label,
                 meta={**meta, "shard": raw.get("__url__")},
             )
+
+
+# --------------------------------------------------------------------------- several as one
+
+
+@dataclass
+class ConcatSource:
+    """Several sources written as one pool, one after the other (the pool plus its inbox).
+
+    Keys of every part but the first get the part's prefix, so they stay unique; labels are
+    kept where a part names the same classes as the first, else the sample is unlabelled.
+
+    Attributes:
+        parts: ``(key prefix, source)`` pairs; the first part's prefix is not used.
+        name: the source name recorded in the manifest.
+    """
+
+    parts: list[tuple[str, Source]]
+    name: str = "pool"
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.parts[0][1].classes
+
+    def __len__(self) -> int:
+        return sum(len(source) for _, source in self.parts)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "parts": [{"prefix": prefix, **source.describe()} for prefix, source in self.parts]}
+
+    def iter_items(self, start: int = 0) -> Iterator[Sample | Skipped]:
+        offset = 0
+        for index, (prefix, source) in enumerate(self.parts):
+            size = len(source)
+            if start < offset + size:
+                same_classes = source.classes == self.classes
+                for item in source.iter_items(max(0, start - offset)):
+                    if index == 0 or isinstance(item, Skipped):
+                        yield item
+                        continue
+                    yield Sample(
+                        key=f"{prefix}-{item.key}",
+                        image=item.image,
+                        label=item.label if same_classes else None,
+                        meta={**item.meta, "part": prefix},
+                    )
+            offset += size
 
 
 # --------------------------------------------------------------------------- parsing
@@ -475,9 +525,9 @@ def open_source(
         from sslflow.data.manifest import resolve_urls
 
         urls, manifest = resolve_urls(_require_path(name, path, "a manifest.json or URL list"))
-        classes = manifest.classes if manifest else None
-        samples = manifest.total_samples if manifest else None
-        return ShardSource(urls=urls, classes=classes, samples=samples)
+        if manifest is None:
+            return ShardSource(urls=urls)
+        return ShardSource(urls, manifest.classes, samples=manifest.total_samples, content_hash=manifest.content_hash)
     raise SourceError(f"unknown source {name!r}; valid sources: {', '.join(SOURCE_NAMES)}")
 
 

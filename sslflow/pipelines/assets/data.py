@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from sslflow.data import Manifest, WriterConfig, open_source, write_shards
-from sslflow.data.sources import Source, SourceError
+from sslflow.data.sources import ConcatSource, Source, SourceError
 from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged
@@ -47,6 +47,18 @@ class RawShardsConfig(SourceConfig):
         "or test/ sub-folder of an image folder that has both; the default keeps test images out of "
         "pretraining. A folder without train/ and test/ is one pool (train and all read it whole)",
     )
+    include_inbox: bool = Field(
+        True,
+        description="add every ingested inbox partition (inbox_shards) to the pool, its keys prefixed "
+        "inbox-<partition>-, so a re-curation after drift curates the new data too",
+    )
+
+
+def inbox_parts(home: SslflowHome) -> list[tuple[str, Source]]:
+    """``(key prefix, source)`` of each ingested inbox partition, in partition order."""
+    root = home.asset_dir("inbox_shards")
+    manifests = sorted(root.glob("*/manifest.json")) if root.is_dir() else []
+    return [(f"inbox-{path.parent.name}", open_source("shards", str(path))) for path in manifests]
 
 
 def _write_tracked(
@@ -73,16 +85,26 @@ def _write_tracked(
     return manifest
 
 
-@dg.asset(group_name="data", code_version="1", kinds={"webdataset", "mlflow"})
+@dg.asset(
+    group_name="data",
+    code_version="1",
+    kinds={"webdataset", "mlflow"},
+    deps=[dg.AssetDep("inbox_shards")],  # every ingested partition joins the pool (include_inbox)
+)
 def raw_shards(
     context: dg.AssetExecutionContext, config: RawShardsConfig, home: SslflowHome, mlflow: MLflowTracking
 ) -> dg.MaterializeResult:
-    """The unlabelled pretraining pool as WebDataset shards with a manifest (labels kept if known)."""
+    """The unlabelled pretraining pool as WebDataset shards with a manifest (labels kept if known):
+    the configured source, then the ingested inbox partitions."""
     try:
-        source = config.open(config.split, home.path() / "downloads")
+        source: Source = config.open(config.split, home.path() / "downloads")
         config.writer()
+        inbox = inbox_parts(home) if config.include_inbox else []
     except (SourceError, ValueError) as exc:
         raise bad_input(str(exc)) from exc
+    if inbox:
+        context.log.info(f"pool: {source.name} plus inbox partitions {', '.join(p for p, _ in inbox)}")
+        source = ConcatSource([("", source), *inbox])
     out = home.asset_dir("raw_shards")
     inputs = input_fingerprint(context, config, extra={"source": source.describe()})
     reused = reuse_if_unchanged(context, inputs, [out / "manifest.json"])
