@@ -107,6 +107,10 @@ USER_PIPELINE = {
     "curated_index": {"target_size": 600, "min_top_entropy": 0.5},
     "pretrained_model": {"backbone": "test_resnet", "max_steps": 2, "batch_size": 32, "samples_per_epoch": 64,
                          "num_workers": 0},  # fmt: skip
+    "eval_split": {"source": "digits", "shard_size": 400},
+    "probe_features": {"batch_size": 500},
+    "knn_probe": {"ks": [10]},
+    "linear_probe": {"probes": ["sgd"], "sgd_epochs": 1, "lrs": [0.1]},
     "inbox_shards": {"shard_size": 123},
 }
 
@@ -147,6 +151,24 @@ def test_schedules_and_sensors_launch_the_users_pipeline(resources: dict[str, ob
     (drift,) = tick.run_requests
     assert drift.run_config == curation.run_config and drift.tags["sslflow/reason"] == "drift=2.500"
 
+    model = new_model_sensor(dg.build_sensor_context(instance=instance, resources={**home, "mlflow": resources["mlflow"]}))
+    (probe,) = model.run_requests
+    probed = defs.resolve_job_def("probing_job").execute_in_process(
+        run_config=probe.run_config, instance=instance, resources=resources
+    )
+    assert probed.success
+    features = next(e for e in probed.get_asset_materialization_events() if e.asset_key.to_user_string() == "probe_features")
+    assert features.materialization.metadata["model"].value == "models:/sslflow-simclr/1"
+    assert json.loads((sslflow_home / "eval_split" / "test" / "manifest.json").read_text())["source"]["name"] == "digits"
+
     make_inbox(sslflow_home)
     inbox = inbox_sensor(dg.build_sensor_context(instance=instance, resources=home))
     assert all(r.run_config["ops"]["inbox_shards"]["config"] == {"shard_size": 123} for r in inbox.run_requests)
+    first = inbox.run_requests[0]
+    instance.add_dynamic_partitions("inbox", [first.partition_key])
+    ingested = defs.resolve_job_def("inbox_job").execute_in_process(
+        run_config=first.run_config, instance=instance, resources=resources, partition_key=first.partition_key
+    )
+    assert ingested.success
+    shards = json.loads((sslflow_home / "inbox_shards" / first.partition_key / "manifest.json").read_text())["shards"]
+    assert shards[0]["samples"] == 123
