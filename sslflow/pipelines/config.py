@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -23,6 +23,7 @@ from pydantic import Field, create_model
 from sslflow.fields import attribute_docs
 
 Core = TypeVar("Core")
+
 
 def _config_type(annotation: Any) -> Any:
     """Dagster's config schema has lists, not tuples: ``tuple[X, ...]`` becomes ``list[X]``."""
@@ -51,7 +52,6 @@ def derive_config(
     name: str,
     doc: str,
     exclude: Collection[str] = (),
-    defaults: Mapping[str, Any] | None = None,
 ) -> type[dg.Config]:
     """A ``dg.Config`` subclass with the fields of the dataclass ``core``.
 
@@ -60,8 +60,6 @@ def derive_config(
         name: the class name Dagster shows.
         doc: the class docstring (shown in the UI).
         exclude: fields not settable from Dagster (process-local, such as a progress bar).
-        defaults: asset defaults that differ from the core's, each one a deliberate choice
-            documented at the call site.
     """
     hints = typing.get_type_hints(core)
     docs = attribute_docs(core)
@@ -69,12 +67,10 @@ def derive_config(
     for field in dataclasses.fields(core):
         if field.name in exclude:
             continue
-        default = (defaults or {}).get(field.name, _default(field))
+        default = _default(field)
         description = docs.get(field.name, "")
         fields[field.name] = (_config_type(hints[field.name]), Field(default, description=description))
-    model = create_model(name, __base__=dg.Config, __doc__=doc, **fields)
-    model.__core__ = core  # type: ignore[attr-defined]
-    return model
+    return create_model(name, __base__=dg.Config, __doc__=doc, **fields)
 
 
 def core_values(config: dg.Config, core: type) -> dict[str, Any]:
