@@ -30,9 +30,10 @@ from sslflow.curation.sampling import LeafStrategy, sample_hierarchy
 from sslflow.curation.shards import SelectedSource, pool_source, read_images
 from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
-from sslflow.data import Manifest, WriterConfig, write_shards
+from sslflow.data import Manifest, write_shards
 from sslflow.data.manifest import sha256_file
 from sslflow.fields import attribute_docs
+from sslflow.pipelines.assets.data import ShardWriterConfig
 from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.jobs import bad_input
 from sslflow.pipelines.lineage import (
@@ -388,9 +389,7 @@ def curated_top_entropy(home: SslflowHome) -> dg.AssetCheckResult:
 # --------------------------------------------------------------------------- curated_shards
 
 
-class CuratedShardsConfig(
-    derive_config(WriterConfig, "WriterFields", "The fields of sslflow.data.writer.WriterConfig, with its defaults.")
-):
+class CuratedShardsConfig(ShardWriterConfig):
     """How the curated samples are written (their encoded bytes pass through unchanged unless
     ``max_side`` downscales them)."""
 
@@ -408,8 +407,7 @@ def curated_shards(
     with mlflow.start_run(context, "curated_shards", upstream=upstream) as run:
         run.log_params(config.model_dump())
         try:
-            writer = WriterConfig(**core_values(config, WriterConfig))
-            writer.check()
+            writer = config.writer()
         except ValueError as exc:
             raise bad_input(str(exc)) from exc
         manifest = write_shards(source, out, **vars(writer), overwrite=True)

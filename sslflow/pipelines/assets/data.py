@@ -17,9 +17,19 @@ from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_s
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun
 
 
-class SourceConfig(
+class ShardWriterConfig(
     derive_config(WriterConfig, "WriterFields", "The fields of sslflow.data.writer.WriterConfig, with its defaults.")
 ):
+    """How an asset packs samples into shards (every asset that writes a shard set)."""
+
+    def writer(self) -> WriterConfig:
+        """The writer settings, checked (a ValueError names the bad field)."""
+        writer = WriterConfig(**core_values(self, WriterConfig))
+        writer.check()
+        return writer
+
+
+class SourceConfig(ShardWriterConfig):
     """Where images come from (see ``sslflow.data.open_source``) and how they are written."""
 
     source: str = Field("fashion-mnist", description="fashion-mnist, cifar10, cifar100, image-folder, digits or shards")
@@ -32,12 +42,6 @@ class SourceConfig(
 
     def open(self, split: str, download_root: Path) -> Source:
         return open_source(self.source, self.path or None, split, self.download, download_root)
-
-    def writer(self) -> WriterConfig:
-        """The writer settings, checked (a ValueError names the bad field)."""
-        writer = WriterConfig(**core_values(self, WriterConfig))
-        writer.check()
-        return writer
 
 
 class RawShardsConfig(SourceConfig):
