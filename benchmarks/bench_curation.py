@@ -50,11 +50,17 @@ def rings(args: argparse.Namespace) -> dict[str, object]:
         pool = np.bincount(labels, minlength=5) / len(labels)
         circumference = np.array(radii) / sum(radii)
         name = f"radii {radii[0]}..{radii[-1]}"
-        results[name] = {"pool_shares": pool.round(3).tolist(), "curated_shares": shares.round(3).tolist(),
-                         "uniform_space_shares": circumference.round(3).tolist(),
-                         "min_share": float(shares.min()), "seconds": round(seconds, 2)}  # fmt: skip
-        print(f"rings {name}: pool {pool.round(3)} → curated {shares.round(3)} in {seconds:.1f} s "
-              f"(spatially uniform would be {circumference.round(3)})")  # fmt: skip
+        results[name] = {
+            "pool_shares": pool.round(3).tolist(),
+            "curated_shares": shares.round(3).tolist(),
+            "uniform_space_shares": circumference.round(3).tolist(),
+            "min_share": float(shares.min()),
+            "seconds": round(seconds, 2),
+        }
+        print(
+            f"rings {name}: pool {pool.round(3)} → curated {shares.round(3)} in {seconds:.1f} s "
+            f"(spatially uniform would be {circumference.round(3)})"
+        )
     return results
 
 
@@ -91,11 +97,19 @@ def kmeans_throughput(args: argparse.Namespace) -> dict[str, object]:
     started = time.perf_counter()
     trainer.train(x, init_centroids=init)
     faiss_gflops = flop / (time.perf_counter() - started) / 1e9
-    out = {"shape": {"N": n, "D": d, "K": k, "iterations": iterations}, "ours_gflops": round(ours, 1),
-           "ours_passes": passes, "roofline_gflops": round(roofline, 1), "faiss_gflops": round(faiss_gflops, 1),
-           "ours_over_roofline": round(ours / roofline, 3), "ours_over_faiss": round(ours / faiss_gflops, 3)}  # fmt: skip
-    print(f"k-means N={n} D={d} K={k}: ours {ours:.1f} GFLOP/s, torch matmul {roofline:.1f}, "
-          f"faiss.Kmeans {faiss_gflops:.1f} → ours/roofline {ours / roofline:.2f}, ours/faiss {ours / faiss_gflops:.2f}")  # fmt: skip
+    out = {
+        "shape": {"N": n, "D": d, "K": k, "iterations": iterations},
+        "ours_gflops": round(ours, 1),
+        "ours_passes": passes,
+        "roofline_gflops": round(roofline, 1),
+        "faiss_gflops": round(faiss_gflops, 1),
+        "ours_over_roofline": round(ours / roofline, 3),
+        "ours_over_faiss": round(ours / faiss_gflops, 3),
+    }
+    print(
+        f"k-means N={n} D={d} K={k}: ours {ours:.1f} GFLOP/s, torch matmul {roofline:.1f}, "
+        f"faiss.Kmeans {faiss_gflops:.1f} → ours/roofline {ours / roofline:.2f}, ours/faiss {ours / faiss_gflops:.2f}"
+    )
     return out
 
 
@@ -127,7 +141,9 @@ def memory(args: argparse.Namespace) -> dict[str, object]:
     interpreter and libraries resident at that point plus what k-means adds;
     ``ratio_above_imports`` counts only the growth during k-means.
     """
-    n, d, k, iterations, chunk = (200_000, 64, 2000, 1, 8192) if args.small else (1_000_000, 64, 10_000, 1, 8192)
+    n, d, k, iterations, chunk = (
+        (200_000, 64, 2000, 1, 8192) if args.small else (1_000_000, 64, 10_000, 1, 8192)
+    )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "x.npy"
         array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, d))
@@ -136,8 +152,12 @@ def memory(args: argparse.Namespace) -> dict[str, object]:
             array[start : start + 100_000] = rng.standard_normal((min(100_000, n - start), d))
         array.flush()
         del array
-        output = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(path), str(k), str(iterations), str(chunk)],
-                                check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+        output = subprocess.run(
+            [sys.executable, "-c", MEMORY_CHILD, str(path), str(k), str(iterations), str(chunk)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
     baseline, peak, seconds = int(output[0]), int(output[1]), float(output[2])
     memmap_bytes = n * d * 2
     # per chunk: float32 rows and their float64 copy for the sums; faiss' blocked distance tile
@@ -146,13 +166,21 @@ def memory(args: argparse.Namespace) -> dict[str, object]:
     buffers = chunk * d * (4 + 8) + 4096 * 1024 * 4 + n * (4 + 4 + 4) + k * d * 8
     ratio_total = peak / (memmap_bytes + buffers)
     ratio_above_imports = (peak - baseline) / (memmap_bytes + buffers)
-    out = {"shape": {"N": n, "D": d, "K": k, "chunk": chunk}, "memmap_mib": memmap_bytes / 2**20,
-           "buffers_mib": buffers / 2**20, "rss_before_kmeans_mib": baseline / 2**20, "peak_rss_mib": peak / 2**20,
-           "ratio_peak": round(ratio_total, 3), "ratio_above_imports": round(ratio_above_imports, 3),
-           "seconds": round(seconds, 1)}  # fmt: skip
-    print(f"memory N={n} D={d} K={k}: peak RSS {peak / 2**20:.0f} MiB (before k-means {baseline / 2**20:.0f} MiB), "
-          f"memmap {memmap_bytes / 2**20:.0f} MiB + buffers {buffers / 2**20:.0f} MiB → ratio {ratio_total:.2f} "
-          f"({ratio_above_imports:.2f} counting only what k-means adds)")  # fmt: skip
+    out = {
+        "shape": {"N": n, "D": d, "K": k, "chunk": chunk},
+        "memmap_mib": memmap_bytes / 2**20,
+        "buffers_mib": buffers / 2**20,
+        "rss_before_kmeans_mib": baseline / 2**20,
+        "peak_rss_mib": peak / 2**20,
+        "ratio_peak": round(ratio_total, 3),
+        "ratio_above_imports": round(ratio_above_imports, 3),
+        "seconds": round(seconds, 1),
+    }
+    print(
+        f"memory N={n} D={d} K={k}: peak RSS {peak / 2**20:.0f} MiB (before k-means {baseline / 2**20:.0f} MiB), "
+        f"memmap {memmap_bytes / 2**20:.0f} MiB + buffers {buffers / 2**20:.0f} MiB → ratio {ratio_total:.2f} "
+        f"({ratio_above_imports:.2f} counting only what k-means adds)"
+    )
     return out
 
 
@@ -171,8 +199,12 @@ def curation_effect(args: argparse.Namespace) -> dict[str, object]:
     scale = 0.5 if args.small else 1.0
     per_class = np.round(6000 * scale * 100.0 ** (-np.arange(10) / 9)).astype(int)  # 6000 … 60
     order = rng.permutation(10)  # which class is frequent is arbitrary
-    chosen = np.concatenate([rng.choice(np.flatnonzero(source.labels == c), per_class[i], replace=False)
-                             for i, c in enumerate(order)])  # fmt: skip
+    chosen = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(source.labels == c), per_class[i], replace=False)
+            for i, c in enumerate(order)
+        ]
+    )
     originals = source.images[chosen]
     copies_of = rng.choice(len(chosen), len(chosen) // 10, replace=False)
     noise = rng.integers(-3, 4, size=(len(copies_of), 28, 28))
@@ -182,7 +214,9 @@ def curation_effect(args: argparse.Namespace) -> dict[str, object]:
     is_copy = np.r_[np.zeros(len(chosen), bool), np.ones(len(copies_of), bool)]
     target = 1500 if args.small else 3000
     with tempfile.TemporaryDirectory() as folder:
-        pool = ArraySource("imbalanced-fmnist", images, labels, "pool", {"bench": "curation"}, source.classes)
+        pool = ArraySource(
+            "imbalanced-fmnist", images, labels, "pool", {"bench": "curation"}, source.classes
+        )
         manifest = write_shards(pool, Path(folder) / "shards", shard_size=5000, progress=False)
         started = time.perf_counter()
         emb = embed_shards(manifest, Path(folder) / "emb", EmbedConfig(dim=64, progress=False))
@@ -200,36 +234,75 @@ def curation_effect(args: argparse.Namespace) -> dict[str, object]:
     def describe(rows: np.ndarray | None, counts: np.ndarray | None = None) -> dict[str, float]:
         counts = np.bincount(labels[rows], minlength=10) if counts is None else counts
         smallest = int(np.argmin(class_sizes))
-        return {"class_entropy": round(normalised_entropy(counts), 4),
-                "smallest_class_share": round(float(counts[smallest] / counts.sum()), 4),
-                "duplicate_share": round(float(is_copy[rows].mean()), 4) if rows is not None else float("nan")}  # fmt: skip
+        return {
+            "class_entropy": round(normalised_entropy(counts), 4),
+            "smallest_class_share": round(float(counts[smallest] / counts.sum()), 4),
+            "duplicate_share": round(float(is_copy[rows].mean()), 4)
+            if rows is not None
+            else float("nan"),
+        }
 
-    random_stats, curated_stats, oracle_stats = describe(random_rows), describe(curated), describe(None, oracle_counts)
+    random_stats, curated_stats, oracle_stats = (
+        describe(random_rows),
+        describe(curated),
+        describe(None, oracle_counts),
+    )
     gap_closed = (curated_stats["class_entropy"] - random_stats["class_entropy"]) / (
-        oracle_stats["class_entropy"] - random_stats["class_entropy"])
-    out = {"pool": int(len(images)), "duplicates_planted": int(is_copy.sum()), "duplicates_removed": found.removed,
-           "target": target, "levels": levels, "dedup_threshold": args.dedup_threshold, "spherical": args.spherical, "random": random_stats, "curated": curated_stats,
-           "oracle": oracle_stats, "entropy_gap_closed": round(gap_closed, 3),
-           "smallest_share_ratio": round(curated_stats["smallest_class_share"] / max(random_stats["smallest_class_share"], 1e-9), 2),
-           "seconds": round(seconds, 1)}  # fmt: skip
-    print(f"curation effect (pool {len(images)}, {is_copy.sum()} near-duplicates, {found.removed} removed): "
-          f"class entropy random {random_stats['class_entropy']} / curated {curated_stats['class_entropy']} / "
-          f"oracle {oracle_stats['class_entropy']} → {gap_closed:.0%} of the gap closed; smallest class share "
-          f"{random_stats['smallest_class_share']} → {curated_stats['smallest_class_share']}; duplicate share "
-          f"{random_stats['duplicate_share']} → {curated_stats['duplicate_share']} ({seconds:.1f} s)")  # fmt: skip
+        oracle_stats["class_entropy"] - random_stats["class_entropy"]
+    )
+    out = {
+        "pool": len(images),
+        "duplicates_planted": int(is_copy.sum()),
+        "duplicates_removed": found.removed,
+        "target": target,
+        "levels": levels,
+        "dedup_threshold": args.dedup_threshold,
+        "spherical": args.spherical,
+        "random": random_stats,
+        "curated": curated_stats,
+        "oracle": oracle_stats,
+        "entropy_gap_closed": round(gap_closed, 3),
+        "smallest_share_ratio": round(
+            curated_stats["smallest_class_share"] / max(random_stats["smallest_class_share"], 1e-9),
+            2,
+        ),
+        "seconds": round(seconds, 1),
+    }
+    print(
+        f"curation effect (pool {len(images)}, {is_copy.sum()} near-duplicates, {found.removed} removed): "
+        f"class entropy random {random_stats['class_entropy']} / curated {curated_stats['class_entropy']} / "
+        f"oracle {oracle_stats['class_entropy']} → {gap_closed:.0%} of the gap closed; smallest class share "
+        f"{random_stats['smallest_class_share']} → {curated_stats['smallest_class_share']}; duplicate share "
+        f"{random_stats['duplicate_share']} → {curated_stats['duplicate_share']} ({seconds:.1f} s)"
+    )
     return out
 
 
-BENCHMARKS = {"rings": rings, "kmeans": kmeans_throughput, "memory": memory, "effect": curation_effect}
+BENCHMARKS = {
+    "rings": rings,
+    "kmeans": kmeans_throughput,
+    "memory": memory,
+    "effect": curation_effect,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", action="store_true", help="smaller shapes (about a minute in all)")
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset of " + ", ".join(BENCHMARKS))
+    parser.add_argument(
+        "--small", action="store_true", help="smaller shapes (about a minute in all)"
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(BENCHMARKS),
+        help="comma-separated subset of " + ", ".join(BENCHMARKS),
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--levels", default="[[150, 3, 10], [15, 3, 5]]", help="effect: hierarchy levels (JSON)")
-    parser.add_argument("--dedup-threshold", type=float, default=0.98, help="effect: cosine threshold")
+    parser.add_argument(
+        "--levels", default="[[150, 3, 10], [15, 3, 5]]", help="effect: hierarchy levels (JSON)"
+    )
+    parser.add_argument(
+        "--dedup-threshold", type=float, default=0.98, help="effect: cosine threshold"
+    )
     parser.add_argument("--spherical", action="store_true", help="effect: spherical k-means")
     args = parser.parse_args()
     results = {}

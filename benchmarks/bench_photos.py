@@ -55,7 +55,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from photo_folder import build_phone_photos, build_photo_folder, photo_classes  # noqa: E402
+from photo_folder import build_phone_photos, build_photo_folder, photo_classes
 
 GIB = 1 << 30
 MEMORY_GOAL_GIB = 4.0
@@ -125,15 +125,21 @@ def baseline_pass(files: Sequence[Path], max_side: int, quality: int) -> int:
     return len(files)
 
 
-def ours_pass(folder: Path, out: Path, max_side: int, quality: int, limit: int | None = None) -> int:
+def ours_pass(
+    folder: Path, out: Path, max_side: int, quality: int, limit: int | None = None
+) -> int:
     """sslflow's ingest with resize into a fresh folder (a complete one would be a no-op);
     ``limit`` keeps the first files only (a warm-up)."""
     from sslflow.data import open_source, write_shards
 
     source = open_source("image-folder", path=str(folder))
     if limit is not None:
-        source = dataclasses.replace(source, files=source.files[:limit], labels=(source.labels or [])[:limit] or None)
-    manifest = write_shards(source, out, shard_size=1000, max_side=max_side, jpeg_quality=quality, progress=False)
+        source = dataclasses.replace(
+            source, files=source.files[:limit], labels=(source.labels or [])[:limit] or None
+        )
+    manifest = write_shards(
+        source, out, shard_size=1000, max_side=max_side, jpeg_quality=quality, progress=False
+    )
     return int(manifest.total_samples)
 
 
@@ -143,14 +149,18 @@ def run_ingest(args: argparse.Namespace, work: Path) -> None:
     per_class = args.per_class or default_per_class(args.files)
     folder = build_photo_folder(work / "photos", per_class=per_class, seed=args.seed)
     files = folder.files
-    print(f"ingest: {len(files)} files in {len(folder.classes)} classes, modes {folder.modes}, "
-          f"max_side {args.max_side}, jpeg_quality {quality}")  # fmt: skip
+    print(
+        f"ingest: {len(files)} files in {len(folder.classes)} classes, modes {folder.modes}, "
+        f"max_side {args.max_side}, jpeg_quality {quality}"
+    )
     # The folder was just written: flush it, or the first shard's fsync waits for its writeback
     # (ext4's ordered journal), and read it all, so neither side pays for a first disk read.
     os.sync()
     for path in files:
         path.read_bytes()
-    baseline_pass(files[:50], args.max_side, args.jpeg_quality)  # both sides' imports and first calls warm
+    baseline_pass(
+        files[:50], args.max_side, args.jpeg_quality
+    )  # both sides' imports and first calls warm
     ours_pass(folder.root, work / "warm-up", args.max_side, quality, limit=50)
     ours_rates, base_rates, ratios = [], [], []
     for index in range(args.rounds):
@@ -163,15 +173,23 @@ def run_ingest(args: argparse.Namespace, work: Path) -> None:
                 ours = count / (time.perf_counter() - started)
                 shutil.rmtree(out)
             else:
-                base = baseline_pass(files, args.max_side, args.jpeg_quality) / (time.perf_counter() - started)
+                base = baseline_pass(files, args.max_side, args.jpeg_quality) / (
+                    time.perf_counter() - started
+                )
         ours_rates.append(ours)
         base_rates.append(base)
         ratios.append(ours / base)
-        print(f"  round {index + 1}: ours {ours:.0f}/s ({count} written), baseline {base:.0f}/s, ratio {ours / base:.2f}")
+        print(
+            f"  round {index + 1}: ours {ours:.0f}/s ({count} written), baseline {base:.0f}/s, ratio {ours / base:.2f}"
+        )
     ratio = statistics.median(ratios)
-    print(f"ingest: ours {statistics.median(ours_rates):.0f}/s, baseline {statistics.median(base_rates):.0f}/s")
-    print(f"RATIO ingest ours/baseline (median of {args.rounds} rounds): {ratio:.2f} "
-          f"(goal >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")  # fmt: skip
+    print(
+        f"ingest: ours {statistics.median(ours_rates):.0f}/s, baseline {statistics.median(base_rates):.0f}/s"
+    )
+    print(
+        f"RATIO ingest ours/baseline (median of {args.rounds} rounds): {ratio:.2f} "
+        f"(goal >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})"
+    )
 
 
 # --------------------------------------------------------------------------- memory
@@ -214,44 +232,80 @@ def split_layout(photos: Path, out: Path) -> Path:
     return out
 
 
-def run_stage(name: str, command: list[str], env: dict[str, str], work: Path, timeout: float) -> StageResult:
+def run_stage(
+    name: str, command: list[str], env: dict[str, str], work: Path, timeout: float
+) -> StageResult:
     """Run one stage under the wrapper; its output is kept for the failure report."""
     result_file = work / f"{name}.rusage.json"
     started = time.perf_counter()
     try:
         process = subprocess.run(
             [sys.executable, "-c", WRAPPER, str(result_file), *command],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-        )  # fmt: skip
+            check=False,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
         output, rc = process.stdout, process.returncode
     except subprocess.TimeoutExpired as exc:
-        output = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
+        output = (
+            exc.stdout
+            if isinstance(exc.stdout, str)
+            else (exc.stdout or b"").decode(errors="replace")
+        )
         output += f"\n(timed out after {timeout:.0f} s)"
         rc = -9
     seconds = time.perf_counter() - started
-    usage = json.loads(result_file.read_text()) if result_file.exists() else {"maxrss": 0, "tree_peak": 0}
-    return StageResult(name, seconds, int(usage["maxrss"]), int(usage["tree_peak"]), rc, output.splitlines()[-20:])
+    usage = (
+        json.loads(result_file.read_text())
+        if result_file.exists()
+        else {"maxrss": 0, "tree_peak": 0}
+    )
+    return StageResult(
+        name, seconds, int(usage["maxrss"]), int(usage["tree_peak"]), rc, output.splitlines()[-20:]
+    )
 
 
-def stage_commands(sslflow: str, photos: Path, split_root: Path, home: Path, extra: dict[str, list[str]]) -> dict[str, list[str]]:
+def stage_commands(
+    sslflow: str, photos: Path, split_root: Path, home: Path, extra: dict[str, list[str]]
+) -> dict[str, list[str]]:
     """The five stages, tiny but real on 266 images (field names from sslflow/pipelines/assets)."""
     common = ["--home", str(home)]
     commands = {
         "ingest": [sslflow, "ingest", "--source", "image-folder", "--path", str(photos), *common],
-        "eval-split": [sslflow, "eval-split", "--source", "image-folder", "--path", str(split_root), *common],
+        "eval-split": [
+            sslflow,
+            "eval-split",
+            "--source",
+            "image-folder",
+            "--path",
+            str(split_root),
+            *common,
+        ],
         "curate": [
-            sslflow, "curate", *common,
-            "--set", "curated_index.target_size=100",
-            "--set", "kmeans_hierarchy.levels=[[20,1,5],[4,1,3]]",
+            sslflow,
+            "curate",
+            *common,
+            "--set",
+            "curated_index.target_size=100",
+            "--set",
+            "kmeans_hierarchy.levels=[[20,1,5],[4,1,3]]",
         ],
         "pretrain": [
-            sslflow, "pretrain", *common,
-            "--set", "pretrained_model.max_steps=2",
-            "--set", "pretrained_model.batch_size=16",
-            "--set", "pretrained_model.samples_per_epoch=64",
+            sslflow,
+            "pretrain",
+            *common,
+            "--set",
+            "pretrained_model.max_steps=2",
+            "--set",
+            "pretrained_model.batch_size=16",
+            "--set",
+            "pretrained_model.samples_per_epoch=64",
         ],
         "probe": [sslflow, "probe", *common],
-    }  # fmt: skip
+    }
     return {name: command + extra.get(name, []) for name, command in commands.items()}
 
 
@@ -261,7 +315,9 @@ def parse_extra(items: Sequence[str]) -> dict[str, list[str]]:
     for item in items:
         stage, sep, rest = item.partition(":")
         if not sep or stage not in ("ingest", "eval-split", "curate", "pretrain", "probe"):
-            raise SystemExit(f"--stage-args {item!r}: expected STAGE:ARGS with STAGE one of ingest, eval-split, curate, pretrain, probe")
+            raise SystemExit(
+                f"--stage-args {item!r}: expected STAGE:ARGS with STAGE one of ingest, eval-split, curate, pretrain, probe"
+            )
         extra.setdefault(stage, []).extend(shlex.split(rest))
     return extra
 
@@ -274,21 +330,29 @@ def run_memory(args: argparse.Namespace, work: Path) -> None:
     sslflow = str(Path(sys.executable).parent / "sslflow")
     env = {**os.environ, "SSLFLOW_HOME": str(home)}
     results = []
-    for name, command in stage_commands(sslflow, photos, split_root, home, parse_extra(args.stage_args)).items():
+    for name, command in stage_commands(
+        sslflow, photos, split_root, home, parse_extra(args.stage_args)
+    ).items():
         print(f"memory: {name}: {shlex.join(command)}", flush=True)
         result = run_stage(name, command, env, work, args.stage_timeout)
         results.append(result)
         if result.rc != 0:
             print(f"memory: {name} failed (exit {result.rc}); last 20 lines:")
             print("\n".join(f"    {line}" for line in result.tail))
-    print(f"\n{'stage':<12}{'seconds':>9}{'peak RSS GiB':>14}{'tree PSS GiB':>14}{'exit':>6}  < {MEMORY_GOAL_GIB:.0f} GiB")
+    print(
+        f"\n{'stage':<12}{'seconds':>9}{'peak RSS GiB':>14}{'tree PSS GiB':>14}{'exit':>6}  < {MEMORY_GOAL_GIB:.0f} GiB"
+    )
     for r in results:
         under = max(r.maxrss, r.tree_peak) < MEMORY_GOAL_GIB * GIB
-        print(f"{r.name:<12}{r.seconds:>9.1f}{r.maxrss / GIB:>14.2f}{r.tree_peak / GIB:>14.2f}{r.rc:>6}  "
-              f"{'yes' if under else 'NO'}")  # fmt: skip
+        print(
+            f"{r.name:<12}{r.seconds:>9.1f}{r.maxrss / GIB:>14.2f}{r.tree_peak / GIB:>14.2f}{r.rc:>6}  "
+            f"{'yes' if under else 'NO'}"
+        )
     worst = max(max(r.maxrss, r.tree_peak) for r in results) / GIB
-    print(f"RATIO memory worst peak / goal: {worst:.2f} GiB / {MEMORY_GOAL_GIB:.0f} GiB = {worst / MEMORY_GOAL_GIB:.2f} "
-          f"(goal <= 1: {'met' if worst < MEMORY_GOAL_GIB and all(r.rc == 0 for r in results) else 'NOT met'})")  # fmt: skip
+    print(
+        f"RATIO memory worst peak / goal: {worst:.2f} GiB / {MEMORY_GOAL_GIB:.0f} GiB = {worst / MEMORY_GOAL_GIB:.2f} "
+        f"(goal <= 1: {'met' if worst < MEMORY_GOAL_GIB and all(r.rc == 0 for r in results) else 'NOT met'})"
+    )
 
 
 # --------------------------------------------------------------------------- mix
@@ -302,7 +366,10 @@ def collate_labels(samples: list[dict[str, object]]) -> list[int]:
 def batch_stats(batches: np.ndarray, classes: int, distribution: np.ndarray) -> tuple[float, float]:
     """Mean distinct classes per batch and mean total-variation distance to ``distribution``."""
     distinct = [len(np.unique(batch)) for batch in batches]
-    tv = [0.5 * np.abs(np.bincount(batch, minlength=classes) / len(batch) - distribution).sum() for batch in batches]
+    tv = [
+        0.5 * np.abs(np.bincount(batch, minlength=classes) / len(batch) - distribution).sum()
+        for batch in batches
+    ]
     return float(np.mean(distinct)), float(np.mean(tv))
 
 
@@ -314,7 +381,9 @@ def _batch_labels(manifest: object, batches: int, seed: int) -> np.ndarray:
     from sslflow.ssl.loader import training_dataset
 
     dataset = training_dataset(manifest, batches * 256, 32, seed)  # type: ignore[arg-type]
-    loader = DataLoader(dataset, batch_size=256, num_workers=2, collate_fn=collate_labels, drop_last=True)
+    loader = DataLoader(
+        dataset, batch_size=256, num_workers=2, collate_fn=collate_labels, drop_last=True
+    )
     torch.set_num_threads(1)
     return np.array([labels for labels, _ in zip(loader, range(batches))])
 
@@ -332,45 +401,87 @@ def run_mix(args: argparse.Namespace, work: Path) -> None:
     shuffled = open_source("image-folder", path=str(folder.root))
     order = sorted(range(len(shuffled.files)), key=lambda i: shuffled.files[i])
     sorted_source = dataclasses.replace(
-        shuffled, files=[shuffled.files[i] for i in order], labels=[shuffled.labels[i] for i in order]
+        shuffled,
+        files=[shuffled.files[i] for i in order],
+        labels=[shuffled.labels[i] for i in order],
     )
     labels = np.array(shuffled.labels)
     distribution = np.bincount(labels, minlength=classes) / len(labels)
-    iid = np.random.default_rng(args.seed).choice(classes, size=(args.mix_batches, 256), p=distribution)
+    iid = np.random.default_rng(args.seed).choice(
+        classes, size=(args.mix_batches, 256), p=distribution
+    )
     iid_distinct, iid_tv = batch_stats(iid, classes, distribution)
-    print(f"mix: {len(folder.files)} files, {classes} classes (grid {rows}x{cols}), shards of "
-          f"{args.mix_shard_size}, {args.mix_batches} batches of 256, 2 workers; "
-          f"i.i.d. {iid_distinct:.2f} classes/batch, TV {iid_tv:.3f}")  # fmt: skip
+    print(
+        f"mix: {len(folder.files)} files, {classes} classes (grid {rows}x{cols}), shards of "
+        f"{args.mix_shard_size}, {args.mix_batches} batches of 256, 2 workers; "
+        f"i.i.d. {iid_distinct:.2f} classes/batch, TV {iid_tv:.3f}"
+    )
     for name, source in (("folder order", sorted_source), ("shuffled ingest", shuffled)):
-        manifest = write_shards(source, work / f"mix-{name.split()[0]}", shard_size=args.mix_shard_size, progress=False)
-        ours_distinct, ours_tv = batch_stats(_batch_labels(manifest, args.mix_batches, args.seed), classes, distribution)
+        manifest = write_shards(
+            source, work / f"mix-{name.split()[0]}", shard_size=args.mix_shard_size, progress=False
+        )
+        ours_distinct, ours_tv = batch_stats(
+            _batch_labels(manifest, args.mix_batches, args.seed), classes, distribution
+        )
         ratio = ours_distinct / iid_distinct
         print(f"mix: {name}: {ours_distinct:.2f} classes/batch, TV distance {ours_tv:.3f}")
-        print(f"RATIO mix classes/batch {name}/iid: {ratio:.3f} (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+        print(
+            f"RATIO mix classes/batch {name}/iid: {ratio:.3f} (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"
+        )
 
 
 # --------------------------------------------------------------------------- main
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable; default all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--files", type=int, default=1000, help="ingest/mix: about this many photo crops")
-    parser.add_argument("--per-class", type=int, help="ingest/mix: files per class (overrides --files)")
-    parser.add_argument("--max-side", type=int, default=128, help="ingest/mix: longer side images are downscaled to")
-    parser.add_argument("--jpeg-quality", type=int, default=90, help="ingest: JPEG quality of resized images")
-    parser.add_argument("--rounds", type=int, default=3, help="ingest: alternating rounds of ours and baseline")
-    parser.add_argument("--photos", help="memory: folder of phone photos to reuse (built there when empty)")
-    parser.add_argument("--phone-count", type=int, default=266, help="memory: phone photos to build")
-    parser.add_argument("--stage-timeout", type=float, default=3600, help="memory: seconds per stage")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
-        "--stage-args", action="append", default=[], metavar="STAGE:ARGS",
+        "--only",
+        choices=PARTS,
+        action="append",
+        help="run only this part (repeatable; default all)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--files", type=int, default=1000, help="ingest/mix: about this many photo crops"
+    )
+    parser.add_argument(
+        "--per-class", type=int, help="ingest/mix: files per class (overrides --files)"
+    )
+    parser.add_argument(
+        "--max-side", type=int, default=128, help="ingest/mix: longer side images are downscaled to"
+    )
+    parser.add_argument(
+        "--jpeg-quality", type=int, default=90, help="ingest: JPEG quality of resized images"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="ingest: alternating rounds of ours and baseline"
+    )
+    parser.add_argument(
+        "--photos", help="memory: folder of phone photos to reuse (built there when empty)"
+    )
+    parser.add_argument(
+        "--phone-count", type=int, default=266, help="memory: phone photos to build"
+    )
+    parser.add_argument(
+        "--stage-timeout", type=float, default=3600, help="memory: seconds per stage"
+    )
+    parser.add_argument(
+        "--stage-args",
+        action="append",
+        default=[],
+        metavar="STAGE:ARGS",
         help="memory: extra CLI arguments for a stage, e.g. 'ingest:--set raw_shards.max_side=512' (repeatable)",
-    )  # fmt: skip
-    parser.add_argument("--mix-grid", default="4x6", help="mix: ROWSxCOLS tiles per photo, one class per tile")
+    )
+    parser.add_argument(
+        "--mix-grid", default="4x6", help="mix: ROWSxCOLS tiles per photo, one class per tile"
+    )
     parser.add_argument("--mix-shard-size", type=int, default=100, help="mix: samples per shard")
-    parser.add_argument("--mix-batches", type=int, default=20, help="mix: training batches of 256 to count")
+    parser.add_argument(
+        "--mix-batches", type=int, default=20, help="mix: training batches of 256 to count"
+    )
     args = parser.parse_args()
 
     parts = args.only or list(PARTS)

@@ -59,9 +59,18 @@ def bench_augment(batch: int, rounds: int) -> None:
     generator = torch.Generator().manual_seed(0)
     pils = [Image.fromarray(img[0].numpy(), "L") for img in images]
     transform = SimCLRTransform(
-        input_size=28, min_scale=0.2, cj_prob=0.8, cj_strength=0.5, cj_bright=0.8, cj_contrast=0.8, cj_sat=0.0,
-        cj_hue=0.0, random_gray_scale=0.0, gaussian_blur=0.0, normalize={"mean": list(MEAN), "std": list(STD)},
-    )  # fmt: skip
+        input_size=28,
+        min_scale=0.2,
+        cj_prob=0.8,
+        cj_strength=0.5,
+        cj_bright=0.8,
+        cj_contrast=0.8,
+        cj_sat=0.0,
+        cj_hue=0.0,
+        random_gray_scale=0.0,
+        gaussian_blur=0.0,
+        normalize={"mean": list(MEAN), "std": list(STD)},
+    )
     augment(images, generator)
     batched, per_sample = float("inf"), float("inf")
     for _ in range(rounds):
@@ -72,8 +81,10 @@ def bench_augment(batch: int, rounds: int) -> None:
         views = [transform(p) for p in pils]
         torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
         per_sample = min(per_sample, time.perf_counter() - started)
-    print(f"augment  2 views of {batch} 28px images (best of {rounds}): batched tensor {batched * 1e3:.1f} ms, "
-          f"lightly PIL per sample {per_sample * 1e3:.1f} ms → batched is {per_sample / batched:.1f}× faster")  # fmt: skip
+    print(
+        f"augment  2 views of {batch} 28px images (best of {rounds}): batched tensor {batched * 1e3:.1f} ms, "
+        f"lightly PIL per sample {per_sample * 1e3:.1f} ms → batched is {per_sample / batched:.1f}× faster"
+    )
 
 
 class _StepTimer(pl.Callback):
@@ -102,7 +113,9 @@ def _plain_loop(images: torch.Tensor, config: PretrainConfig, steps: int, skip: 
     head = SimCLRProjectionHead(dim, 512, 128)
     criterion = NTXentLoss(temperature=0.2)
     params = list(backbone.parameters()) + list(head.parameters())
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(
+        params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+    )
     augment = ViewAugment(ViewSpec(), config.image_size, 1, MEAN, STD)
     batch = config.batch_size
     times = []
@@ -119,14 +132,25 @@ def _plain_loop(images: torch.Tensor, config: PretrainConfig, steps: int, skip: 
     return times[skip:]
 
 
-def bench_step(manifest: Manifest, images: torch.Tensor, steps: int, backbone: str, small_stem: bool) -> None:
+def bench_step(
+    manifest: Manifest, images: torch.Tensor, steps: int, backbone: str, small_stem: bool
+) -> None:
     """Median step time of each (robust to bursts of load from other jobs), two alternating rounds."""
     skip = 3
     config = PretrainConfig(
-        backbone=backbone, small_stem=small_stem, batch_size=128, max_steps=steps + skip, epochs=1,
-        samples_per_epoch=128 * (steps + skip + 2), num_workers=2, warmup_epochs=0.0, progress_bar=False,
-        checkpoint_every_n_steps=10_000, mean=MEAN, std=STD,
-    )  # fmt: skip
+        backbone=backbone,
+        small_stem=small_stem,
+        batch_size=128,
+        max_steps=steps + skip,
+        epochs=1,
+        samples_per_epoch=128 * (steps + skip + 2),
+        num_workers=2,
+        warmup_epochs=0.0,
+        progress_bar=False,
+        checkpoint_every_n_steps=10_000,
+        mean=MEAN,
+        std=STD,
+    )
     sslflow_times: list[float] = []
     plain_times: list[float] = []
     for _ in range(2):
@@ -137,8 +161,10 @@ def bench_step(manifest: Manifest, images: torch.Tensor, steps: int, backbone: s
         plain_times += _plain_loop(images, config, steps, skip)
     sslflow_rate = config.batch_size / _median(sslflow_times)
     plain_rate = config.batch_size / _median(plain_times)
-    print(f"step     {backbone}{' small-stem' if small_stem else ''} batch 128, 2 × {steps} timed steps, median: "
-          f"sslflow {sslflow_rate:.1f} img/s, plain loop {plain_rate:.1f} img/s → {sslflow_rate / plain_rate:.2f}×")  # fmt: skip
+    print(
+        f"step     {backbone}{' small-stem' if small_stem else ''} batch 128, 2 × {steps} timed steps, median: "
+        f"sslflow {sslflow_rate:.1f} img/s, plain loop {plain_rate:.1f} img/s → {sslflow_rate / plain_rate:.2f}×"
+    )
 
 
 def _drain(loader: DataLoader, batches: int) -> float:
@@ -152,15 +178,27 @@ def _drain(loader: DataLoader, batches: int) -> float:
 
 
 def bench_loader(manifest: Manifest, images: torch.Tensor, batches: int) -> None:
-    dataset = ShardDataset(manifest, mode="resampled", samples_per_epoch=256 * (batches + 8), decode="tensor")
-    shards = _drain(DataLoader(dataset, batch_size=256, num_workers=2, collate_fn=collate_images), batches)
+    dataset = ShardDataset(
+        manifest, mode="resampled", samples_per_epoch=256 * (batches + 8), decode="tensor"
+    )
+    shards = _drain(
+        DataLoader(dataset, batch_size=256, num_workers=2, collate_fn=collate_images), batches
+    )
     memory = TensorDataset(images)
     in_memory = _drain(
-        DataLoader(memory, batch_size=256, num_workers=2, shuffle=True, collate_fn=lambda s: torch.stack([x[0] for x in s])),
+        DataLoader(
+            memory,
+            batch_size=256,
+            num_workers=2,
+            shuffle=True,
+            collate_fn=lambda s: torch.stack([x[0] for x in s]),
+        ),
         batches,
     )
-    print(f"loader   batch 256, 2 workers: shards {shards:.0f} img/s, in-memory tensor {in_memory:.0f} img/s "
-          f"→ {shards / in_memory:.2f}×")  # fmt: skip
+    print(
+        f"loader   batch 256, 2 workers: shards {shards:.0f} img/s, in-memory tensor {in_memory:.0f} img/s "
+        f"→ {shards / in_memory:.2f}×"
+    )
 
 
 # Per-recipe settings of the quality runs at batch 256 (SGD lr from solo-learn's CIFAR recipes),
@@ -169,7 +207,10 @@ QUALITY_METHODS: dict[str, dict[str, object]] = {
     "simclr": {"lr": 0.3},
     "moco-v2": {"method": "moco", "lr": 0.3, "method_options": {"queue_size": 8192}},
     "moco-v3": {"method": "moco", "lr": 0.3, "method_options": {"variant": "v3"}},
-    "swav": {"lr": 0.3, "method_options": {"n_local": 4, "n_prototypes": [300], "freeze_prototypes_steps": 200}},
+    "swav": {
+        "lr": 0.3,
+        "method_options": {"n_local": 4, "n_prototypes": [300], "freeze_prototypes_steps": 200},
+    },
     "amcl": {"lr": 0.3},
 }
 CALIBRATION_STEPS = 30
@@ -195,7 +236,9 @@ class TimedKnn(pl.Callback):
     does) and pauses while evaluating a copy of the backbone (training state is left untouched).
     """
 
-    def __init__(self, method: str, start: float, budget: float, marks: list[float], evaluate: Evaluate) -> None:
+    def __init__(
+        self, method: str, start: float, budget: float, marks: list[float], evaluate: Evaluate
+    ) -> None:
         self.method, self.start, self.budget, self.evaluate = method, start, budget, evaluate
         self.marks = sorted(marks)
         self.points: list[QualityPoint] = []
@@ -205,7 +248,9 @@ class TimedKnn(pl.Callback):
         """Wall-clock seconds since ``start``, evaluation excluded."""
         return time.perf_counter() - self.start - self._paused
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object
+    ) -> None:
         elapsed = self.seconds()
         if self.marks and elapsed >= self.marks[0]:
             self.marks.pop(0)
@@ -214,9 +259,14 @@ class TimedKnn(pl.Callback):
             frozen = frozen_copy(pl_module.method, config)  # type: ignore[attr-defined]
             step = trainer.global_step
             epochs = step * config.batch_size / config.samples_per_epoch
-            self.points.append(QualityPoint(self.method, elapsed, step, epochs, self.evaluate(frozen)))
-            print(f"quality  {self.method:<7} {elapsed / 60:5.1f} min {step:>5} steps → kNN top-1 "
-                  f"{self.points[-1].top1:.4f}", flush=True)  # fmt: skip
+            self.points.append(
+                QualityPoint(self.method, elapsed, step, epochs, self.evaluate(frozen))
+            )
+            print(
+                f"quality  {self.method:<7} {elapsed / 60:5.1f} min {step:>5} steps → kNN top-1 "
+                f"{self.points[-1].top1:.4f}",
+                flush=True,
+            )
             self._paused += time.perf_counter() - paused
         if elapsed >= self.budget:
             trainer.should_stop = True
@@ -232,11 +282,15 @@ def knn_evaluator(device: str, data: str | None) -> tuple[Evaluate, float]:
     bank_y, test_y = (torch.from_numpy(s.labels).long().to(device) for s in (train, test))
 
     def top1(bank: torch.Tensor, query: torch.Tensor) -> float:
-        return weighted_knn(bank.to(device), bank_y, query.to(device), test_y, settings=[(20, 0.07)])[0].top1
+        return weighted_knn(
+            bank.to(device), bank_y, query.to(device), test_y, settings=[(20, 0.07)]
+        )[0].top1
 
     def evaluate(backbone: FrozenBackbone) -> float:
         def embed(images: torch.Tensor) -> torch.Tensor:
-            return torch.cat([backbone.embed(images[s : s + 2000]) for s in range(0, len(images), 2000)])
+            return torch.cat(
+                [backbone.embed(images[s : s + 2000]) for s in range(0, len(images), 2000)]
+            )
 
         backbone.to(device)
         return top1(embed(bank_x), embed(test_x))
@@ -249,13 +303,27 @@ def quality_config(recipe: str, args: argparse.Namespace, max_steps: int) -> Pre
     settings = dict(QUALITY_METHODS[recipe])
     method = str(settings.pop("method", recipe))
     settings["lr"] = float(settings["lr"]) * args.batch_size / 256  # type: ignore[arg-type]
-    warmup = min(0.5, 0.05 * max_steps * args.batch_size / SAMPLES_PER_EPOCH)  # half an epoch, or 5 % of a short run
+    warmup = min(
+        0.5, 0.05 * max_steps * args.batch_size / SAMPLES_PER_EPOCH
+    )  # half an epoch, or 5 % of a short run
     return PretrainConfig(
-        method=method, backbone=args.backbone, small_stem=args.small_stem, batch_size=args.batch_size, epochs=1000,
-        max_steps=max_steps, samples_per_epoch=SAMPLES_PER_EPOCH, num_workers=args.workers, warmup_epochs=warmup,
-        checkpoint_every_n_steps=100_000, progress_bar=False, mean=MEAN, std=STD, accelerator=accelerator,
-        precision="bf16-mixed" if accelerator == "gpu" else "32-true", **settings,  # type: ignore[arg-type]
-    )  # fmt: skip
+        method=method,
+        backbone=args.backbone,
+        small_stem=args.small_stem,
+        batch_size=args.batch_size,
+        epochs=1000,
+        max_steps=max_steps,
+        samples_per_epoch=SAMPLES_PER_EPOCH,
+        num_workers=args.workers,
+        warmup_epochs=warmup,
+        checkpoint_every_n_steps=100_000,
+        progress_bar=False,
+        mean=MEAN,
+        std=STD,
+        accelerator=accelerator,
+        precision="bf16-mixed" if accelerator == "gpu" else "32-true",
+        **settings,  # type: ignore[arg-type]
+    )
 
 
 def bench_quality(train: Manifest, args: argparse.Namespace, folder: Path) -> list[QualityPoint]:
@@ -272,38 +340,86 @@ def bench_quality(train: Manifest, args: argparse.Namespace, folder: Path) -> li
     for recipe in args.methods:
         started = time.perf_counter()
         timer = _StepTimer(skip=5)
-        pretrain(quality_config(recipe, args, CALIBRATION_STEPS), train, folder / f"{recipe}-calibration", callbacks=[timer])
+        pretrain(
+            quality_config(recipe, args, CALIBRATION_STEPS),
+            train,
+            folder / f"{recipe}-calibration",
+            callbacks=[timer],
+        )
         step_seconds = _median(timer.step_seconds())
         calibration = time.perf_counter() - started
-        clock = TimedKnn(recipe, started, budget, [m * 60 for m in args.eval_minutes if m * 60 < budget], evaluate)
+        clock = TimedKnn(
+            recipe,
+            started,
+            budget,
+            [m * 60 for m in args.eval_minutes if m * 60 < budget],
+            evaluate,
+        )
         max_steps = max(1, int(0.97 * (budget - calibration) / step_seconds))
-        result = pretrain(quality_config(recipe, args, max_steps), train, folder / recipe, callbacks=[clock])
+        result = pretrain(
+            quality_config(recipe, args, max_steps), train, folder / recipe, callbacks=[clock]
+        )
         seconds = clock.seconds()
         final = evaluate(load_backbone(result.backbone_path))
         points += clock.points
-        points.append(QualityPoint(recipe, seconds, result.steps, result.steps * args.batch_size / SAMPLES_PER_EPOCH, final))
-        print(f"quality  {recipe:<7} {seconds / 60:5.1f} min (calibration {calibration:.0f} s, "
-              f"{args.batch_size / step_seconds:.0f} img/s) {result.steps}/{max_steps} steps × {args.batch_size} "
-              f"= {points[-1].epochs:.1f} epochs → kNN top-1 {final:.4f} (raw pixels {raw:.4f})", flush=True)  # fmt: skip
+        points.append(
+            QualityPoint(
+                recipe,
+                seconds,
+                result.steps,
+                result.steps * args.batch_size / SAMPLES_PER_EPOCH,
+                final,
+            )
+        )
+        print(
+            f"quality  {recipe:<7} {seconds / 60:5.1f} min (calibration {calibration:.0f} s, "
+            f"{args.batch_size / step_seconds:.0f} img/s) {result.steps}/{max_steps} steps × {args.batch_size} "
+            f"= {points[-1].epochs:.1f} epochs → kNN top-1 {final:.4f} (raw pixels {raw:.4f})",
+            flush=True,
+        )
     print("\n| method | minutes | steps | epochs | kNN top-1 |\n|---|---:|---:|---:|---:|")
     for p in points:
-        print(f"| {p.method} | {p.train_seconds / 60:.1f} | {p.steps} | {p.epochs:.1f} | {p.top1:.4f} |")
+        print(
+            f"| {p.method} | {p.train_seconds / 60:.1f} | {p.steps} | {p.epochs:.1f} | {p.top1:.4f} |"
+        )
     print(f"| raw pixels | — | — | — | {raw:.4f} |")
     return points
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="8k-image shards, fewer steps, 1-minute quality runs")
-    parser.add_argument("--only", default="augment,step,loader,quality", help="comma-separated benchmarks")
+    parser.add_argument(
+        "--small", action="store_true", help="8k-image shards, fewer steps, 1-minute quality runs"
+    )
+    parser.add_argument(
+        "--only", default="augment,step,loader,quality", help="comma-separated benchmarks"
+    )
     parser.add_argument("--backbone", default="resnet10t")
-    parser.add_argument("--small-stem", action="store_true", help="3×3 stride-1 ResNet stem (28×28 first feature map)")
-    parser.add_argument("--minutes", type=float, default=30.0, help="quality: wall-clock budget per method")
-    parser.add_argument("--eval-minutes", default="10,20", help="quality: also measure kNN at these minutes")
-    parser.add_argument("--methods", default=",".join(QUALITY_METHODS), help="quality: recipes to train (QUALITY_METHODS)")
+    parser.add_argument(
+        "--small-stem",
+        action="store_true",
+        help="3×3 stride-1 ResNet stem (28×28 first feature map)",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=30.0, help="quality: wall-clock budget per method"
+    )
+    parser.add_argument(
+        "--eval-minutes", default="10,20", help="quality: also measure kNN at these minutes"
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(QUALITY_METHODS),
+        help="quality: recipes to train (QUALITY_METHODS)",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="quality: global batch")
-    parser.add_argument("--workers", type=int, default=2, help="quality: DataLoader workers decoding shards")
-    parser.add_argument("--data", default=None, help="folder of the Fashion-MNIST idx files (default: found locally)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="quality: DataLoader workers decoding shards"
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="folder of the Fashion-MNIST idx files (default: found locally)",
+    )
     args = parser.parse_args()
     args.eval_minutes = [float(m) for m in args.eval_minutes.split(",") if m]
     args.methods = args.methods.split(",")
@@ -316,7 +432,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         source = fashion_mnist(args.data, split="train")
         count = 8000 if args.small else 60_000
-        manifest = write_shards(_subset(source, count), Path(folder) / "train", shard_size=2000, progress=False)
+        manifest = write_shards(
+            _subset(source, count), Path(folder) / "train", shard_size=2000, progress=False
+        )
         images = torch.from_numpy(source.images[:count]).unsqueeze(1)
         if "augment" in chosen:
             bench_augment(256, 10 if args.small else 30)

@@ -40,7 +40,9 @@ FULL = Shapes(60_000, 10_000, 512, 10)
 SMALL = Shapes(6_000, 1_000, 128, 10)
 
 
-def features(shapes: Shapes, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def features(
+    shapes: Shapes, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Gaussian clusters (one per class) plus noise, so accuracies are neither 0 nor 1."""
     rng = np.random.default_rng(seed)
     # Centre coordinates with std 0.15 under unit noise: classes overlap, top-1 stays below 1.
@@ -71,7 +73,9 @@ def bare_matmul_topk(bank: torch.Tensor, queries: torch.Tensor, k: int, chunk: i
         torch.topk(F.normalize(queries[start : start + chunk], dim=1) @ bank.T, k, dim=1)
 
 
-def sklearn_knn(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int, temperature: float) -> np.ndarray:
+def sklearn_knn(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int, temperature: float
+) -> np.ndarray:
     from sklearn.neighbors import KNeighborsClassifier
 
     def weights(distance: np.ndarray) -> np.ndarray:
@@ -94,8 +98,10 @@ def main() -> None:
     shapes = SMALL if args.small else FULL
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    print(f"{platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}; shapes {shapes}")  # fmt: skip
+    print(
+        f"{platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}; shapes {shapes}"
+    )
 
     train_x, train_y, test_x, test_y = features(shapes)
     bank, queries = torch.from_numpy(train_x).to(device), torch.from_numpy(test_x).to(device)
@@ -104,30 +110,52 @@ def main() -> None:
     k_max = max(k for k, _ in DEFAULT_SETTINGS)
 
     bare, _ = timed(lambda: bare_matmul_topk(bank, queries, k_max, chunk), args.repeats, sync)
-    ours_all, results = timed(lambda: weighted_knn(bank, labels, queries, test_labels, DEFAULT_SETTINGS),
-                              args.repeats, sync)  # fmt: skip
-    ours_200, (lightly,) = timed(lambda: weighted_knn(bank, labels, queries, test_labels, [(200, 0.1)]),
-                                 args.repeats, sync)  # fmt: skip
+    ours_all, results = timed(
+        lambda: weighted_knn(bank, labels, queries, test_labels, DEFAULT_SETTINGS),
+        args.repeats,
+        sync,
+    )
+    ours_200, (lightly,) = timed(
+        lambda: weighted_knn(bank, labels, queries, test_labels, [(200, 0.1)]), args.repeats, sync
+    )
     print(f"bare matmul+top{k_max} (chunk {chunk}): {bare:.2f} s")
-    print(f"sslflow kNN, {len(DEFAULT_SETTINGS)} settings in one pass: {ours_all:.2f} s  "
-          f"ratio to bare {ours_all / bare:.2f}x  (goal <= 1.2x)")  # fmt: skip
+    print(
+        f"sslflow kNN, {len(DEFAULT_SETTINGS)} settings in one pass: {ours_all:.2f} s  "
+        f"ratio to bare {ours_all / bare:.2f}x  (goal <= 1.2x)"
+    )
     print(f"sslflow kNN, k=200 T=0.1 only: {ours_200:.2f} s  ratio to bare {ours_200 / bare:.2f}x")
     print("  top-1: " + ", ".join(f"{r.name}={r.top1:.4f}" for r in results))  # type: ignore[union-attr]
 
     if not args.skip_sklearn:
-        sk_time, sk_pred = timed(lambda: sklearn_knn(train_x, train_y, test_x, 200, 0.1), 1, lambda: None)
+        sk_time, sk_pred = timed(
+            lambda: sklearn_knn(train_x, train_y, test_x, 200, 0.1), 1, lambda: None
+        )
         agree = float(np.mean(sk_pred == lightly.predictions))
-        print(f"scikit-learn brute KNeighborsClassifier k=200 (cosine, exp weights): {sk_time:.2f} s  "
-              f"ratio sklearn/sslflow {sk_time / ours_200:.1f}x  (same predictions on {agree:.2%})")  # fmt: skip
+        print(
+            f"scikit-learn brute KNeighborsClassifier k=200 (cosine, exp weights): {sk_time:.2f} s  "
+            f"ratio sklearn/sslflow {sk_time / ours_200:.1f}x  (same predictions on {agree:.2%})"
+        )
 
     if not args.skip_linear:
-        sgd_time, sgd = timed(lambda: sgd_probe(train_x, train_y, test_x, test_y, epochs=args.sgd_epochs), 1, lambda: None)
-        print(f"SGD linear sweep, {len(DEFAULT_LRS)} learning rates x {args.sgd_epochs} epochs + refit: "
-              f"{sgd_time:.1f} s  top-1 {sgd.top1:.4f} at lr={sgd.chosen:g}")  # type: ignore[union-attr]  # fmt: skip
+        sgd_time, sgd = timed(
+            lambda: sgd_probe(train_x, train_y, test_x, test_y, epochs=args.sgd_epochs),
+            1,
+            lambda: None,
+        )
+        print(
+            f"SGD linear sweep, {len(DEFAULT_LRS)} learning rates x {args.sgd_epochs} epochs + refit: "
+            f"{sgd_time:.1f} s  top-1 {sgd.top1:.4f} at lr={sgd.chosen:g}"
+        )  # type: ignore[union-attr]
         cs = tuple(float(c) for c in args.cs.split(","))
-        lr_time, logistic = timed(lambda: logistic_regression_probe(train_x, train_y, test_x, test_y, cs=cs), 1, lambda: None)
-        print(f"logistic regression sweep, C in {cs} + refit: {lr_time:.1f} s  "
-              f"top-1 {logistic.top1:.4f} at C={logistic.chosen:g}")  # type: ignore[union-attr]  # fmt: skip
+        lr_time, logistic = timed(
+            lambda: logistic_regression_probe(train_x, train_y, test_x, test_y, cs=cs),
+            1,
+            lambda: None,
+        )
+        print(
+            f"logistic regression sweep, C in {cs} + refit: {lr_time:.1f} s  "
+            f"top-1 {logistic.top1:.4f} at C={logistic.chosen:g}"
+        )  # type: ignore[union-attr]
 
 
 if __name__ == "__main__":

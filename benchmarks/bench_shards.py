@@ -67,29 +67,45 @@ def write_folder(source: ArraySource, root: Path) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=60_000)
     parser.add_argument("--shard-size", type=int, default=5_000)
-    parser.add_argument("--batch-size", type=int, default=256, help="DataLoader batch (collated in the workers)")
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="DataLoader batch (collated in the workers)"
+    )
     args = parser.parse_args()
 
     full = fashion_mnist(split="train")
     n = min(args.samples, len(full))
-    source = ArraySource(full.name, full.images[:n], full.labels[:n], full.key_prefix, {**full.origin, "head": n}, full.classes)
+    source = ArraySource(
+        full.name,
+        full.images[:n],
+        full.labels[:n],
+        full.key_prefix,
+        {**full.origin, "head": n},
+        full.classes,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         manifest = write_shards(source, Path(tmp) / "shards", shard_size=args.shard_size)
         files = write_folder(source, Path(tmp) / "folder")
         image_folder = ImageFolder(str(Path(tmp) / "folder"), transform=PILToTensor())
         results: dict[str, dict[int, float]] = {}
         for workers in (0, 2):
-            def loader(dataset: Dataset) -> Iterable[object]:
+
+            def loader(dataset: Dataset, workers: int = workers) -> Iterable[object]:
                 batches = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers)
                 return (row for batch in batches for row in range(rows(batch)))
 
-            results.setdefault("shards finite", {})[workers] = rate(loader(ShardDataset(manifest)), n)
+            results.setdefault("shards finite", {})[workers] = rate(
+                loader(ShardDataset(manifest)), n
+            )
             resampled = ShardDataset(manifest, mode="resampled", samples_per_epoch=n)
             results.setdefault("shards resampled", {})[workers] = rate(loader(resampled), n)
-            results.setdefault("folder (same decoder)", {})[workers] = rate(loader(PngFolder(files)), n)
+            results.setdefault("folder (same decoder)", {})[workers] = rate(
+                loader(PngFolder(files)), n
+            )
             results.setdefault("folder (ImageFolder)", {})[workers] = rate(loader(image_folder), n)
 
     print(
@@ -102,7 +118,9 @@ def main() -> None:
     for baseline in ("folder (same decoder)", "folder (ImageFolder)"):
         for mode in ("shards finite", "shards resampled"):
             ratios = [results[mode][w] / results[baseline][w] for w in (0, 2)]
-            print(f"ratio {mode} / {baseline}: {ratios[0]:.2f}x (0 workers), {ratios[1]:.2f}x (2 workers)")
+            print(
+                f"ratio {mode} / {baseline}: {ratios[0]:.2f}x (0 workers), {ratios[1]:.2f}x (2 workers)"
+            )
 
 
 if __name__ == "__main__":

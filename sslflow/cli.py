@@ -49,8 +49,13 @@ class RunFailedError(Exception):
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", help="sslflow home for shards, memmaps, checkpoints, MLflow (default $SSLFLOW_HOME or ./.sslflow)")
-    parser.add_argument("--config", type=Path, help="YAML file of per-asset config: {asset_name: {field: value}}")
+    parser.add_argument(
+        "--home",
+        help="sslflow home for shards, memmaps, checkpoints, MLflow (default $SSLFLOW_HOME or ./.sslflow)",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="YAML file of per-asset config: {asset_name: {field: value}}"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -65,14 +70,24 @@ def _add_source(parser: argparse.ArgumentParser, with_split: bool) -> None:
     parser.add_argument("--source", help=SOURCE_HELP)
     parser.add_argument("--path", help="folder, manifest.json or shard URL list of the source")
     if with_split:
-        parser.add_argument("--split", choices=["train", "test", "all"], help="split of the source (default train)")
+        parser.add_argument(
+            "--split", choices=["train", "test", "all"], help="split of the source (default train)"
+        )
     parser.add_argument("--shard-size", type=int, help="samples per shard (default 5000)")
-    parser.add_argument("--max-bytes", type=int, help="bytes per shard before a new one starts (default 1 GiB)")
     parser.add_argument(
-        "--max-side", type=int, help="downscale images whose longer side exceeds N px, stored as JPEG (default 0: keep)"
+        "--max-bytes", type=int, help="bytes per shard before a new one starts (default 1 GiB)"
     )
-    parser.add_argument("--jpeg-quality", type=int, help="JPEG quality of downscaled images (default 90)")
-    parser.add_argument("--download", action="store_true", default=None, help="allow downloading Fashion-MNIST")
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        help="downscale images whose longer side exceeds N px, stored as JPEG (default 0: keep)",
+    )
+    parser.add_argument(
+        "--jpeg-quality", type=int, help="JPEG quality of downscaled images (default 90)"
+    )
+    parser.add_argument(
+        "--download", action="store_true", default=None, help="allow downloading Fashion-MNIST"
+    )
     parser.add_argument(
         "--overwrite",
         action=argparse.BooleanOptionalAction,
@@ -95,7 +110,11 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, core: type, names: Seq
         default = defaults[name]
         shown = "" if default is dataclasses.MISSING else f" (default: {default!r})"
         parser.add_argument(
-            "--" + name.replace("_", "-"), dest=name, type=_yaml_value, metavar="VALUE", help=docs[name] + shown
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=_yaml_value,
+            metavar="VALUE",
+            help=docs[name] + shown,
         )
 
 
@@ -109,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run every stage on Fashion-MNIST (or, without it, scikit-learn's digits) and print where to look")
+    demo = sub.add_parser(
+        "demo",
+        help="run every stage on Fashion-MNIST (or, without it, scikit-learn's digits) and print where to look",
+    )
     demo.add_argument("--home", help="sslflow home (default $SSLFLOW_HOME or ./.sslflow)")
     demo.add_argument(
         "--source",
@@ -118,11 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): Fashion-MNIST when installed, else the bundled digits",
     )
 
-    ingest = sub.add_parser("ingest", help="write a source into WebDataset shards (asset raw_shards)")
+    ingest = sub.add_parser(
+        "ingest", help="write a source into WebDataset shards (asset raw_shards)"
+    )
     _add_source(ingest, with_split=True)
     _add_common(ingest)
 
-    split = sub.add_parser("eval-split", help="write the labelled train/test shards used by the probes (asset eval_split)")
+    split = sub.add_parser(
+        "eval-split",
+        help="write the labelled train/test shards used by the probes (asset eval_split)",
+    )
     _add_source(split, with_split=False)
     _add_common(split)
 
@@ -141,24 +168,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(pretrain, PretrainConfig, PRETRAIN_FLAGS)
     _add_common(pretrain)
 
-    probe = sub.add_parser("probe", help="kNN and linear probes of a model plus the report (assets probe_features → probing_report)")
-    probe.add_argument("--model", help="models:/sslflow-<method>@current, models:/<name>/<version> or a checkpoint file (default: newest registered sslflow model)")
+    probe = sub.add_parser(
+        "probe",
+        help="kNN and linear probes of a model plus the report (assets probe_features → probing_report)",
+    )
+    probe.add_argument(
+        "--model",
+        help="models:/sslflow-<method>@current, models:/<name>/<version> or a checkpoint file (default: newest registered sslflow model)",
+    )
     _add_common(probe)
 
-    materialize = sub.add_parser("materialize", help="materialise any assets by name, with --config/--set")
+    materialize = sub.add_parser(
+        "materialize", help="materialise any assets by name, with --config/--set"
+    )
     materialize.add_argument("assets", nargs="+", help="asset names, e.g. raw_shards eval_split")
     _add_common(materialize)
 
     assets = sub.add_parser("assets", help="list the assets and their config fields")
-    assets.add_argument("--markdown", action="store_true", help="print the full configuration reference (docs/configuration.md)")
+    assets.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the full configuration reference (docs/configuration.md)",
+    )
 
-    ui = sub.add_parser("ui", help="start the Dagster UI and the MLflow UI on 127.0.0.1 and print their URLs")
+    ui = sub.add_parser(
+        "ui", help="start the Dagster UI and the MLflow UI on 127.0.0.1 and print their URLs"
+    )
     ui.add_argument("--home", help="sslflow home (default $SSLFLOW_HOME or ./.sslflow)")
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     ui.add_argument("--dagster-port", type=int, default=3000)
     ui.add_argument("--mlflow-port", type=int, default=5000)
-    for command in sub.choices.values():  # also after the command; SUPPRESS keeps a --debug before it
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    for (
+        command
+    ) in sub.choices.values():  # also after the command; SUPPRESS keeps a --debug before it
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP
+        )
     return parser
 
 
@@ -171,15 +216,21 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
         target, sep, value = item.partition("=")
         asset, dot, field = target.partition(".")
         if not sep or not dot or not asset or not field:
-            raise CliError(f"--set {item!r}: expected ASSET.FIELD=VALUE, e.g. raw_shards.shard_size=2000")
+            raise CliError(
+                f"--set {item!r}: expected ASSET.FIELD=VALUE, e.g. raw_shards.shard_size=2000"
+            )
         try:
             config.setdefault(asset, {})[field] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise CliError(f"--set {item!r}: VALUE is not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+            raise CliError(
+                f"--set {item!r}: VALUE is not valid YAML ({getattr(exc, 'problem', exc)})"
+            ) from exc
     return config
 
 
-def load_run_config(args: argparse.Namespace, asset: str | None = None, flags: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+def load_run_config(
+    args: argparse.Namespace, asset: str | None = None, flags: Sequence[str] = ()
+) -> dict[str, dict[str, Any]]:
     """Merge --config, then --set, then the stage's own flags (later wins)."""
     import yaml
 
@@ -192,7 +243,9 @@ def load_run_config(args: argparse.Namespace, asset: str | None = None, flags: S
         except yaml.YAMLError as exc:
             raise CliError(f"--config {args.config} is not valid YAML:\n{exc}") from exc
         if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
-            raise CliError(f"--config {args.config}: expected a mapping of asset name to config mapping")
+            raise CliError(
+                f"--config {args.config}: expected a mapping of asset name to config mapping"
+            )
         config.update({k: dict(v) for k, v in loaded.items()})
     for name, values in parse_overrides(args.overrides).items():
         config.setdefault(name, {}).update(values)
@@ -204,15 +257,21 @@ def load_run_config(args: argparse.Namespace, asset: str | None = None, flags: S
     return config
 
 
-def _materialize(selection: Sequence[str], config: dict[str, dict[str, Any]], args: argparse.Namespace) -> int:
+def _materialize(
+    selection: Sequence[str], config: dict[str, dict[str, Any]], args: argparse.Namespace
+) -> int:
     """Run the assets; a failed run raises (``--debug``: the step's exception, else RunFailedError)."""
     from sslflow.pipelines.runner import materialize_assets
 
     debug = args.debug
-    result = materialize_assets(selection, config, home=args.home, raise_on_error=debug, brief_errors=not debug)
+    result = materialize_assets(
+        selection, config, home=args.home, raise_on_error=debug, brief_errors=not debug
+    )
     for event in result.get_asset_materialization_events():
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
-        shown = {k: meta[k] for k in ("samples", "shards", "total_size", "mlflow_run_id") if k in meta}
+        shown = {
+            k: meta[k] for k in ("samples", "shards", "total_size", "mlflow_run_id") if k in meta
+        }
         print(f"{event.asset_key.to_user_string()}: {shown}")
     if not result.success:
         raise RunFailedError(_failure_messages(result), result.run_id)
@@ -228,20 +287,32 @@ def _failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
             messages.append(f"{event.step_key}: {data.user_failure_data.description}")
             continue
         error = data.error
-        while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
-            error = error.cause  # DagsterExecutionStepExecutionError and kin wrap the user's exception
+        while (
+            error is not None and error.cause is not None and error.cls_name.startswith("Dagster")
+        ):
+            error = (
+                error.cause
+            )  # DagsterExecutionStepExecutionError and kin wrap the user's exception
         text = error.message.strip() if error is not None else "failed"
         qualified, sep, rest = text.partition(": ")
-        messages.append(f"{event.step_key}: {rest if sep and qualified.startswith('sslflow.') else text}")
+        messages.append(
+            f"{event.step_key}: {rest if sep and qualified.startswith('sslflow.') else text}"
+        )
     return messages or [f"Dagster run {result.run_id} failed"]
 
 
 def _config_message(message: str) -> str:
     """Dagster's config error in --set terms (``root:ops:raw_shards:config:x`` → ``raw_shards.x``)."""
-    message = re.sub(r"path root:ops:(\w+):config((?::\w+)*)", lambda m: m[1] + m[2].replace(":", "."), message)
-    message = re.sub(r'entry "(\w+)" at path root:ops\.', r'entry "\1": not an asset of this run.', message)
+    message = re.sub(
+        r"path root:ops:(\w+):config((?::\w+)*)", lambda m: m[1] + m[2].replace(":", "."), message
+    )
+    message = re.sub(
+        r'entry "(\w+)" at path root:ops\.', r'entry "\1": not an asset of this run.', message
+    )
     if " Expected: " in message:  # the whole schema, often hundreds of characters
-        message = message.partition(" Expected: ")[0] + " (`sslflow assets` lists each asset's fields)"
+        message = (
+            message.partition(" Expected: ")[0] + " (`sslflow assets` lists each asset's fields)"
+        )
     return message
 
 
@@ -265,9 +336,14 @@ def error_messages(exc: BaseException) -> list[str]:
 
 def error_report(command: str, exc: BaseException) -> str:
     """``sslflow <command>: error: <message>`` per message, then where the details are."""
-    lines = [f"sslflow {command}: error: " + message.replace("\n", "\n  ") for message in error_messages(exc)]
+    lines = [
+        f"sslflow {command}: error: " + message.replace("\n", "\n  ")
+        for message in error_messages(exc)
+    ]
     if isinstance(exc, RunFailedError):
-        lines.append(f"  full logs: Dagster run {exc.run_id} (`sslflow ui`, Runs tab); {DEBUG_HINT}")
+        lines.append(
+            f"  full logs: Dagster run {exc.run_id} (`sslflow ui`, Runs tab); {DEBUG_HINT}"
+        )
     else:
         lines.append(f"  {DEBUG_HINT}")
     return "\n".join(lines)
@@ -276,8 +352,19 @@ def error_report(command: str, exc: BaseException) -> str:
 CURATION_STAGE = ("embeddings", "kmeans_hierarchy", "curated_index", "curated_shards")
 PROBING_STAGE = ("probe_features", "knn_probe", "linear_probe", "probing_report")
 # Process-local PretrainConfig fields the asset sets itself (see PretrainedModelConfig).
-PRETRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(PretrainConfig) if f.name not in ("progress_bar", "strategy"))
-SOURCE_FLAGS = ("source", "path", "shard_size", "max_bytes", "max_side", "jpeg_quality", "download", "overwrite")
+PRETRAIN_FLAGS = tuple(
+    f.name for f in dataclasses.fields(PretrainConfig) if f.name not in ("progress_bar", "strategy")
+)
+SOURCE_FLAGS = (
+    "source",
+    "path",
+    "shard_size",
+    "max_bytes",
+    "max_side",
+    "jpeg_quality",
+    "download",
+    "overwrite",
+)
 
 
 def _list_assets(markdown: bool) -> int:
@@ -294,7 +381,11 @@ def _list_assets(markdown: bool) -> int:
             name = key.to_user_string()
             op = asset.node_def  # type: ignore[union-attr]
             schema = op.config_schema.as_field().config_type if op.config_schema else None
-            fields = ", ".join(sorted(schema.fields)) if schema is not None and hasattr(schema, "fields") else ""
+            fields = (
+                ", ".join(sorted(schema.fields))
+                if schema is not None and hasattr(schema, "fields")
+                else ""
+            )
             print(f"{name}: {fields}")
     return 0
 
@@ -310,16 +401,28 @@ def run_ui(home: str | None, host: str, dagster_port: int, mlflow_port: int) -> 
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     bin_dir = Path(sys.executable).parent
     dagster_cmd = [str(bin_dir / "dagster"), "dev", "-h", host, "-p", str(dagster_port)]
-    dagster_cmd += ["-w", str(workspace)] if workspace.exists() else ["-m", "sslflow.pipelines.definitions"]
+    dagster_cmd += (
+        ["-w", str(workspace)] if workspace.exists() else ["-m", "sslflow.pipelines.definitions"]
+    )
     mlflow_cmd = [
-        str(bin_dir / "mlflow"), "ui", "--host", host, "--port", str(mlflow_port),
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--default-artifact-root", (root / "mlartifacts").as_uri(),
-    ]  # fmt: skip
+        str(bin_dir / "mlflow"),
+        "ui",
+        "--host",
+        host,
+        "--port",
+        str(mlflow_port),
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--default-artifact-root",
+        (root / "mlartifacts").as_uri(),
+    ]
     processes = [
         subprocess.Popen(cmd, env=env, start_new_session=True) for cmd in (dagster_cmd, mlflow_cmd)
     ]
-    print(f"Dagster UI: http://{host}:{dagster_port}\nMLflow UI:  http://{host}:{mlflow_port}\n(Ctrl-C stops both)", flush=True)
+    print(
+        f"Dagster UI: http://{host}:{dagster_port}\nMLflow UI:  http://{host}:{mlflow_port}\n(Ctrl-C stops both)",
+        flush=True,
+    )
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(1)
@@ -341,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     try:
         return _run(args)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
         print(error_report(args.command, exc), file=sys.stderr)
         return 1
 
@@ -356,15 +459,21 @@ def _run(args: argparse.Namespace) -> int:
             raise RunFailedError(_failure_messages(result), result.run_id)
         return 0
     if args.command == "ingest":
-        return _materialize(["raw_shards"], load_run_config(args, "raw_shards", (*SOURCE_FLAGS, "split")), args)
+        return _materialize(
+            ["raw_shards"], load_run_config(args, "raw_shards", (*SOURCE_FLAGS, "split")), args
+        )
     if args.command == "eval-split":
         return _materialize(["eval_split"], load_run_config(args, "eval_split", SOURCE_FLAGS), args)
     if args.command == "curate":
         return _materialize(CURATION_STAGE, load_run_config(args), args)
     if args.command == "pretrain":
-        return _materialize(["pretrained_model"], load_run_config(args, "pretrained_model", PRETRAIN_FLAGS), args)
+        return _materialize(
+            ["pretrained_model"], load_run_config(args, "pretrained_model", PRETRAIN_FLAGS), args
+        )
     if args.command == "probe":
-        return _materialize(PROBING_STAGE, load_run_config(args, "probe_features", ("model",)), args)
+        return _materialize(
+            PROBING_STAGE, load_run_config(args, "probe_features", ("model",)), args
+        )
     if args.command == "materialize":
         return _materialize(args.assets, load_run_config(args), args)
     if args.command == "assets":

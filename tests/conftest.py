@@ -36,8 +36,12 @@ class FashionSubset:
 @pytest.fixture(scope="session")
 def fmnist_subset(tmp_path_factory: pytest.TempPathFactory) -> FashionSubset:
     root = tmp_path_factory.mktemp("fmnist")
-    train = write_shards(head(fashion_mnist(split="train"), 2000), root / "train", shard_size=500, progress=False)
-    test = write_shards(head(fashion_mnist(split="test"), 500), root / "test", shard_size=500, progress=False)
+    train = write_shards(
+        head(fashion_mnist(split="train"), 2000), root / "train", shard_size=500, progress=False
+    )
+    test = write_shards(
+        head(fashion_mnist(split="test"), 500), root / "test", shard_size=500, progress=False
+    )
     return FashionSubset(train=train, test=test)
 
 
@@ -62,4 +66,7 @@ def resources(sslflow_home: Path) -> dict[str, object]:
     """Dagster resources over the temporary home: MLflow on ``<home>/mlflow.db``."""
     from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 
-    return {"home": SslflowHome(root=str(sslflow_home)), "mlflow": MLflowTracking(home=str(sslflow_home))}
+    return {
+        "home": SslflowHome(root=str(sslflow_home)),
+        "mlflow": MLflowTracking(home=str(sslflow_home)),
+    }

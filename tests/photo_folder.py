@@ -60,7 +60,11 @@ def _sklearn_photos() -> dict[str, np.ndarray]:
     """scikit-learn's sample images, read from its package data (importing sklearn.datasets
     takes seconds); ``load_sample_images`` when the files are not where they usually are."""
     spec = importlib.util.find_spec("sklearn")
-    folders = [Path(p) / "datasets" / "images" for p in (spec.submodule_search_locations or [])] if spec else []
+    folders = (
+        [Path(p) / "datasets" / "images" for p in (spec.submodule_search_locations or [])]
+        if spec
+        else []
+    )
     files = sorted(f for folder in folders for f in folder.glob("*.jpg"))
     if files:
         photos = {}
@@ -71,7 +75,9 @@ def _sklearn_photos() -> dict[str, np.ndarray]:
     from sklearn.datasets import load_sample_images
 
     bunch = load_sample_images()
-    return {Path(name).stem: np.asarray(image) for name, image in zip(bunch.filenames, bunch.images)}
+    return {
+        Path(name).stem: np.asarray(image) for name, image in zip(bunch.filenames, bunch.images)
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -86,7 +92,7 @@ def sample_photos() -> dict[str, np.ndarray]:
     for name in SKIMAGE_PHOTOS:
         try:
             image = np.asarray(getattr(data, name)())
-        except Exception:  # a photo missing from this scikit-image build (or needing pooch)
+        except Exception:  # noqa: BLE001, S112 - a photo missing from this scikit-image build (or needing pooch)
             continue
         if image.ndim == 3 and image.shape[2] >= 3 and image.dtype == np.uint8:
             photos[name] = np.ascontiguousarray(image[..., :3])
@@ -95,12 +101,16 @@ def sample_photos() -> dict[str, np.ndarray]:
     return photos
 
 
-def photo_classes(grid: tuple[int, int] = (1, 3), photos: dict[str, np.ndarray] | None = None) -> list[str]:
+def photo_classes(
+    grid: tuple[int, int] = (1, 3), photos: dict[str, np.ndarray] | None = None
+) -> list[str]:
     """The class names :func:`build_photo_folder` writes with the photos available here, sorted."""
     return sorted(_regions(photos or sample_photos(), grid))
 
 
-def _regions(photos: dict[str, np.ndarray], grid: tuple[int, int] = (1, 3)) -> dict[str, np.ndarray]:
+def _regions(
+    photos: dict[str, np.ndarray], grid: tuple[int, int] = (1, 3)
+) -> dict[str, np.ndarray]:
     """Class name → a tile of a photo (views, no copies).
 
     The default grid (1 row, 3 columns) gives ``<photo>-left|middle|right``; any other grid
@@ -120,7 +130,9 @@ def _regions(photos: dict[str, np.ndarray], grid: tuple[int, int] = (1, 3)) -> d
     return regions
 
 
-def _random_crop(region: np.ndarray, rng: np.random.Generator, min_side: int, max_side: int) -> Image.Image:
+def _random_crop(
+    region: np.ndarray, rng: np.random.Generator, min_side: int, max_side: int
+) -> Image.Image:
     """A crop of random size (aspect 3:4..4:3) and position, optionally rescaled (≤ max_side)."""
     height, width = region.shape[:2]
     low = min(min_side, height, width)
@@ -270,7 +282,9 @@ def build_phone_photos(
     else:
         regions = _regions(photos)
         if classes > len(regions):
-            raise ValueError(f"at most {len(regions)} classes from {len(photos)} photos, got {classes}")
+            raise ValueError(
+                f"at most {len(regions)} classes from {len(photos)} photos, got {classes}"
+            )
         names = sorted(regions)[:classes]
         sources = {name: regions[name] for name in names}
     rng = np.random.default_rng(seed)

@@ -80,5 +80,8 @@ def find_duplicates(
     sizes = np.bincount(component)
     forward = a < b
     order = np.argsort(-s[forward], kind="stable")[:examples]
-    pairs = [(int(i), int(j), float(v)) for i, j, v in zip(a[forward][order], b[forward][order], s[forward][order], strict=True)]
+    pairs = [
+        (int(i), int(j), float(v))
+        for i, j, v in zip(a[forward][order], b[forward][order], s[forward][order], strict=True)
+    ]
     return DedupResult(keep=keep, removed=n - len(keep), groups=int((sizes > 1).sum()), pairs=pairs)

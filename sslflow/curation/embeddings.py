@@ -160,10 +160,14 @@ class PixelsEmbedder:
 
         total = manifest.total_samples
         count = min(config.pca_samples, total)
-        wanted = np.sort(np.random.default_rng(config.seed).choice(total, size=count, replace=False))
+        wanted = np.sort(
+            np.random.default_rng(config.seed).choice(total, size=count, replace=False)
+        )
         rows: list[np.ndarray] = []
         position = 0
-        for batch in _batches(manifest, config, CenterCropResize(config.image_size), desc="PCA sample"):
+        for batch in _batches(
+            manifest, config, CenterCropResize(config.image_size), desc="PCA sample"
+        ):
             flat = _pixels(batch["image"]).numpy()
             hit = wanted[(wanted >= position) & (wanted < position + len(flat))] - position
             rows.append(flat[hit])
@@ -223,10 +227,14 @@ def make_embedder(config: EmbedConfig, manifest: Manifest, out: Path) -> Embedde
     if config.pretrained:
         weights: bool | str = config.weights or True
         return BackboneEmbedder(
-            export.timm_backbone(spec, weights, config.in_chans, config.image_size, config.small_stem)
+            export.timm_backbone(
+                spec, weights, config.in_chans, config.image_size, config.small_stem
+            )
         )
     return BackboneEmbedder(
-        export.random_backbone(spec, config.in_chans, config.image_size, config.seed, config.small_stem)
+        export.random_backbone(
+            spec, config.in_chans, config.image_size, config.seed, config.small_stem
+        )
     )
 
 
@@ -238,9 +246,20 @@ def _batches(
     ``transform`` runs on each image as it is decoded, so only resized images are batched.
     """
     dataset = ShardDataset(
-        manifest, mode="finite", image_mode=config.image_mode, transform=transform, rank=0, world_size=1
+        manifest,
+        mode="finite",
+        image_mode=config.image_mode,
+        transform=transform,
+        rank=0,
+        world_size=1,
     )
-    bar = tqdm(total=manifest.total_samples, initial=skip, desc=desc, disable=not config.progress, unit="img")
+    bar = tqdm(
+        total=manifest.total_samples,
+        initial=skip,
+        desc=desc,
+        disable=not config.progress,
+        unit="img",
+    )
     batch: list[dict[str, Any]] = []
     for position, sample in enumerate(dataset):
         if position < skip:
@@ -292,11 +311,15 @@ class EmbeddingSet:
 def load_embeddings(root: str | Path) -> EmbeddingSet:
     root = Path(root)
     if not (root / "meta.json").is_file():
-        raise FileNotFoundError(f"no complete embeddings at {root} (meta.json missing): run the embeddings step")
+        raise FileNotFoundError(
+            f"no complete embeddings at {root} (meta.json missing): run the embeddings step"
+        )
     return EmbeddingSet(root)
 
 
-def embed_shards(shards: Manifest | str | Path, out_dir: str | Path, config: EmbedConfig) -> EmbeddingSet:
+def embed_shards(
+    shards: Manifest | str | Path, out_dir: str | Path, config: EmbedConfig
+) -> EmbeddingSet:
     """Embed every sample of a shard set once, in manifest order; resumes an interrupted run.
 
     Args:
@@ -311,10 +334,14 @@ def embed_shards(shards: Manifest | str | Path, out_dir: str | Path, config: Emb
     """
     manifest = shards if isinstance(shards, Manifest) else Manifest.load(shards)
     config = resolve_geometry(config, geometry_of(manifest))
-    if config.embedder.startswith(MODEL_URI_PREFIXES):  # an alias moves: the cache keys on the version
+    if config.embedder.startswith(
+        MODEL_URI_PREFIXES
+    ):  # an alias moves: the cache keys on the version
         from sslflow.ssl.export import pin_model_uri
 
-        config = replace(config, embedder=pin_model_uri(config.embedder, config.tracking_uri or None))
+        config = replace(
+            config, embedder=pin_model_uri(config.embedder, config.tracking_uri or None)
+        )
     out = Path(out_dir)
     identity = {**asdict(config), "progress": None, "shards": manifest.content_hash}
     if (out / "meta.json").is_file() and load_json(out / "meta.json")["identity"] == identity:
@@ -323,14 +350,23 @@ def embed_shards(shards: Manifest | str | Path, out_dir: str | Path, config: Emb
     out.mkdir(parents=True, exist_ok=True)
     embedder = make_embedder(config, manifest, out)
     total = manifest.total_samples
-    save_json(out / "embedder.json", {"identity": identity, "fingerprint": embedder.fingerprint(), "dim": embedder.dim})
+    save_json(
+        out / "embedder.json",
+        {"identity": identity, "fingerprint": embedder.fingerprint(), "dim": embedder.dim},
+    )
     mode = "r+" if done else "w+"
-    array = np.lib.format.open_memmap(out / "embeddings.npy", mode=mode, dtype=np.float16, shape=(total, embedder.dim))
-    labels = np.lib.format.open_memmap(out / "labels.npy", mode=mode, dtype=np.int64, shape=(total,))
+    array = np.lib.format.open_memmap(
+        out / "embeddings.npy", mode=mode, dtype=np.float16, shape=(total, embedder.dim)
+    )
+    labels = np.lib.format.open_memmap(
+        out / "labels.npy", mode=mode, dtype=np.int64, shape=(total,)
+    )
     save_lines(out / "keys.txt", load_lines(out / "keys.txt")[:done] if done else [])
     keys: list[str] = []
     position = done
-    for batch in _batches(manifest, config, embedder.transform, desc=f"embed ({config.embedder})", skip=done):
+    for batch in _batches(
+        manifest, config, embedder.transform, desc=f"embed ({config.embedder})", skip=done
+    ):
         end = position + len(batch["key"])
         if end > total:
             raise ValueError(f"shard set yields more samples than its manifest's {total}")
@@ -345,8 +381,16 @@ def embed_shards(shards: Manifest | str | Path, out_dir: str | Path, config: Emb
         raise ValueError(f"shard set yielded {position} samples but its manifest says {total}")
     _checkpoint(out, array, labels, keys, position, identity)
     del array, labels
-    save_json(out / "meta.json", {"identity": identity, "fingerprint": embedder.fingerprint(),
-                                  "rows": total, "dim": embedder.dim, "classes": manifest.classes})  # fmt: skip
+    save_json(
+        out / "meta.json",
+        {
+            "identity": identity,
+            "fingerprint": embedder.fingerprint(),
+            "rows": total,
+            "dim": embedder.dim,
+            "classes": manifest.classes,
+        },
+    )
     return EmbeddingSet(out)
 
 
@@ -364,8 +408,14 @@ def _resumable_rows(out: Path, identity: dict[str, Any]) -> int:
     return int(progress["rows"])
 
 
-def _checkpoint(out: Path, array: np.memmap, labels: np.memmap, keys: list[str], rows: int,
-                identity: dict[str, Any]) -> None:  # fmt: skip
+def _checkpoint(
+    out: Path,
+    array: np.memmap,
+    labels: np.memmap,
+    keys: list[str],
+    rows: int,
+    identity: dict[str, Any],
+) -> None:
     """Flush the memmaps, append the chunk's keys, then record ``rows`` as done.
 
     The order makes a crash safe: a resumed run keeps only the first ``rows`` keys.

@@ -164,15 +164,19 @@ def load_hierarchy(root: str | Path) -> Hierarchy:
     for level in range(len(config["levels"])):
         path = root / f"level_{level:02d}" / "stats.json"
         if not path.is_file():
-            raise HierarchyError(f"hierarchy at {root} is incomplete: level {level} has no stats.json")
+            raise HierarchyError(
+                f"hierarchy at {root} is incomplete: level {level} has no stats.json"
+            )
         stats.append(load_json(path))
     return Hierarchy(root=root, config=config, stats=stats)
 
 
 def find_invalid_rows(x: np.ndarray, chunk_size: int = 65536) -> np.ndarray:
     """Indices (int64) of rows holding NaN or ±inf, streamed over a memmap."""
-    bad = [start + np.flatnonzero(~np.isfinite(x[start : start + chunk_size]).all(axis=1))
-           for start in range(0, len(x), chunk_size)]  # fmt: skip
+    bad = [
+        start + np.flatnonzero(~np.isfinite(x[start : start + chunk_size]).all(axis=1))
+        for start in range(0, len(x), chunk_size)
+    ]
     return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
 
 
@@ -239,7 +243,9 @@ def build_hierarchy(
     if len(keys) != len(embeddings):
         raise HierarchyError(f"{len(keys)} keys for {len(embeddings)} embedding rows")
     check_keys(keys)
-    selected = np.arange(len(embeddings), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    selected = (
+        np.arange(len(embeddings), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    )
     invalid = find_invalid_rows(embeddings)
     invalid = invalid[np.isin(invalid, selected)]
     if len(invalid) and not config.drop_invalid:
@@ -249,8 +255,12 @@ def build_hierarchy(
         )
     selected = np.setdiff1d(selected, invalid)
     check_levels(config.levels, len(selected))
-    identity = {**config.identity(), "dim": int(embeddings.shape[1]), "n_points": len(selected),
-                "data_sha256": data_fingerprint(embeddings, selected)}  # fmt: skip
+    identity = {
+        **config.identity(),
+        "dim": int(embeddings.shape[1]),
+        "n_points": len(selected),
+        "data_sha256": data_fingerprint(embeddings, selected),
+    }
     comm = RankComm()
     if comm.rank == 0:
         _prepare(out, identity, overwrite)
@@ -258,13 +268,19 @@ def build_hierarchy(
     comm.barrier()
     if len(invalid):
         log.warning("dropped %d NaN/inf embedding rows", len(invalid))
-    data: Rows = embeddings if rows is None and not len(invalid) else RowSubset(embeddings, selected)
+    data: Rows = (
+        embeddings if rows is None and not len(invalid) else RowSubset(embeddings, selected)
+    )
     stats: list[dict[str, Any]] = []
     for index, level in enumerate(config.levels):
         # Level 0 reads all N rows: each rank takes a consecutive slice. Upper levels cluster
         # centroids (a few thousand rows): every rank computes them alike, rank 0 writes.
         level_comm = comm if index == 0 else RankComm(enabled=False)
-        stats.append(_build_level(data, out / f"level_{index:02d}", index, level, config, level_comm, comm.rank == 0))
+        stats.append(
+            _build_level(
+                data, out / f"level_{index:02d}", index, level, config, level_comm, comm.rank == 0
+            )
+        )
         comm.barrier()
         data = load_npy(out / f"level_{index:02d}" / "centroids.npy")
     if comm.rank == 0:
@@ -307,7 +323,13 @@ def _step_seed(config: HierarchyConfig, level: int, step: int) -> int:
 
 
 def _build_level(
-    full: Rows, folder: Path, index: int, level: Level, config: HierarchyConfig, comm: RankComm, write: bool
+    full: Rows,
+    folder: Path,
+    index: int,
+    level: Level,
+    config: HierarchyConfig,
+    comm: RankComm,
+    write: bool,
 ) -> dict[str, Any]:
     """Run or resume one level; returns its stats (also written to ``stats.json`` when ``write``).
 
@@ -338,12 +360,20 @@ def _build_level(
         log.info("level %d: resuming after step %d", index, first - 1)
     else:
         first = 1
-        result = kmeans(data, replace(kmeans_config, seed=_step_seed(config, index, 0)), distributed=comm.active)
+        result = kmeans(
+            data, replace(kmeans_config, seed=_step_seed(config, index, 0)), distributed=comm.active
+        )
         centroids, labels, distances = result.centroids, result.labels, result.distances
         if write:
             save_npy(steps / "step_000.npy", centroids)
-        history.append({"step": 0, "inertia": result.inertia, "n_iter": result.n_iter,
-                        "reseeded": result.reseeded})  # fmt: skip
+        history.append(
+            {
+                "step": 0,
+                "inertia": result.inertia,
+                "n_iter": result.n_iter,
+                "reseeded": result.reseeded,
+            }
+        )
     for step in range(first, level.n_resampling_steps + 1):
         pool = _global_pool(labels, distances, offset, level, comm)
         seeded = replace(kmeans_config, seed=_step_seed(config, index, step))
@@ -353,8 +383,16 @@ def _build_level(
         if write:
             save_npy(steps / f"step_{step:03d}.npy", centroids)
         inertia = float(comm.sum(np.array([distances.sum(dtype=np.float64)]))[0])
-        history.append({"step": step, "pool": len(pool), "pool_inertia": result.inertia,
-                        "inertia": inertia, "n_iter": result.n_iter, "reseeded": result.reseeded})  # fmt: skip
+        history.append(
+            {
+                "step": step,
+                "pool": len(pool),
+                "pool_inertia": result.inertia,
+                "inertia": inertia,
+                "n_iter": result.n_iter,
+                "reseeded": result.reseeded,
+            }
+        )
     labels, distances = comm.gather_rows(labels), comm.gather_rows(distances)
     offsets, members = to_csr(labels, distances, level.n_clusters)
     sizes = np.diff(offsets)
@@ -390,7 +428,9 @@ def _rank_slice(full: Rows, comm: RankComm) -> tuple[int, Rows]:
     return int(local[0]) if len(local) else len(full), RowSubset(full, local)
 
 
-def _global_pool(labels: np.ndarray, distances: np.ndarray, offset: int, level: Level, comm: RankComm) -> np.ndarray:
+def _global_pool(
+    labels: np.ndarray, distances: np.ndarray, offset: int, level: Level, comm: RankComm
+) -> np.ndarray:
     """Sorted rows of ``full`` nearest to each centroid, over all ranks.
 
     Each rank's r nearest per cluster contain its share of the global r nearest, so the global
@@ -400,19 +440,27 @@ def _global_pool(labels: np.ndarray, distances: np.ndarray, offset: int, level: 
     if not comm.active:
         return local
     rows = comm.gather_rows(local + offset)
-    chosen = closest_per_cluster(comm.gather_rows(labels[local]), comm.gather_rows(distances[local]),
-                                 level.n_clusters, level.sample_size)  # fmt: skip
+    chosen = closest_per_cluster(
+        comm.gather_rows(labels[local]),
+        comm.gather_rows(distances[local]),
+        level.n_clusters,
+        level.sample_size,
+    )
     return np.sort(rows[chosen])
 
 
-def closest_per_cluster(labels: np.ndarray, distances: np.ndarray, n_clusters: int, r: int) -> np.ndarray:
+def closest_per_cluster(
+    labels: np.ndarray, distances: np.ndarray, n_clusters: int, r: int
+) -> np.ndarray:
     """Sorted indices of the ``r`` points nearest to each cluster's centroid (all if fewer)."""
     offsets, members = to_csr(labels, distances, n_clusters)
     rank = np.arange(len(members)) - np.repeat(offsets[:-1], np.diff(offsets))
     return np.sort(members[rank < r])
 
 
-def to_csr(labels: np.ndarray, distances: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+def to_csr(
+    labels: np.ndarray, distances: np.ndarray, n_clusters: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Clusters as CSR: offsets (K+1,) int64 and members (n,) int64 sorted by (cluster, distance).
 
     Ties in distance keep the lower index first, so the layout is deterministic.

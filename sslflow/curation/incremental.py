@@ -45,6 +45,12 @@ def assign_new(hierarchy: Hierarchy, x: Rows, chunk_size: int = 16384) -> Assign
     leaves, distances = assign(x, centroids, chunk_size, bool(hierarchy.config["spherical"]))
     paths = hierarchy.leaf_paths()[leaves]
     reference = float(hierarchy.stats[0]["mean_distance"])
-    drift = float(distances.mean(dtype=np.float64)) / max(reference, 1e-12) if len(distances) else 0.0
-    return Assignment(paths=paths.astype(np.int32), distances=distances, drift=drift,
-                      leaf_counts=np.bincount(leaves, minlength=len(centroids)).astype(np.int64))  # fmt: skip
+    drift = (
+        float(distances.mean(dtype=np.float64)) / max(reference, 1e-12) if len(distances) else 0.0
+    )
+    return Assignment(
+        paths=paths.astype(np.int32),
+        distances=distances,
+        drift=drift,
+        leaf_counts=np.bincount(leaves, minlength=len(centroids)).astype(np.int64),
+    )

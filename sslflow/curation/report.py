@@ -17,17 +17,19 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from sslflow.curation.hierarchical import Hierarchy  # noqa: E402
-from sslflow.curation.sampling import CuratedIndex  # noqa: E402
-from sslflow.curation.stats import normalised_entropy  # noqa: E402
+from sslflow.curation.hierarchical import Hierarchy
+from sslflow.curation.sampling import CuratedIndex
+from sslflow.curation.stats import normalised_entropy
 
 Rect = tuple[float, float, float, float]
 
 
-def squarify(values: Sequence[float], x: float, y: float, width: float, height: float) -> list[Rect]:
+def squarify(
+    values: Sequence[float], x: float, y: float, width: float, height: float
+) -> list[Rect]:
     """Squarified treemap layout (Bruls, Huizing and van Wijk, 2000): one rectangle per value.
 
     Hand-written because the ``squarify`` package is not a dependency and matplotlib has no
@@ -59,7 +61,9 @@ def _worst(row: list[float], side: float) -> float:
     return max(max(side**2 * r / area**2, area**2 / (side**2 * r)) for r in row)
 
 
-def _lay_row(row: list[float], x: float, y: float, width: float, height: float, out: list[Rect]) -> Rect:
+def _lay_row(
+    row: list[float], x: float, y: float, width: float, height: float, out: list[Rect]
+) -> Rect:
     """Place ``row`` along the shorter side; returns the box left over."""
     area = sum(row)
     if width >= height:
@@ -112,7 +116,9 @@ def thumbnail_rows(hierarchy: Hierarchy, per_cluster: int) -> dict[int, list[int
     chosen: dict[int, list[int]] = {}
     for cluster, centre in enumerate(hierarchy.centroids(top)):
         leaves = np.flatnonzero((paths[:, top] == cluster) & (np.diff(offsets) > 0))
-        nearest = leaves[np.argsort(((leaves_centroids[leaves] - centre) ** 2).sum(1))[:per_cluster]]
+        nearest = leaves[
+            np.argsort(((leaves_centroids[leaves] - centre) ** 2).sum(1))[:per_cluster]
+        ]
         chosen[cluster] = [int(rows[members[offsets[leaf]]]) for leaf in nearest]
     return chosen
 
@@ -126,8 +132,13 @@ def plot_sizes(inputs: ReportInputs, path: Path) -> Path:
         curated = np.sort(inputs.curated.counts[level])[::-1]
         ax.plot(np.arange(1, len(pool) + 1), np.maximum(pool, 0.8), label="pool")
         ax.plot(np.arange(1, len(curated) + 1), np.maximum(curated, 0.8), label="curated")
-        ax.set(xscale="log", yscale="log", xlabel="cluster rank", ylabel="samples",
-               title=f"level {level}: {len(pool)} clusters")  # fmt: skip
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="cluster rank",
+            ylabel="samples",
+            title=f"level {level}: {len(pool)} clusters",
+        )
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -142,23 +153,41 @@ def plot_treemap(inputs: ReportInputs, path: Path) -> Path:
     order = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
     fig, ax = plt.subplots(figsize=(10, 7))
     cmap = plt.get_cmap("tab20")
-    for rank, (cluster, (x, y, w, h)) in enumerate(zip(order, squarify([float(counts[c]) for c in order], 0, 0, 1, 1), strict=True)):
+    for rank, (cluster, (x, y, w, h)) in enumerate(
+        zip(order, squarify([float(counts[c]) for c in order], 0, 0, 1, 1), strict=True)
+    ):
         if top > 0:
             children = np.flatnonzero(inputs.hierarchy.assignments(top) == cluster)
             child_counts = inputs.curated.counts[top - 1][children]
             kept = sorted((float(v) for v in child_counts if v > 0), reverse=True)
             for cx, cy, cw, ch in squarify(kept, x, y, w, h):
-                ax.add_patch(plt.Rectangle((cx, cy), cw, ch, facecolor=cmap(rank % 20), edgecolor="white", lw=0.4))
-        ax.add_patch(plt.Rectangle((x, y), w, h, fill=top == 0, facecolor=cmap(rank % 20), edgecolor="black", lw=1.2))
+                ax.add_patch(
+                    plt.Rectangle(
+                        (cx, cy), cw, ch, facecolor=cmap(rank % 20), edgecolor="white", lw=0.4
+                    )
+                )
+        ax.add_patch(
+            plt.Rectangle(
+                (x, y), w, h, fill=top == 0, facecolor=cmap(rank % 20), edgecolor="black", lw=1.2
+            )
+        )
         ax.text(x + 0.005, y + h - 0.005, f"{cluster}: {counts[cluster]}", fontsize=7, va="top")
         for index, image in enumerate((inputs.thumbnails or {}).get(cluster, [])[:3]):
             size = min(w, h) / 3.5
             if size < 0.02:
                 break
             left = x + 0.005 + index * (size + 0.004)
-            ax.imshow(image, cmap="gray" if image.ndim == 2 else None,
-                      extent=(left, left + size, y + 0.005, y + 0.005 + size), zorder=3)  # fmt: skip
-    ax.set(xlim=(0, 1), ylim=(0, 1), title=f"hierarchy treemap (level {top} clusters, sized by curated count)")
+            ax.imshow(
+                image,
+                cmap="gray" if image.ndim == 2 else None,
+                extent=(left, left + size, y + 0.005, y + 0.005 + size),
+                zorder=3,
+            )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=f"hierarchy treemap (level {top} clusters, sized by curated count)",
+    )
     ax.set_aspect("auto")
     ax.axis("off")
     fig.tight_layout()
@@ -172,12 +201,27 @@ def plot_centroids(inputs: ReportInputs, path: Path) -> Path:
     from sklearn.decomposition import PCA
 
     centroids = inputs.hierarchy.centroids(0).astype(np.float64)
-    points = PCA(n_components=2, random_state=0).fit_transform(centroids) if centroids.shape[1] > 2 else centroids
+    points = (
+        PCA(n_components=2, random_state=0).fit_transform(centroids)
+        if centroids.shape[1] > 2
+        else centroids
+    )
     paths = inputs.hierarchy.leaf_paths()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    for ax, counts, title in ((axes[0], inputs.curated.pool_counts[0], "pool"), (axes[1], inputs.curated.counts[0], "curated")):
+    for ax, counts, title in (
+        (axes[0], inputs.curated.pool_counts[0], "pool"),
+        (axes[1], inputs.curated.counts[0], "curated"),
+    ):
         sizes = 4 + 150 * counts / max(counts.max(), 1)
-        ax.scatter(points[:, 0], points[:, 1], s=sizes, c=paths[:, -1], cmap="tab20", alpha=0.7, linewidths=0)
+        ax.scatter(
+            points[:, 0],
+            points[:, 1],
+            s=sizes,
+            c=paths[:, -1],
+            cmap="tab20",
+            alpha=0.7,
+            linewidths=0,
+        )
         ax.set(title=f"leaf centroids, marker size = {title} count", xlabel="PC 1", ylabel="PC 2")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -185,7 +229,9 @@ def plot_centroids(inputs: ReportInputs, path: Path) -> Path:
     return path
 
 
-def class_shares(labels: np.ndarray, rows: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def class_shares(
+    labels: np.ndarray, rows: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Class shares (n_classes,) of the pool and of the selected ``rows`` (unknown labels ignored)."""
     pool = np.bincount(labels[labels >= 0], minlength=n_classes).astype(np.float64)
     chosen = labels[rows]
@@ -217,22 +263,30 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
     """Write ``index.html`` and its PNGs into ``out_dir``; returns the HTML path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = [plot_sizes(inputs, out / "cluster_sizes.png"), plot_treemap(inputs, out / "treemap.png"),
-              plot_centroids(inputs, out / "centroids.png"), plot_classes(inputs, out / "class_shares.png")]  # fmt: skip
+    images = [
+        plot_sizes(inputs, out / "cluster_sizes.png"),
+        plot_treemap(inputs, out / "treemap.png"),
+        plot_centroids(inputs, out / "centroids.png"),
+        plot_classes(inputs, out / "class_shares.png"),
+    ]
     summary = {**inputs.curated.summary(), **(inputs.extra or {})}
     if inputs.labels is not None and (inputs.labels >= 0).any():
         n_classes = int(inputs.labels.max()) + 1
         pool, curated = class_shares(inputs.labels, inputs.curated.rows, n_classes)
         summary["class_entropy_pool"] = normalised_entropy(pool)
         summary["class_entropy_curated"] = normalised_entropy(curated)
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in summary.items())
+    rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in summary.items()
+    )
     level_rows = "".join(
         f"<tr><td>{s['level']}</td><td>{s['n_clusters']}</td><td>{s['n_resampling_steps']}</td>"
         f"<td>{s['sample_size']}</td><td>{_fmt(s['inertia'])}</td><td>{_fmt(s['size_entropy'])}</td>"
         f"<td>{s['empty_clusters']}</td></tr>"
         for s in inputs.hierarchy.stats
     )
-    figures = "".join(f'<p><img src="{p.name}" alt="{p.stem}" style="max-width:100%"></p>' for p in images if p)
+    figures = "".join(
+        f'<p><img src="{p.name}" alt="{p.stem}" style="max-width:100%"></p>' for p in images if p
+    )
     rounds = _rounds_table(inputs.rounds) if inputs.rounds else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>sslflow curation report</title>
@@ -255,7 +309,10 @@ def _rounds_table(rounds: list[dict[str, Any]]) -> str:
     """Curation rounds side by side: round t+1 embeds with the model trained on round t."""
     columns = list(dict.fromkeys(k for row in rounds for k in row))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(row.get(c, ''))}</td>" for c in columns) + "</tr>" for row in rounds)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(row.get(c, ''))}</td>" for c in columns) + "</tr>"
+        for row in rounds
+    )
     return f"<h2>Curation rounds</h2><table><tr>{head}</tr>{body}</table>"
 
 

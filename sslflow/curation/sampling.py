@@ -42,7 +42,10 @@ def allocate(sizes: np.ndarray, target: int, rng: np.random.Generator) -> np.nda
     sizes = np.asarray(sizes, dtype=np.int64)
     if target >= sizes.sum():
         return sizes.copy()
-    low, high = 0, int(sizes.max())  # f(x) = Σ min(x, s) is non-decreasing: bisect for max x with f(x) ≤ t
+    low, high = (
+        0,
+        int(sizes.max()),
+    )  # f(x) = Σ min(x, s) is non-decreasing: bisect for max x with f(x) ≤ t
     while low < high:
         middle = (low + high + 1) // 2
         if np.minimum(sizes, middle).sum() <= target:
@@ -131,12 +134,19 @@ def sample_hierarchy(
     leaf_sizes = np.diff(offsets)
     pool_counts = [leaf_sizes.astype(np.int64)]
     for level in range(1, levels):
-        pool_counts.append(np.bincount(hierarchy.assignments(level), weights=pool_counts[-1],
-                                       minlength=len(hierarchy.centroids(level))).astype(np.int64))  # fmt: skip
+        pool_counts.append(
+            np.bincount(
+                hierarchy.assignments(level),
+                weights=pool_counts[-1],
+                minlength=len(hierarchy.centroids(level)),
+            ).astype(np.int64)
+        )
     total = int(leaf_sizes.sum())
     if target > total:
-        warnings.warn(f"target size {target} exceeds the pool of {total} points: taking the whole pool",
-                      stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"target size {target} exceeds the pool of {total} points: taking the whole pool",
+            stacklevel=2,
+        )
         target = total
     alloc = allocate(pool_counts[-1], target, rng)
     for level in range(levels - 1, 0, -1):
@@ -154,14 +164,23 @@ def sample_hierarchy(
     points = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
     leaf_paths = hierarchy.leaf_paths()
     paths = leaf_paths[hierarchy.assignments(0)[points]]
-    counts = [np.bincount(paths[:, level], minlength=len(pool_counts[level])).astype(np.int64)
-              for level in range(levels)]  # fmt: skip
+    counts = [
+        np.bincount(paths[:, level], minlength=len(pool_counts[level])).astype(np.int64)
+        for level in range(levels)
+    ]
     rows = hierarchy.rows()[points]
-    return CuratedIndex(rows=rows, keys=[keys[r] for r in rows], paths=paths.astype(np.int32),
-                        counts=counts, pool_counts=pool_counts)  # fmt: skip
+    return CuratedIndex(
+        rows=rows,
+        keys=[keys[r] for r in rows],
+        paths=paths.astype(np.int32),
+        counts=counts,
+        pool_counts=pool_counts,
+    )
 
 
-def _pick(members: np.ndarray, count: int, strategy: LeafStrategy, rng: np.random.Generator) -> np.ndarray:
+def _pick(
+    members: np.ndarray, count: int, strategy: LeafStrategy, rng: np.random.Generator
+) -> np.ndarray:
     """``count`` of a leaf's ``members`` (sorted nearest first) by ``strategy``."""
     if strategy is LeafStrategy.CLOSEST:
         return members[:count]

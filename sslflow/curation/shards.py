@@ -17,7 +17,9 @@ from sslflow.data.sources import EncodedImage, Sample, ShardSource, Skipped
 
 def pool_source(manifest: Manifest) -> ShardSource:
     """The pool's shards as a source whose samples keep their encoded bytes, keys and labels."""
-    return ShardSource(urls=manifest.urls(), classes=manifest.classes, samples=manifest.total_samples)
+    return ShardSource(
+        urls=manifest.urls(), classes=manifest.classes, samples=manifest.total_samples
+    )
 
 
 @dataclass
@@ -42,7 +44,12 @@ class SelectedSource:
 
     def describe(self) -> dict[str, Any]:
         digest = hashlib.sha256("\n".join(sorted(self.keys)).encode()).hexdigest()
-        return {"name": self.name, "pool": self.inner.describe(), "samples": len(self), "keys_sha256": digest}
+        return {
+            "name": self.name,
+            "pool": self.inner.describe(),
+            "samples": len(self),
+            "keys_sha256": digest,
+        }
 
     def iter_items(self, start: int = 0) -> Iterator[Sample | Skipped]:
         position = 0

@@ -24,5 +24,10 @@ def size_quantiles(sizes: np.ndarray) -> dict[str, float]:
     if not len(sizes):
         return {"min": 0.0, "p10": 0.0, "p50": 0.0, "p90": 0.0, "max": 0.0}
     p10, p50, p90 = np.quantile(sizes, [0.1, 0.5, 0.9])
-    return {"min": float(sizes.min()), "p10": float(p10), "p50": float(p50), "p90": float(p90),
-            "max": float(sizes.max())}  # fmt: skip
+    return {
+        "min": float(sizes.min()),
+        "p10": float(p10),
+        "p50": float(p50),
+        "p90": float(p90),
+        "max": float(sizes.max()),
+    }

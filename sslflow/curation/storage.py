@@ -43,8 +43,7 @@ def save_lines(path: Path, lines: Iterable[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     with open(partial, "w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(line + "\n")
+        handle.writelines(line + "\n" for line in lines)
     os.replace(partial, path)
     return path
 

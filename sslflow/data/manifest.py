@@ -145,7 +145,9 @@ def resolve_urls(spec: str) -> tuple[list[str], Manifest | None]:
     Returns the URLs and the manifest when there is one (its classes and counts are useful).
     """
     spec = spec.strip()
-    if spec.endswith(MANIFEST_NAME) or (Path(spec).is_dir() and (Path(spec) / MANIFEST_NAME).exists()):
+    if spec.endswith(MANIFEST_NAME) or (
+        Path(spec).is_dir() and (Path(spec) / MANIFEST_NAME).exists()
+    ):
         if spec.startswith(("http://", "https://")):
             with urllib.request.urlopen(spec, timeout=30) as response:
                 body = json.loads(response.read())

@@ -15,15 +15,23 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from PIL import Image
 
 FASHION_MNIST_CLASSES = [
-    "t-shirt/top", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
-]  # fmt: skip
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 SPLITS = ("train", "test", "all")
@@ -223,16 +231,18 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
     CIFAR's "python version" is a pickle; a plain ``pickle.load`` would run code from data.
     """
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),
-        ("builtins", "bytes"),
-    }
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),
+            ("builtins", "bytes"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -253,7 +263,12 @@ def cifar(path: str | os.PathLike[str], split: str = "train") -> ArraySource:
         name, label_key, meta_file, names_key = "cifar10", "labels", "batches.meta", "label_names"
         files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
     elif (folder / "train").is_file() and (folder / "test").is_file():
-        name, label_key, meta_file, names_key = "cifar100", "fine_labels", "meta", "fine_label_names"
+        name, label_key, meta_file, names_key = (
+            "cifar100",
+            "fine_labels",
+            "meta",
+            "fine_label_names",
+        )
         files = {"train": ["train"], "test": ["test"]}
     else:
         raise SourceError(
@@ -321,7 +336,9 @@ class ImageFolderSource:
         digest = hashlib.sha256()
         for path in self.files:
             stat = path.stat()
-            digest.update(f"{path.relative_to(self.root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            digest.update(
+                f"{path.relative_to(self.root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+            )
         return {
             "name": self.name,
             "path": str(self.root),
@@ -350,10 +367,14 @@ class ImageFolderSource:
 
 
 def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
-def image_folder(path: str | os.PathLike[str], split: str = "all", order_seed: int = 0) -> ImageFolderSource:
+def image_folder(
+    path: str | os.PathLike[str], split: str = "all", order_seed: int = 0
+) -> ImageFolderSource:
     """List an image folder; keys are stable, the order is a seeded shuffle.
 
     A folder holding ``train/`` and ``test/`` sub-folders is split by them: ``train`` and
@@ -379,14 +400,19 @@ def image_folder(path: str | os.PathLike[str], split: str = "all", order_seed: i
         bases = ["."]
     listed = [(base, file) for base in bases for file in _list_images(root / base)]
     if not listed:
-        raise SourceError(f"no .jpg/.jpeg/.png/.webp files under {root}" + (f" ({', '.join(bases)})" if has_splits else ""))
+        raise SourceError(
+            f"no .jpg/.jpeg/.png/.webp files under {root}"
+            + (f" ({', '.join(bases)})" if has_splits else "")
+        )
     parts = [file.relative_to(root / base).parts for base, file in listed]
     labelled = all(len(p) >= 2 for p in parts)
     classes = sorted({p[0] for p in parts}) if labelled else None
     order = np.random.default_rng(order_seed).permutation(len(listed))
     files = [listed[i][1] for i in order]
     labels = [classes.index(parts[i][0]) for i in order] if classes else None
-    return ImageFolderSource(root, files, labels, classes, split if has_splits else "all", order_seed)
+    return ImageFolderSource(
+        root, files, labels, classes, split if has_splits else "all", order_seed
+    )
 
 
 # --------------------------------------------------------------------------- existing shards
@@ -466,7 +492,10 @@ class ConcatSource:
         return sum(len(source) for _, source in self.parts)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "parts": [{"prefix": prefix, **source.describe()} for prefix, source in self.parts]}
+        return {
+            "name": self.name,
+            "parts": [{"prefix": prefix, **source.describe()} for prefix, source in self.parts],
+        }
 
     def iter_items(self, start: int = 0) -> Iterator[Sample | Skipped]:
         offset = 0
@@ -527,14 +556,20 @@ def open_source(
         urls, manifest = resolve_urls(_require_path(name, path, "a manifest.json or URL list"))
         if manifest is None:
             return ShardSource(urls=urls)
-        return ShardSource(urls, manifest.classes, samples=manifest.total_samples, content_hash=manifest.content_hash)
+        return ShardSource(
+            urls,
+            manifest.classes,
+            samples=manifest.total_samples,
+            content_hash=manifest.content_hash,
+        )
     raise SourceError(f"unknown source {name!r}; valid sources: {', '.join(SOURCE_NAMES)}")
 
 
 def _require_path(name: str, path: str | None, what: str) -> str:
     if not path:
         raise SourceError(f"source {name!r} needs a path: pass --path with {what}")
-    if "://" not in path and not path.startswith("pipe:") and not Path(path).exists():
-        if name != "shards" or not any(c in path for c in "{,\n "):
-            raise SourceError(f"source {name!r}: path {path} does not exist; pass --path with {what}")
+    is_local = "://" not in path and not path.startswith("pipe:")
+    is_pattern = name == "shards" and any(c in path for c in "{,\n ")
+    if is_local and not Path(path).exists() and not is_pattern:
+        raise SourceError(f"source {name!r}: path {path} does not exist; pass --path with {what}")
     return path

@@ -94,7 +94,9 @@ def member_header(name: str, size: int, mtime: int = 0, mode: int = 0o444) -> by
         directory, _, base = name.rpartition("/")
         prefix, encoded = directory.encode("utf-8"), base.encode("utf-8")
         if not directory or len(prefix) > 155 or len(encoded) > 100:
-            raise TarFormatError(f"member name {name!r} does not fit a ustar header (use a shorter key)")
+            raise TarFormatError(
+                f"member name {name!r} does not fit a ustar header (use a shorter key)"
+            )
     if size > MAX_MEMBER:
         raise TarFormatError(f"member {name!r} of {size} bytes is too large for a ustar header")
     header = bytearray(BLOCK)

@@ -65,7 +65,9 @@ class WriterConfig:
         if self.max_bytes < 1024:
             raise ValueError(f"max_bytes must be >= 1024, got {self.max_bytes}")
         if self.max_side < 0:
-            raise ValueError(f"max_side must be 0 (keep sizes) or a side in pixels, got {self.max_side}")
+            raise ValueError(
+                f"max_side must be 0 (keep sizes) or a side in pixels, got {self.max_side}"
+            )
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
 
@@ -117,7 +119,9 @@ def _downscaled(image: Image.Image, config: WriterConfig) -> StoredImage:
     return StoredImage("jpg", buffer.getvalue(), mode, *target, *original)
 
 
-def _png(image: Image.Image, mode: str, config: WriterConfig, original: tuple[str, tuple[int, int]]) -> StoredImage:
+def _png(
+    image: Image.Image, mode: str, config: WriterConfig, original: tuple[str, tuple[int, int]]
+) -> StoredImage:
     buffer = io.BytesIO()
     image.convert(mode).save(buffer, format="PNG", compress_level=config.png_compress_level)
     return StoredImage("png", buffer.getvalue(), mode, *image.size, *original)
@@ -146,7 +150,12 @@ def stored_image(image: Image.Image | EncodedImage, config: WriterConfig) -> Sto
     original = (image.mode, image.size)
     if too_big and max(image.size) > config.max_side:
         return _downscaled(image, config)
-    return _png(image, image.mode if image.mode in KEPT_MODES else unified_mode(image.mode), config, original)
+    return _png(
+        image,
+        image.mode if image.mode in KEPT_MODES else unified_mode(image.mode),
+        config,
+        original,
+    )
 
 
 def encode_sample(sample: Sample, stored: StoredImage) -> dict[str, Any]:
@@ -158,7 +167,11 @@ def encode_sample(sample: Sample, stored: StoredImage) -> dict[str, Any]:
         meta["original_mode"] = stored.original_mode
     if stored.original_size != (stored.width, stored.height):
         meta["original_size"] = list(stored.original_size)
-    record: dict[str, Any] = {"__key__": sample.key, stored.ext: stored.data, "json": json.dumps(meta).encode()}
+    record: dict[str, Any] = {
+        "__key__": sample.key,
+        stored.ext: stored.data,
+        "json": json.dumps(meta).encode(),
+    }
     if sample.label is not None:
         record["cls"] = str(sample.label).encode()
     return record
@@ -166,7 +179,9 @@ def encode_sample(sample: Sample, stored: StoredImage) -> dict[str, Any]:
 
 def tar_bytes(record: dict[str, Any]) -> int:
     """Bytes a record takes in a tar: a 512-byte header per member plus data padded to 512."""
-    return sum(512 + (len(v) + 511) // 512 * 512 for k, v in record.items() if not k.startswith("__"))
+    return sum(
+        512 + (len(v) + 511) // 512 * 512 for k, v in record.items() if not k.startswith("__")
+    )
 
 
 def write_shards(
@@ -260,7 +275,9 @@ class _OpenShard:
 
     def write(self, record: dict[str, Any], stored: StoredImage) -> None:
         key = record["__key__"]
-        for field in sorted(k for k in record if not k.startswith("__")):  # webdataset's member order
+        for field in sorted(
+            k for k in record if not k.startswith("__")
+        ):  # webdataset's member order
             self.bytes += write_member(self.handle, f"{key}.{field}", record[field])
         self.count += 1
         self.geometry.add(stored.mode, stored.width, stored.height)
@@ -271,7 +288,9 @@ class _OpenShard:
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
-        info = ShardInfo(self.final.name, self.count, self.partial.stat().st_size, sha256_file(self.partial))
+        info = ShardInfo(
+            self.final.name, self.count, self.partial.stat().st_size, sha256_file(self.partial)
+        )
         os.replace(self.partial, self.final)
         return info
 
@@ -307,13 +326,24 @@ def _write_remaining(
         shards.append(info)
         skipped.extend(pending_skips)
         geometry.merge(open_shard.geometry)
-        entry = {**vars(info), "position": end, "skipped": list(pending_skips), "geometry": open_shard.geometry.to_json()}
+        entry = {
+            **vars(info),
+            "position": end,
+            "skipped": list(pending_skips),
+            "geometry": open_shard.geometry.to_json(),
+        }
         _append_journal(out, entry)
         pending_skips.clear()
         if on_shard:
             on_shard(info)
 
-    bar = tqdm(total=len(source) or None, initial=position, disable=not progress, desc=f"shards → {out.name}", unit="img")
+    bar = tqdm(
+        total=len(source) or None,
+        initial=position,
+        disable=not progress,
+        desc=f"shards → {out.name}",
+        unit="img",
+    )
     try:
         for item in source.iter_items(position):
             stored = None
@@ -321,14 +351,18 @@ def _write_remaining(
                 try:
                     stored = stored_image(item.image, config)
                 except UNREADABLE as exc:
-                    item = Skipped(where=item.meta.get("path", item.key), reason=f"{type(exc).__name__}: {exc}")
+                    item = Skipped(
+                        where=item.meta.get("path", item.key), reason=f"{type(exc).__name__}: {exc}"
+                    )
             if isinstance(item, Skipped):
                 pending_skips.append({"where": item.where, "reason": item.reason})
                 log.warning("skipped %s: %s", item.where, item.reason)
             elif stored is not None:
                 record = encode_sample(item, stored)
                 size = tar_bytes(record)
-                if shard is not None and (shard.count >= config.shard_size or shard.bytes + size > config.max_bytes):
+                if shard is not None and (
+                    shard.count >= config.shard_size or shard.bytes + size > config.max_bytes
+                ):
                     finish(shard, position)  # the full shard ends before this sample
                     shard = None
                 if shard is None:

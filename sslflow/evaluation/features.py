@@ -121,7 +121,9 @@ def require_labels(manifest: Manifest, split: str) -> None:
     """Raise ``UnlabelledShardsError`` naming the shards when ``manifest`` has no labels."""
     if manifest.labelled:
         return
-    names = ", ".join(s.name for s in manifest.shards[:5]) + (" …" if len(manifest.shards) > 5 else "")
+    names = ", ".join(s.name for s in manifest.shards[:5]) + (
+        " …" if len(manifest.shards) > 5 else ""
+    )
     raise UnlabelledShardsError(
         f"the {split} shards at {manifest.root} ({names}) carry no labels, so they cannot be "
         "probed; materialise eval_split from a labelled source (e.g. fashion-mnist, or an "
@@ -134,7 +136,9 @@ def cache_dir(root: Path, fingerprint: str, split: str) -> Path:
     return Path(root) / fingerprint[:16] / split
 
 
-def load_cached(folder: Path, fingerprint: str, manifest: Manifest, dim: int | None = None) -> FeatureSet | None:
+def load_cached(
+    folder: Path, fingerprint: str, manifest: Manifest, dim: int | None = None
+) -> FeatureSet | None:
     """The cached features in ``folder`` if they belong to this model and these shards, else None.
 
     Args:
@@ -157,7 +161,9 @@ def load_cached(folder: Path, fingerprint: str, manifest: Manifest, dim: int | N
     found = {**{k: meta.get(k) for k in expected if k != "shape"}, "shape": list(features.shape)}
     if meta.get("feature_dim") != features.shape[1] or found != expected:
         stale = {k: (found[k], expected[k]) for k in expected if found[k] != expected[k]}
-        log.warning("feature cache %s does not match (found, expected): %s; recomputing", folder, stale)
+        log.warning(
+            "feature cache %s does not match (found, expected): %s; recomputing", folder, stale
+        )
         return None
     return _read(folder, features, meta)
 
@@ -179,23 +185,35 @@ def load_feature_set(folder: str | Path) -> FeatureSet:
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"no cached features at {folder}: materialise probe_features first")
-    return _read(folder, np.load(folder / "features.npy", mmap_mode="r"), json.loads(meta_path.read_text()))
+    return _read(
+        folder, np.load(folder / "features.npy", mmap_mode="r"), json.loads(meta_path.read_text())
+    )
 
 
 def output_dim(embedder: Embedder, manifest: Manifest) -> int:
     """Feature width D of ``embedder`` on this shard set, from one embedded sample."""
-    first = next(iter(ShardDataset(manifest, mode="finite", decode="tensor", transform=embedder.transform)), None)
+    first = next(
+        iter(ShardDataset(manifest, mode="finite", decode="tensor", transform=embedder.transform)),
+        None,
+    )
     if first is None:
         raise ValueError(f"the shard set at {manifest.root} holds no samples")
     return int(embedder.embed(first["image"][None]).shape[1])
 
 
 def _batches(
-    manifest: Manifest, transform: Callable[[torch.Tensor], torch.Tensor], batch_size: int, num_workers: int
+    manifest: Manifest,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    num_workers: int,
 ) -> Iterator[dict]:
-    dataset = ShardDataset(manifest, mode="finite", decode="tensor", transform=transform, on_error="raise")
+    dataset = ShardDataset(
+        manifest, mode="finite", decode="tensor", transform=transform, on_error="raise"
+    )
     workers = min(num_workers, len(manifest.shards))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, persistent_workers=False)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, persistent_workers=False
+    )
     yield from loader
 
 
@@ -262,21 +280,30 @@ def _write(
             out = embedder.embed(batch["image"]).numpy()
             if features is None:
                 features = np.lib.format.open_memmap(
-                    folder / "features.npy", mode="w+", dtype=np.float32, shape=(total, out.shape[1])
+                    folder / "features.npy",
+                    mode="w+",
+                    dtype=np.float32,
+                    shape=(total, out.shape[1]),
                 )
             start = len(keys)
             if start + len(out) > total:
-                raise ValueError(f"the {split} shards hold more samples than their manifest's {total}")
+                raise ValueError(
+                    f"the {split} shards hold more samples than their manifest's {total}"
+                )
             batch_labels = batch["label"].numpy()
             if (batch_labels < 0).any():
                 missing = [k for k, y in zip(batch["key"], batch_labels) if y < 0][:5]
-                raise UnlabelledShardsError(f"{split} samples without a label (e.g. {missing}) in {manifest.root}")
+                raise UnlabelledShardsError(
+                    f"{split} samples without a label (e.g. {missing}) in {manifest.root}"
+                )
             features[start : start + len(out)] = out
             labels[start : start + len(out)] = batch_labels
             keys.extend(batch["key"])
             progress.update(len(out))
     if features is None or len(keys) != total:
-        raise ValueError(f"read {len(keys)} {split} samples from {manifest.root}, its manifest says {total}")
+        raise ValueError(
+            f"read {len(keys)} {split} samples from {manifest.root}, its manifest says {total}"
+        )
     features.flush()
     np.save(folder / "labels.npy", labels)
     (folder / "keys.json").write_text(json.dumps(keys))

@@ -99,7 +99,9 @@ def validation_split(labels: np.ndarray, fraction: float = 0.1, seed: int = 0) -
     indices = np.arange(len(labels))
     counts = np.bincount(labels)
     stratify = labels if counts[counts > 0].min() >= 2 else None
-    fit, held_out = train_test_split(indices, test_size=fraction, random_state=seed, stratify=stratify)
+    fit, held_out = train_test_split(
+        indices, test_size=fraction, random_state=seed, stratify=stratify
+    )
     return ValidationSplit(fit=np.sort(fit), validation=np.sort(held_out))
 
 
@@ -195,7 +197,15 @@ def logistic_regression_probe(
     """
     with limited_threads(threads):
         return _logistic_sweep(
-            train_features, train_labels, test_features, test_labels, cs, validation_fraction, seed, max_iter, num_classes
+            train_features,
+            train_labels,
+            test_features,
+            test_labels,
+            cs,
+            validation_fraction,
+            seed,
+            max_iter,
+            num_classes,
         )
 
 
@@ -227,7 +237,9 @@ def _logistic_sweep(
     scaler = StandardScaler().fit(train64)
     final = _logistic(chosen, seed, max_iter).fit(scaler.transform(train64), train_labels)
     predictions = final.predict(scaler.transform(np.asarray(test_features, dtype=np.float64)))
-    return _result(LinearProbeKind.LOGISTIC, HyperParameter.C, sweep, test_labels, predictions, classes)
+    return _result(
+        LinearProbeKind.LOGISTIC, HyperParameter.C, sweep, test_labels, predictions, classes
+    )
 
 
 def train_linear_heads(
@@ -318,9 +330,17 @@ def sgd_probe(
     """
     with limited_threads(threads):
         return _sgd_sweep(
-            train_features, train_labels, test_features, test_labels, lrs, epochs, batch_size,
-            validation_fraction, seed, num_classes,
-        )  # fmt: skip
+            train_features,
+            train_labels,
+            test_features,
+            test_labels,
+            lrs,
+            epochs,
+            batch_size,
+            validation_fraction,
+            seed,
+            num_classes,
+        )
 
 
 def _sgd_sweep(

@@ -97,7 +97,9 @@ class KnnConfig:
 
     def __post_init__(self) -> None:
         if not self.ks or min(self.ks) < 1 or self.temperature <= 0:
-            raise ValueError(f"kNN needs ks ≥ 1 and temperature > 0, got ks={self.ks}, temperature={self.temperature}")
+            raise ValueError(
+                f"kNN needs ks ≥ 1 and temperature > 0, got ks={self.ks}, temperature={self.temperature}"
+            )
 
     def settings(self) -> tuple[tuple[int, float], ...]:
         """The (k, T) pairs to evaluate."""
@@ -132,7 +134,9 @@ class LinearConfig:
     def __post_init__(self) -> None:
         known = [kind.value for kind in LinearProbeKind]
         if not self.probes or any(p not in known for p in self.probes):
-            raise ValueError(f"linear probes must be a non-empty list of {known}, got {list(self.probes)}")
+            raise ValueError(
+                f"linear probes must be a non-empty list of {known}, got {list(self.probes)}"
+            )
 
     def kinds(self) -> tuple[LinearProbeKind, ...]:
         return tuple(LinearProbeKind(p) for p in self.probes)
@@ -237,13 +241,18 @@ def resolve_model(
     if not spec:
         latest = latest_registered_model(tracking_uri)
         if latest is None:
-            log.warning("no sslflow model is registered; probing a randomly initialised %s", fallback_backbone)
+            log.warning(
+                "no sslflow model is registered; probing a randomly initialised %s",
+                fallback_backbone,
+            )
             spec = RANDOM_PREFIX + fallback_backbone
         else:
             spec = latest
     if spec.startswith(RANDOM_PREFIX):
         in_chans, size = (images.channels, images.image_size()) if images else (1, 28)
-        return ResolvedModel(random_backbone(spec[len(RANDOM_PREFIX) :], in_chans, size, small_stem=small_stem), spec)
+        return ResolvedModel(
+            random_backbone(spec[len(RANDOM_PREFIX) :], in_chans, size, small_stem=small_stem), spec
+        )
     pinned = pin_model_uri(spec, tracking_uri)  # reports name the version, not a moving alias
     return ResolvedModel(load_backbone(pinned, tracking_uri=tracking_uri), pinned)
 
@@ -286,7 +295,9 @@ def training_summary(spec: str, tracking_uri: str | None) -> dict[str, str]:
         "image size": f"{tags['sslflow.image_size']} px" if "sslflow.image_size" in tags else None,
         "channels": tags.get("sslflow.in_chans"),
         "epochs": params.get("epochs"),
-        "curation": {"curated_shards": "curated shards", "raw_shards": "none (raw shards)"}.get(trained_on, trained_on),
+        "curation": {"curated_shards": "curated shards", "raw_shards": "none (raw shards)"}.get(
+            trained_on, trained_on
+        ),
     }
     return {key: value for key, value in found.items() if value}
 
@@ -295,7 +306,13 @@ def random_copy(backbone: Any, seed: int = 0) -> Any:
     """A randomly initialised backbone of the same architecture and input format."""
     from sslflow.ssl.export import random_backbone
 
-    return random_backbone(backbone.name, backbone.in_chans, backbone.image_size, seed=seed, small_stem=backbone.small_stem)
+    return random_backbone(
+        backbone.name,
+        backbone.in_chans,
+        backbone.image_size,
+        seed=seed,
+        small_stem=backbone.small_stem,
+    )
 
 
 # --- features -------------------------------------------------------------------------------
@@ -352,10 +369,19 @@ def extractors(
 ) -> list[tuple[Role, Embedder, str, int | None]]:
     """(role, embedder, description, feature width) for the model and, if asked, the baselines."""
     backbone = model.backbone
-    found: list[tuple[Role, Embedder, str, int | None]] = [(Role.MODEL, backbone, model.spec, backbone.feature_dim)]
+    found: list[tuple[Role, Embedder, str, int | None]] = [
+        (Role.MODEL, backbone, model.spec, backbone.feature_dim)
+    ]
     if baselines:
         if not model.spec.startswith(RANDOM_PREFIX):
-            found.append((Role.RANDOM_INIT, random_copy(backbone, seed), f"random {backbone.name}", backbone.feature_dim))
+            found.append(
+                (
+                    Role.RANDOM_INIT,
+                    random_copy(backbone, seed),
+                    f"random {backbone.name}",
+                    backbone.feature_dim,
+                )
+            )
         found.append((Role.RAW_PIXELS, pixels, f"raw pixels ({pixels.size}×{pixels.size})", None))
     return found
 
@@ -369,18 +395,31 @@ def extract_all(
 ) -> FeatureIndex:
     """Extract (or reuse cached) train and test features of the model and its baselines."""
     if train.classes and test.classes and train.classes != test.classes:
-        raise ValueError(f"train and test shards name different classes: {train.classes} vs {test.classes}")
+        raise ValueError(
+            f"train and test shards name different classes: {train.classes} vs {test.classes}"
+        )
     entries, seconds = [], {}
     pixels = RawPixels.for_images(train)
-    for role, embedder, description, dim in extractors(model, config.baselines, pixels, config.seed):
+    for role, embedder, description, dim in extractors(
+        model, config.baselines, pixels, config.seed
+    ):
         started = time.perf_counter()
         sets = [
-            extract_features(embedder, manifest, cache_root, split, config.batch_size, config.num_workers, dim)
+            extract_features(
+                embedder, manifest, cache_root, split, config.batch_size, config.num_workers, dim
+            )
             for split, manifest in (("train", train), ("test", test))
         ]
         seconds[role.value] = time.perf_counter() - started
         entries.append(
-            FeatureEntry(role, description, sets[0].fingerprint, sets[0].dim, str(sets[0].root), str(sets[1].root))
+            FeatureEntry(
+                role,
+                description,
+                sets[0].fingerprint,
+                sets[0].dim,
+                str(sets[0].root),
+                str(sets[1].root),
+            )
         )
     classes = list(train.classes or test.classes or [])
     return FeatureIndex(entries, classes, train.content_hash, test.content_hash, seconds)
@@ -393,7 +432,9 @@ def _num_classes(index: FeatureIndex, train: FeatureSet, test: FeatureSet) -> in
     return len(index.classes) or int(max(train.labels.max(), test.labels.max())) + 1
 
 
-def knn_probe(index: FeatureIndex, settings: Sequence[tuple[int, float]] = DEFAULT_SETTINGS) -> list[ModelProbe]:
+def knn_probe(
+    index: FeatureIndex, settings: Sequence[tuple[int, float]] = DEFAULT_SETTINGS
+) -> list[ModelProbe]:
     """Weighted kNN of every feature set in ``index``."""
     probes = []
     for entry in index.entries:
@@ -408,8 +449,19 @@ def knn_probe(index: FeatureIndex, settings: Sequence[tuple[int, float]] = DEFAU
             num_classes=_num_classes(index, train, test),
         )
         seconds = time.perf_counter() - started
-        probes.append(ModelProbe(entry.role, entry.description, entry.fingerprint, entry.feature_dim, knn=results, seconds=seconds))
-        log.info("kNN %s: %s", entry.role.label, ", ".join(f"{r.name}={r.top1:.4f}" for r in results))
+        probes.append(
+            ModelProbe(
+                entry.role,
+                entry.description,
+                entry.fingerprint,
+                entry.feature_dim,
+                knn=results,
+                seconds=seconds,
+            )
+        )
+        log.info(
+            "kNN %s: %s", entry.role.label, ", ".join(f"{r.name}={r.top1:.4f}" for r in results)
+        )
     return probes
 
 
@@ -423,18 +475,48 @@ def linear_probe(index: FeatureIndex, config: LinearConfig = LinearConfig()) -> 
         results: list[LinearResult] = []
         for kind in config.kinds():
             if kind is LinearProbeKind.LOGISTIC:
-                results.append(logistic_regression_probe(
-                    train.features, train.labels, test.features, test.labels, config.cs,
-                    config.validation_fraction, config.seed, num_classes=classes,
-                ))  # fmt: skip
+                results.append(
+                    logistic_regression_probe(
+                        train.features,
+                        train.labels,
+                        test.features,
+                        test.labels,
+                        config.cs,
+                        config.validation_fraction,
+                        config.seed,
+                        num_classes=classes,
+                    )
+                )
             else:
-                results.append(sgd_probe(
-                    train.features, train.labels, test.features, test.labels, config.lrs, config.sgd_epochs,
-                    validation_fraction=config.validation_fraction, seed=config.seed, num_classes=classes,
-                ))  # fmt: skip
+                results.append(
+                    sgd_probe(
+                        train.features,
+                        train.labels,
+                        test.features,
+                        test.labels,
+                        config.lrs,
+                        config.sgd_epochs,
+                        validation_fraction=config.validation_fraction,
+                        seed=config.seed,
+                        num_classes=classes,
+                    )
+                )
         seconds = time.perf_counter() - started
-        probes.append(ModelProbe(entry.role, entry.description, entry.fingerprint, entry.feature_dim, linear=results, seconds=seconds))
-        log.info("linear %s: %s", entry.role.label, ", ".join(f"{r.kind.value}={r.top1:.4f}" for r in results))
+        probes.append(
+            ModelProbe(
+                entry.role,
+                entry.description,
+                entry.fingerprint,
+                entry.feature_dim,
+                linear=results,
+                seconds=seconds,
+            )
+        )
+        log.info(
+            "linear %s: %s",
+            entry.role.label,
+            ", ".join(f"{r.kind.value}={r.top1:.4f}" for r in results),
+        )
     return probes
 
 
@@ -450,7 +532,9 @@ def build_report_input(
 ) -> ReportInput:
     """The report's content from the feature index and the (merged) probe results."""
     train, test = index.model().load()
-    classes = index.classes or [str(c) for c in range(int(max(train.labels.max(), test.labels.max())) + 1)]
+    classes = index.classes or [
+        str(c) for c in range(int(max(train.labels.max(), test.labels.max())) + 1)
+    ]
     return ReportInput(
         title=index.model().description,
         summary=summary,
@@ -474,7 +558,9 @@ def log_report(run: RunLogger, report_html: Path) -> None:
 def earlier_for(run: RunLogger) -> list[EarlierRun]:
     """Earlier probing runs of ``run``'s experiment, linked the way ``run.url`` is."""
     base = run.url.rsplit("/runs/", 1)[0]
-    return earlier_runs(run.client, run.experiment_id, run.run_id, lambda run_id: f"{base}/runs/{run_id}")
+    return earlier_runs(
+        run.client, run.experiment_id, run.run_id, lambda run_id: f"{base}/runs/{run_id}"
+    )
 
 
 @dataclass
@@ -536,8 +622,12 @@ def run_probe(
     test = test_shards if isinstance(test_shards, Manifest) else Manifest.load(test_shards)
     out = Path(out_dir)
     model = resolve_model(model_spec, tracking_uri, fallback_backbone, images=train.geometry)
-    index = extract_all(model, train, test, Path(cache_root) if cache_root else out / "features", config.features)
-    probes = merge_probes(knn_probe(index, config.knn.settings()), linear_probe(index, config.linear))
+    index = extract_all(
+        model, train, test, Path(cache_root) if cache_root else out / "features", config.features
+    )
+    probes = merge_probes(
+        knn_probe(index, config.knn.settings()), linear_probe(index, config.linear)
+    )
     summary = {
         "model": model.spec,
         **training_summary(model.spec, tracking_uri),
@@ -548,7 +638,14 @@ def run_probe(
     earlier = earlier_for(run) if run is not None else []
     report_input = build_report_input(index, probes, summary, earlier=earlier)
     report = render_report(report_input, out / "report", Projection(config.report.projection))
-    result = ProbeResult(model.spec, probes, report, summary_markdown(report_input), index, time.perf_counter() - started)
+    result = ProbeResult(
+        model.spec,
+        probes,
+        report,
+        summary_markdown(report_input),
+        index,
+        time.perf_counter() - started,
+    )
     if run is not None:
         run.set_tags(report_tags(index))
         run.log_params({"model": model.spec, **probe_params(config)})
@@ -559,7 +656,11 @@ def run_probe(
 
 def report_tags(index: FeatureIndex) -> dict[str, str]:
     """Tags that mark a run as a probing report (found later by ``earlier_runs``)."""
-    return {REPORT_TAG: "true", MODEL_TAG: index.model().description, "sslflow.probe.fingerprint": index.model().fingerprint}
+    return {
+        REPORT_TAG: "true",
+        MODEL_TAG: index.model().description,
+        "sslflow.probe.fingerprint": index.model().fingerprint,
+    }
 
 
 def probe_params(config: ProbeConfig) -> dict[str, str]:

@@ -104,23 +104,39 @@ def _metric(name: str, hyper: str | None = None) -> Callable[[Mapping[str, float
         if value is None:
             return "–"
         extra = metrics.get(f"{role}.{hyper}") if hyper else None
-        return f"{value:.4f}" + (f" ({hyper.rsplit('.', 1)[-1]}={extra:g})" if extra is not None else "")
+        return f"{value:.4f}" + (
+            f" ({hyper.rsplit('.', 1)[-1]}={extra:g})" if extra is not None else ""
+        )
 
     return cell
 
 
 def comparison_columns(probes: Sequence[ModelProbe]) -> list[Column]:
     """Columns for every kNN setting and linear probe present in ``probes``."""
-    settings = sorted({(r.k_requested, r.temperature) for p in probes for r in p.knn}, key=lambda s: (s[1], s[0]))
+    settings = sorted(
+        {(r.k_requested, r.temperature) for p in probes for r in p.knn}, key=lambda s: (s[1], s[0])
+    )
     columns: list[Column] = [
         (f"kNN k={k} T={t:g}", _metric(f"knn.k{k}_t{t:g}.top1")) for k, t in settings
     ]
     if (HEADLINE_K, DEFAULT_TEMPERATURE) in settings:
-        columns.append((f"kNN k={HEADLINE_K} top-5", _metric(f"knn.k{HEADLINE_K}_t{DEFAULT_TEMPERATURE:g}.top5")))
+        columns.append(
+            (
+                f"kNN k={HEADLINE_K} top-5",
+                _metric(f"knn.k{HEADLINE_K}_t{DEFAULT_TEMPERATURE:g}.top5"),
+            )
+        )
     for kind in LinearProbeKind:
-        hyper = next((r.hyperparameter.value for p in probes for r in p.linear if r.kind is kind), None)
+        hyper = next(
+            (r.hyperparameter.value for p in probes for r in p.linear if r.kind is kind), None
+        )
         if hyper:
-            columns.append((f"linear {kind.value}", _metric(f"linear.{kind.value}.top1", f"linear.{kind.value}.{hyper}")))
+            columns.append(
+                (
+                    f"linear {kind.value}",
+                    _metric(f"linear.{kind.value}.top1", f"linear.{kind.value}.{hyper}"),
+                )
+            )
     return columns
 
 
@@ -133,7 +149,12 @@ def comparison_rows(report: ReportInput) -> tuple[list[str], list[list[str]]]:
         metrics = probe.metrics()
         rows.append([probe.role.label, *[cell(metrics, probe.role.value) for _, cell in columns]])
     for earlier in report.earlier:
-        rows.append([f"earlier: {earlier.run.label}", *[cell(earlier.metrics, Role.MODEL.value) for _, cell in columns]])
+        rows.append(
+            [
+                f"earlier: {earlier.run.label}",
+                *[cell(earlier.metrics, Role.MODEL.value) for _, cell in columns],
+            ]
+        )
     return header, rows
 
 
@@ -160,11 +181,21 @@ def plot_accuracy_vs_k(probes: Sequence[ModelProbe], path: Path) -> Path:
     figure = Figure(figsize=(6, 4), layout="constrained")
     axes = figure.subplots()
     for probe in probes:
-        results = sorted((r for r in probe.knn if r.temperature == DEFAULT_TEMPERATURE), key=lambda r: r.k_requested)
-        line = axes.plot([r.k_requested for r in results], [r.top1 for r in results], marker="o", label=probe.role.label)
+        results = sorted(
+            (r for r in probe.knn if r.temperature == DEFAULT_TEMPERATURE),
+            key=lambda r: r.k_requested,
+        )
+        line = axes.plot(
+            [r.k_requested for r in results],
+            [r.top1 for r in results],
+            marker="o",
+            label=probe.role.label,
+        )
         lightly = [r for r in probe.knn if (r.k_requested, r.temperature) == LIGHTLY_SETTING]
         for r in lightly:
-            axes.plot([r.k_requested], [r.top1], marker="s", fillstyle="none", color=line[0].get_color())
+            axes.plot(
+                [r.k_requested], [r.top1], marker="s", fillstyle="none", color=line[0].get_color()
+            )
     axes.set_xscale("log")
     axes.set_xlabel("k (neighbours)")
     axes.set_ylabel("top-1 accuracy")
@@ -187,8 +218,18 @@ def plot_per_class(report: ReportInput, path: Path) -> Path:
             continue
         name, predictions = chosen
         per_class, _ = classification_summary(report.test_labels, predictions, len(classes))
-        axes.bar(np.arange(len(classes)) + i * width, per_class, width, label=f"{probe.role.label}: {name}")
-    axes.set_xticks(np.arange(len(classes)) + width * (len(report.probes) - 1) / 2, classes, rotation=45, ha="right")
+        axes.bar(
+            np.arange(len(classes)) + i * width,
+            per_class,
+            width,
+            label=f"{probe.role.label}: {name}",
+        )
+    axes.set_xticks(
+        np.arange(len(classes)) + width * (len(report.probes) - 1) / 2,
+        classes,
+        rotation=45,
+        ha="right",
+    )
     axes.set_ylim(0, 1.18)  # headroom for the legend above the bars
     axes.set_ylabel("accuracy")
     axes.set_title("per-class test accuracy")
@@ -209,8 +250,15 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], title: str, pa
     axes.set_yticks(ticks, classes)
     if len(classes) <= 20:
         for (row, col), count in np.ndenumerate(confusion):
-            axes.text(col, row, str(count), ha="center", va="center", fontsize=7,
-                      color="white" if rates[row, col] > 0.5 else "black")  # fmt: skip
+            axes.text(
+                col,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rates[row, col] > 0.5 else "black",
+            )
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title)
@@ -219,7 +267,9 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], title: str, pa
     return path
 
 
-def project_2d(features: np.ndarray, method: Projection = Projection.PCA, seed: int = 0) -> np.ndarray:
+def project_2d(
+    features: np.ndarray, method: Projection = Projection.PCA, seed: int = 0
+) -> np.ndarray:
     """(N, D) → (N, 2) by PCA, or t-SNE initialised from PCA."""
     from sklearn.decomposition import PCA
 
@@ -227,7 +277,9 @@ def project_2d(features: np.ndarray, method: Projection = Projection.PCA, seed: 
     if method is Projection.TSNE:
         from sklearn.manifold import TSNE
 
-        return TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, len(x) - 1)).fit_transform(x)
+        return TSNE(
+            n_components=2, init="pca", random_state=seed, perplexity=min(30.0, len(x) - 1)
+        ).fit_transform(x)
     return PCA(n_components=2, random_state=seed).fit_transform(x)
 
 
@@ -268,20 +320,28 @@ img { max-width: 100%; margin: 0.5rem 0; }
 """
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], first_row_class: str = "") -> str:
+def _html_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], first_row_class: str = ""
+) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
         css = f' class="{first_row_class}"' if i == 0 and first_row_class else ""
-        body.append(f"<tr{css}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
+        body.append(
+            f"<tr{css}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+        )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _link(run: RunLink) -> str:
-    return f'{html.escape(run.label)}: <a href="{html.escape(run.url)}">{html.escape(run.run_id)}</a>'
+    return (
+        f'{html.escape(run.label)}: <a href="{html.escape(run.url)}">{html.escape(run.run_id)}</a>'
+    )
 
 
-def write_plots(report: ReportInput, folder: Path, projection: Projection = Projection.PCA) -> dict[str, Path]:
+def write_plots(
+    report: ReportInput, folder: Path, projection: Projection = Projection.PCA
+) -> dict[str, Path]:
     """Write the report's PNGs into ``folder``; returns caption → path."""
     plots: dict[str, Path] = {}
     if any(p.knn for p in report.probes):
@@ -293,15 +353,23 @@ def write_plots(report: ReportInput, folder: Path, projection: Projection = Proj
         name, predictions = chosen
         _, confusion = classification_summary(report.test_labels, predictions, len(report.classes))
         title = f"{model.role.label}: {name}"
-        plots[f"confusion matrix, {title}"] = plot_confusion(confusion, report.classes, title, folder / "confusion.png")
+        plots[f"confusion matrix, {title}"] = plot_confusion(
+            confusion, report.classes, title, folder / "confusion.png"
+        )
     if report.projection_features is not None and report.projection_labels is not None:
         plots["2-D projection of test features"] = plot_projection(
-            report.projection_features, report.projection_labels, report.classes, folder / "projection.png", projection
+            report.projection_features,
+            report.projection_labels,
+            report.classes,
+            folder / "projection.png",
+            projection,
         )
     return plots
 
 
-def render_report(report: ReportInput, folder: str | Path, projection: Projection = Projection.PCA) -> Path:
+def render_report(
+    report: ReportInput, folder: str | Path, projection: Projection = Projection.PCA
+) -> Path:
     """Write ``index.html`` and its PNGs into ``folder``; returns the HTML path.
 
     Args:
@@ -330,9 +398,11 @@ def render_report(report: ReportInput, folder: str | Path, projection: Projectio
         parts.append("</ul>")
     parts += [
         "<h2>Accuracy on the test split</h2>",
-        "<p>Weighted kNN (cosine similarity, votes exp(sim/T)) and linear probes "
-        "(hyper-parameter chosen on a seeded 10% validation split of train, then refit on all "
-        "of train). Baselines are probed the same way on the same split.</p>",
+        (
+            "<p>Weighted kNN (cosine similarity, votes exp(sim/T)) and linear probes "
+            "(hyper-parameter chosen on a seeded 10% validation split of train, then refit on all "
+            "of train). Baselines are probed the same way on the same split.</p>"
+        ),
         _html_table(header, rows, first_row_class="model"),
     ]
     if report.earlier:
@@ -382,5 +452,11 @@ def earlier_runs(
             continue
         label = run.data.tags.get(MODEL_TAG) or run.info.run_name or run.info.run_id[:8]
         started = np.datetime64(run.info.start_time, "ms").astype("datetime64[s]").astype(str)
-        found.append(EarlierRun(RunLink(label, run.info.run_id, run_url(run.info.run_id)), started, dict(run.data.metrics)))
+        found.append(
+            EarlierRun(
+                RunLink(label, run.info.run_id, run_url(run.info.run_id)),
+                started,
+                dict(run.data.metrics),
+            )
+        )
     return found[:limit]

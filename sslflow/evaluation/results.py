@@ -32,7 +32,9 @@ class Role(str, Enum):
 
     @property
     def label(self) -> str:
-        return {"model": "model", "random_init": "random init", "raw_pixels": "raw pixels"}[self.value]
+        return {"model": "model", "random_init": "random init", "raw_pixels": "raw pixels"}[
+            self.value
+        ]
 
 
 @dataclass
@@ -76,7 +78,9 @@ class ModelProbe:
             out[f"{prefix}.knn.{result.name}.top5"] = result.top5
         for result in self.linear:
             out[f"{prefix}.linear.{result.kind.value}.top1"] = result.top1
-            out[f"{prefix}.linear.{result.kind.value}.{result.hyperparameter.value}"] = result.chosen
+            out[f"{prefix}.linear.{result.kind.value}.{result.hyperparameter.value}"] = (
+                result.chosen
+            )
         return out
 
 
@@ -103,7 +107,9 @@ def _linear_to_json(result: LinearResult) -> dict[str, Any]:
         "chosen": result.chosen,
         "sweep": [[value, accuracy] for value, accuracy in result.sweep.items()],
         "top1": result.top1,
-        "per_class_accuracy": [None if np.isnan(v) else float(v) for v in result.per_class_accuracy],
+        "per_class_accuracy": [
+            None if np.isnan(v) else float(v) for v in result.per_class_accuracy
+        ],
         "confusion": result.confusion.tolist(),
         "predictions": result.predictions.tolist(),
     }
@@ -125,11 +131,15 @@ def probe_to_json(probe: ModelProbe) -> dict[str, Any]:
 def probe_from_json(body: Mapping[str, Any]) -> ModelProbe:
     knn = [
         KnnResult(
-            k=r["k"], k_requested=r["k_requested"], temperature=r["temperature"], top1=r["top1"],
-            top5=r["top5"], predictions=np.asarray(r["predictions"], dtype=np.int64),
+            k=r["k"],
+            k_requested=r["k_requested"],
+            temperature=r["temperature"],
+            top1=r["top1"],
+            top5=r["top5"],
+            predictions=np.asarray(r["predictions"], dtype=np.int64),
         )
         for r in body["knn"]
-    ]  # fmt: skip
+    ]
     linear = [
         LinearResult(
             kind=LinearProbeKind(r["kind"]),
@@ -137,7 +147,9 @@ def probe_from_json(body: Mapping[str, Any]) -> ModelProbe:
             chosen=r["chosen"],
             sweep={float(v): float(a) for v, a in r["sweep"]},
             top1=r["top1"],
-            per_class_accuracy=np.array([np.nan if v is None else v for v in r["per_class_accuracy"]]),
+            per_class_accuracy=np.array(
+                [np.nan if v is None else v for v in r["per_class_accuracy"]]
+            ),
             confusion=np.asarray(r["confusion"], dtype=np.int64),
             predictions=np.asarray(r["predictions"], dtype=np.int64),
         )
@@ -175,7 +187,9 @@ def merge_probes(*groups: list[ModelProbe]) -> list[ModelProbe]:
     for group in groups:
         for probe in group:
             if probe.role not in merged:
-                merged[probe.role] = ModelProbe(probe.role, probe.description, probe.fingerprint, probe.feature_dim)
+                merged[probe.role] = ModelProbe(
+                    probe.role, probe.description, probe.fingerprint, probe.feature_dim
+                )
             target = merged[probe.role]
             if target.fingerprint != probe.fingerprint:
                 raise ValueError(

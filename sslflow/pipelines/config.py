@@ -69,7 +69,10 @@ def derive_config(
             continue
         default = _default(field)
         description = docs.get(field.name, "")
-        fields[field.name] = (_config_type(hints[field.name]), Field(default, description=description))
+        fields[field.name] = (
+            _config_type(hints[field.name]),
+            Field(default, description=description),
+        )
     return create_model(name, __base__=dg.Config, __doc__=doc, **fields)
 
 

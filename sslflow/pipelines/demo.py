@@ -68,7 +68,9 @@ def demo_run_config(choice: DemoSource) -> dict[str, dict[str, Any]]:
     return config
 
 
-def run_demo(home: str | None = None, source: str = "auto", debug: bool = False) -> dg.ExecuteInProcessResult:
+def run_demo(
+    home: str | None = None, source: str = "auto", debug: bool = False
+) -> dg.ExecuteInProcessResult:
     """Materialise every unpartitioned asset and print where to look.
 
     A failed step raises only with ``debug``; otherwise the failed result is returned (its
@@ -83,7 +85,9 @@ def run_demo(home: str | None = None, source: str = "auto", debug: bool = False)
     started = time.perf_counter()
     graph = defs.resolve_asset_graph()
     assets = sorted(  # partitioned assets (the inbox) run per partition, from their sensor
-        key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def is None
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).partitions_def is None
     )
     result = materialize_assets(
         assets,
@@ -105,10 +109,15 @@ def _summary(result: Any, root: Path, dagster: Path, minutes: float) -> str:
         samples = meta.get("samples")
         shown = f"{samples.value} samples" if samples is not None else ""
         run = meta.get("mlflow_run_id")
-        lines.append(f"  {event.asset_key.to_user_string():<18} {shown:<16} MLflow run {run.value if run else '-'}")
+        lines.append(
+            f"  {event.asset_key.to_user_string():<18} {shown:<16} MLflow run {run.value if run else '-'}"
+        )
         headline = {k: v.value for k, v in meta.items() if k.endswith("_top1")}
         if headline:
-            lines.append("    top-1: " + ", ".join(f"{k.removesuffix('_top1')} {v:.3f}" for k, v in headline.items()))
+            lines.append(
+                "    top-1: "
+                + ", ".join(f"{k.removesuffix('_top1')} {v:.3f}" for k, v in headline.items())
+            )
         report = meta.get("report")
         if report is not None:
             lines.append(f"    report: {report.value}")

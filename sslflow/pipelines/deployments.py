@@ -31,7 +31,9 @@ def current_deployment() -> Deployment:
         return Deployment(name)
     except ValueError:
         valid = ", ".join(d.value for d in Deployment)
-        raise ValueError(f"SSLFLOW_DEPLOYMENT={name!r} is not a deployment; valid: {valid}") from None
+        raise ValueError(
+            f"SSLFLOW_DEPLOYMENT={name!r} is not a deployment; valid: {valid}"
+        ) from None
 
 
 def resources_for(deployment: Deployment) -> dict[str, Any]:

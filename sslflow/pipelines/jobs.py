@@ -8,7 +8,13 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from sslflow.pipelines.pipeline_config import run_config_for
 from sslflow.pipelines.resources import SslflowHome
 
-CURATION_ASSETS = ("raw_shards", "embeddings", "kmeans_hierarchy", "curated_index", "curated_shards")
+CURATION_ASSETS = (
+    "raw_shards",
+    "embeddings",
+    "kmeans_hierarchy",
+    "curated_index",
+    "curated_shards",
+)
 PRETRAINING_ASSETS = ("pretrained_model",)
 PROBING_ASSETS = ("eval_split", "probe_features", "knn_probe", "linear_probe", "probing_report")
 
@@ -32,9 +38,19 @@ def _job(name: str, assets: tuple[str, ...], description: str) -> UnresolvedAsse
     )
 
 
-curation_job = _job("curation_job", CURATION_ASSETS, "raw_shards → curated_shards: ingest, embed, cluster, sample, write.")
-pretraining_job = _job("pretraining_job", PRETRAINING_ASSETS, "Pretrain a backbone on the curated shards.")
-probing_job = _job("probing_job", PROBING_ASSETS, "Probe the latest model with kNN and linear probes; write the report.")
+curation_job = _job(
+    "curation_job",
+    CURATION_ASSETS,
+    "raw_shards → curated_shards: ingest, embed, cluster, sample, write.",
+)
+pretraining_job = _job(
+    "pretraining_job", PRETRAINING_ASSETS, "Pretrain a backbone on the curated shards."
+)
+probing_job = _job(
+    "probing_job",
+    PROBING_ASSETS,
+    "Probe the latest model with kNN and linear probes; write the report.",
+)
 full_pipeline = _job(
     "full_pipeline",
     CURATION_ASSETS + PRETRAINING_ASSETS + PROBING_ASSETS,

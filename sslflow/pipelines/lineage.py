@@ -25,7 +25,9 @@ INPUT_FINGERPRINT = "input_fingerprint"
 DATA_VERSION_TAG = "dagster/data_version"
 
 
-def upstream_data_versions(context: dg.AssetExecutionContext, assets: Iterable[str]) -> dict[str, str]:
+def upstream_data_versions(
+    context: dg.AssetExecutionContext, assets: Iterable[str]
+) -> dict[str, str]:
     """Latest data version of each upstream asset (``""`` when it was never materialised)."""
     versions = {}
     for asset in assets:
@@ -60,7 +62,8 @@ def reuse_if_unchanged(
     event = context.instance.get_latest_materialization_event(context.asset_key)
     if partition is not None:
         records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition]), limit=1
+            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition]),
+            limit=1,
         ).records
         event = records[0].event_log_entry if records else None
     materialization = event.asset_materialization if event else None
@@ -72,13 +75,19 @@ def reuse_if_unchanged(
     if not all(Path(p).exists() for p in outputs):
         context.log.info("inputs unchanged but outputs are missing: recomputing")
         return None
-    context.log.info(f"inputs unchanged since run {event.run_id}: reporting it up to date, no work done")
+    context.log.info(
+        f"inputs unchanged since run {event.run_id}: reporting it up to date, no work done"
+    )
     metadata = {**materialization.metadata, "reused_from_run": event.run_id}
     version = (materialization.tags or {}).get(DATA_VERSION_TAG)
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version) if version else None)
+    return dg.MaterializeResult(
+        metadata=metadata, data_version=dg.DataVersion(version) if version else None
+    )
 
 
-def skip_when_unchanged(fn: Callable[..., dg.MaterializeResult]) -> Callable[..., dg.MaterializeResult]:
+def skip_when_unchanged(
+    fn: Callable[..., dg.MaterializeResult],
+) -> Callable[..., dg.MaterializeResult]:
     """Wrap an asset body ``(context, config, home, ...)``: reuse the last result when inputs match.
 
     The upstream assets are the asset's own deps; the output checked for existence is its folder
@@ -93,7 +102,9 @@ def skip_when_unchanged(fn: Callable[..., dg.MaterializeResult]) -> Callable[...
         home = kwargs["home"]
         partition = context.partition_key if context.has_partition_key else None
         inputs = input_fingerprint(context, kwargs.get("config"), upstream)
-        reused = reuse_if_unchanged(context, inputs, [home.asset_dir(context.asset_key.to_user_string(), partition)])
+        reused = reuse_if_unchanged(
+            context, inputs, [home.asset_dir(context.asset_key.to_user_string(), partition)]
+        )
         if reused is not None:
             return reused
         result = fn(context, **kwargs)

@@ -22,7 +22,9 @@ def shards_table_markdown(manifest: Manifest, limit: int = 5) -> str:
     """A markdown table of the first ``limit`` shards: name, samples, size, sha256 prefix."""
     rows = ["| shard | samples | size | sha256 |", "|---|---:|---:|---|"]
     for shard in manifest.shards[:limit]:
-        rows.append(f"| {shard.name} | {shard.samples} | {human_bytes(shard.bytes)} | `{shard.sha256[:12]}` |")
+        rows.append(
+            f"| {shard.name} | {shard.samples} | {human_bytes(shard.bytes)} | `{shard.sha256[:12]}` |"
+        )
     if len(manifest.shards) > limit:
         rows.append(f"| … {len(manifest.shards) - limit} more | | | |")
     return "\n".join(rows)

@@ -42,7 +42,9 @@ def load_pipeline_config(home: Path) -> AssetConfig:
     return {str(asset): dict(fields) for asset, fields in loaded.items()}
 
 
-def merged(base: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Mapping[str, Any]]) -> AssetConfig:
+def merged(
+    base: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Mapping[str, Any]]
+) -> AssetConfig:
     """``base`` with each asset's fields updated by ``overrides`` (field by field)."""
     result = {asset: dict(fields) for asset, fields in base.items()}
     for asset, fields in overrides.items():
@@ -54,7 +56,9 @@ def remember(home: Path, overrides: Mapping[str, Mapping[str, Any]]) -> AssetCon
     """Merge ``overrides`` into the home's pipeline.yaml (atomically) and return the result."""
     result = merged(load_pipeline_config(home), overrides)
     home.mkdir(parents=True, exist_ok=True)
-    header = "# sslflow pipeline configuration: {asset: {field: value}}; see docs/configuration.md\n"
+    header = (
+        "# sslflow pipeline configuration: {asset: {field: value}}; see docs/configuration.md\n"
+    )
     atomic_write_text(pipeline_path(home), header + yaml.safe_dump(result, sort_keys=True))
     return result
 
@@ -68,4 +72,8 @@ def run_config_for(
     """
     wanted = set(assets)
     config = merged(load_pipeline_config(home), overrides or {})
-    return {"ops": {asset: {"config": fields} for asset, fields in sorted(config.items()) if asset in wanted}}
+    return {
+        "ops": {
+            asset: {"config": fields} for asset, fields in sorted(config.items()) if asset in wanted
+        }
+    }

@@ -8,15 +8,23 @@ import json
 import dagster as dg
 
 SCALARS = {
-    "IntSourceType": "int", "StringSourceType": "str", "BoolSourceType": "bool",
-    "Int": "int", "String": "str", "Bool": "bool", "Float": "float", "Any": "any",
-}  # fmt: skip
+    "IntSourceType": "int",
+    "StringSourceType": "str",
+    "BoolSourceType": "bool",
+    "Int": "int",
+    "String": "str",
+    "Bool": "bool",
+    "Float": "float",
+    "Any": "any",
+}
 
 
 def _type_name(field: dg.Field) -> str:
     """``Noneable.IntSourceType`` → ``int``, ``Array.String`` → ``list[str]``."""
     config_type = field.config_type
-    name = str(getattr(config_type, "given_name", None) or config_type.key).removeprefix("Noneable.")
+    name = str(getattr(config_type, "given_name", None) or config_type.key).removeprefix(
+        "Noneable."
+    )
     for dagster_name, python_name in SCALARS.items():
         name = name.replace(dagster_name, python_name)
     if name.startswith("Array."):
@@ -46,7 +54,11 @@ def config_reference_markdown(defs: dg.Definitions) -> str:
             continue
         lines += ["| field | type | default | description |", "|---|---|---|---|"]
         for name, field in sorted(fields.items()):
-            default = json.dumps(field.default_value, ensure_ascii=False) if field.default_provided else "required"
+            default = (
+                json.dumps(field.default_value, ensure_ascii=False)
+                if field.default_provided
+                else "required"
+            )
             description = " ".join((field.description or "").split()).replace("|", "\\|")
             lines.append(f"| `{name}` | {_type_name(field)} | `{default}` | {description} |")
     return "\n".join(lines) + "\n"

@@ -80,7 +80,9 @@ class TrackedRun:
             name=name,
             digest=manifest.content_hash[:36],
             source_type="webdataset",
-            source=json.dumps({"uri": Path(manifest.root or ".").as_uri(), "content_hash": manifest.content_hash}),
+            source=json.dumps(
+                {"uri": Path(manifest.root or ".").as_uri(), "content_hash": manifest.content_hash}
+            ),
             profile=json.dumps({"samples": manifest.total_samples, "shards": len(manifest.shards)}),
         )
         tags = [InputTag("mlflow.data.context", context)]

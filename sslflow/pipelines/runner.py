@@ -101,7 +101,9 @@ def materialize_assets(
     known = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     unknown = [name for name in selection if name not in known]
     if unknown:
-        raise UnknownAssetError(f"unknown asset(s) {', '.join(unknown)}; assets: {', '.join(sorted(known))}")
+        raise UnknownAssetError(
+            f"unknown asset(s) {', '.join(unknown)}; assets: {', '.join(sorted(known))}"
+        )
     config = {
         **run_config_for(root, selection, run_config),
         "loggers": {"console": {"config": {"log_level": "INFO"}}},

@@ -49,7 +49,9 @@ def check_entry(entry: Path) -> str | None:
     return None if urls else "no shard URLs"
 
 
-@dg.sensor(job=inbox_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.sensor(
+    job=inbox_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED
+)
 def inbox_sensor(context: dg.SensorEvaluationContext, home: SslflowHome) -> dg.SensorResult:
     """Each new shard set in ``<home>/inbox`` becomes a partition and a run of ``inbox_job``.
 
@@ -70,9 +72,13 @@ def inbox_sensor(context: dg.SensorEvaluationContext, home: SslflowHome) -> dg.S
             context.log.warning(f"inbox: skipping {entry}: {reason}")
             continue
         fresh.append(partition_key(entry))
-    run_config = run_config_for(home.path(), (inbox_shards.key.to_user_string(), inbox_assignment.key.to_user_string()))
+    run_config = run_config_for(
+        home.path(), (inbox_shards.key.to_user_string(), inbox_assignment.key.to_user_string())
+    )
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=key, partition_key=key, run_config=run_config) for key in fresh],
+        run_requests=[
+            dg.RunRequest(run_key=key, partition_key=key, run_config=run_config) for key in fresh
+        ],
         dynamic_partitions_requests=[inbox_partitions.build_add_request(fresh)] if fresh else [],
         cursor=json.dumps(sorted(seen)),
     )
@@ -84,7 +90,9 @@ def inbox_sensor(context: dg.SensorEvaluationContext, home: SslflowHome) -> dg.S
     default_status=dg.DefaultSensorStatus.STOPPED,
     required_resource_keys={"home"},  # asset sensors take resources this way, not as parameters
 )
-def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry) -> dg.RunRequest | dg.SkipReason:
+def drift_sensor(
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+) -> dg.RunRequest | dg.SkipReason:
     """Re-curate, with the home's pipeline configuration, when an inbox assignment reports drift
     above its threshold."""
     materialization = asset_event.asset_materialization
@@ -100,7 +108,9 @@ def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEn
     )
 
 
-@dg.sensor(job=probing_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.sensor(
+    job=probing_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.STOPPED
+)
 def new_model_sensor(
     context: dg.SensorEvaluationContext, mlflow: MLflowTracking, home: SslflowHome
 ) -> dg.SensorResult:
@@ -119,7 +129,9 @@ def new_model_sensor(
         requests.append(
             dg.RunRequest(
                 run_key=f"{version.name}-{number}",
-                run_config=run_config_for(home.path(), PROBING_ASSETS, {"probe_features": {"model": uri}}),
+                run_config=run_config_for(
+                    home.path(), PROBING_ASSETS, {"probe_features": {"model": uri}}
+                ),
                 tags={"sslflow/model": uri},
             )
         )

@@ -140,7 +140,9 @@ class AugmentConfig:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"AugmentConfig.{name}={value} must be a probability in [0, 1]")
         if not 0.0 <= self.brightness < 1.0 or not 0.0 <= self.contrast < 1.0:
-            raise ValueError(f"brightness and contrast must be in [0, 1), got {self.brightness}, {self.contrast}")
+            raise ValueError(
+                f"brightness and contrast must be in [0, 1), got {self.brightness}, {self.contrast}"
+            )
         if not 0.0 <= self.saturation < 1.0:
             raise ValueError(f"AugmentConfig.saturation={self.saturation} must be in [0, 1)")
         if not 0.0 <= self.hue <= 0.5:
@@ -158,8 +160,12 @@ def crop_boxes(
     Coordinates are continuous pixel coordinates (``roi_align(aligned=True)`` convention:
     the whole image is ``(0, 0, W, H)``).
     """
-    area = height * width * (scale[0] + (scale[1] - scale[0]) * torch.rand(batch, generator=generator))
-    ratio = torch.exp(_LOG_RATIO[0] + (_LOG_RATIO[1] - _LOG_RATIO[0]) * torch.rand(batch, generator=generator))
+    area = (
+        height * width * (scale[0] + (scale[1] - scale[0]) * torch.rand(batch, generator=generator))
+    )
+    ratio = torch.exp(
+        _LOG_RATIO[0] + (_LOG_RATIO[1] - _LOG_RATIO[0]) * torch.rand(batch, generator=generator)
+    )
     w = torch.sqrt(area * ratio).clamp(1.0, width)
     h = torch.sqrt(area / ratio).clamp(1.0, height)
     x1 = (width - w) * torch.rand(batch, generator=generator)
@@ -181,7 +187,7 @@ def blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     Kernel side: the odd number nearest 10% of the image side (at least 3), as in SimCLR.
     """
     b, c, h, w = images.shape
-    size = max(3, int(round(0.1 * h)) // 2 * 2 + 1)
+    size = max(3, round(0.1 * h) // 2 * 2 + 1)
     kernels = _gaussian_kernels(sigma.clamp_min(1e-3), size).repeat_interleave(c, dim=0)  # (B*C, k)
     x = F.pad(images.reshape(1, b * c, h, w), (size // 2,) * 4, mode="reflect")
     x = F.conv2d(x, kernels[:, None, :, None], groups=b * c)
@@ -261,29 +267,43 @@ class ViewAugment:
         generator; all random draws come from it, so equal seeds give equal views on any device.
         """
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"ViewAugment expects uint8 (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"ViewAugment expects uint8 (B, C, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
         x = match_channels(images.float().div_(255.0), self.in_chans)
         views = []
         for index, size in enumerate(self.sizes):
             is_global = index < self.spec.n_global
             scale = self.spec.global_scale if is_global else self.spec.local_scale
-            view = self._view(x, size, scale, blur_p=self.config.blur_p if is_global else 0.0, generator=generator)
+            view = self._view(
+                x, size, scale, blur_p=self.config.blur_p if is_global else 0.0, generator=generator
+            )
             views.append(normalise(view, self.mean, self.std))
         return views
 
     def _view(
-        self, x: torch.Tensor, size: int, scale: tuple[float, float], blur_p: float, generator: torch.Generator
+        self,
+        x: torch.Tensor,
+        size: int,
+        scale: tuple[float, float],
+        blur_p: float,
+        generator: torch.Generator,
     ) -> torch.Tensor:
         b, _, h, w = x.shape
         cfg = self.config
         boxes = crop_boxes(b, h, w, scale, generator).to(x.device)
-        view = roi_align(x, boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        view = roi_align(
+            x, boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True
+        )
         flip = (torch.rand(b, generator=generator) < cfg.flip_p).to(x.device)
         view = torch.where(flip[:, None, None, None], TF.horizontal_flip(view), view)
         jitter = (torch.rand(b, generator=generator) < cfg.jitter_p).float()
         bright = 1 + jitter * cfg.brightness * (2 * torch.rand(b, generator=generator) - 1)
         contrast = 1 + jitter * cfg.contrast * (2 * torch.rand(b, generator=generator) - 1)
-        bright, contrast = bright.to(x.device)[:, None, None, None], contrast.to(x.device)[:, None, None, None]
+        bright, contrast = (
+            bright.to(x.device)[:, None, None, None],
+            contrast.to(x.device)[:, None, None, None],
+        )
         view = (view * bright).clamp_(0.0, 1.0)
         grey_mean = view.mean(dim=(1, 2, 3), keepdim=True)
         view = ((view - grey_mean) * contrast + grey_mean).clamp_(0.0, 1.0)
@@ -299,6 +319,8 @@ class ViewAugment:
             applied = torch.rand(b, generator=generator) < blur_p
             low, high = cfg.blur_sigma
             sigma = size * (low + (high - low) * torch.rand(b, generator=generator))
-            sigma = torch.where(applied, sigma, torch.full_like(sigma, 1e-3))  # σ→0: identity kernel
+            sigma = torch.where(
+                applied, sigma, torch.full_like(sigma, 1e-3)
+            )  # σ→0: identity kernel
             view = blur(view, sigma.to(x.device))
         return view

@@ -104,7 +104,9 @@ def create_backbone(
     if isinstance(pretrained, str):
         path = Path(pretrained).expanduser()
         if not path.is_file():
-            raise ValueError(f"pretrained weights file {path} does not exist (expected timm-format weights)")
+            raise ValueError(
+                f"pretrained weights file {path} does not exist (expected timm-format weights)"
+            )
         kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
         pretrained = True
     model = timm.create_model(name, pretrained=pretrained, **kwargs)
@@ -117,4 +119,3 @@ def create_backbone(
         _small_stem(model, in_chans)
     feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
     return model, feature_dim
-

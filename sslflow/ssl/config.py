@@ -126,7 +126,9 @@ class PretrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown pretraining option(s) {unknown}; valid: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown pretraining option(s) {unknown}; valid: {', '.join(sorted(known))}"
+            )
         return cls(**values)
 
     def check(self) -> None:
@@ -140,15 +142,21 @@ class PretrainConfig:
         from sslflow.ssl.methods import METHODS
 
         if self.method.lower() not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}; valid methods: {', '.join(sorted(METHODS))}")
+            raise ConfigError(
+                f"unknown method {self.method!r}; valid methods: {', '.join(sorted(METHODS))}"
+            )
         try:
             check_backbone_name(self.backbone)
-            AugmentConfig.for_channels(self.in_chans or 3, self.augment)  # auto: checked again once known
+            AugmentConfig.for_channels(
+                self.in_chans or 3, self.augment
+            )  # auto: checked again once known
         except (ValueError, TypeError) as exc:
             raise ConfigError(str(exc)) from exc
         for name, value in (("image_size", self.image_size), ("in_chans", self.in_chans)):
             if value < 0:
-                raise ConfigError(f"{name} must be 0 (auto, from the data) or positive, got {value}")
+                raise ConfigError(
+                    f"{name} must be 0 (auto, from the data) or positive, got {value}"
+                )
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.precision not in PRECISIONS:
@@ -165,7 +173,12 @@ class PretrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_epochs < 0:
+        if (
+            self.lr <= 0
+            or self.weight_decay < 0
+            or not 0 <= self.min_lr_ratio <= 1
+            or self.warmup_epochs < 0
+        ):
             raise ConfigError(
                 f"need lr > 0, weight_decay ≥ 0, 0 ≤ min_lr_ratio ≤ 1, warmup_epochs ≥ 0; got lr={self.lr}, "
                 f"weight_decay={self.weight_decay}, min_lr_ratio={self.min_lr_ratio}, warmup_epochs={self.warmup_epochs}"
@@ -176,7 +189,9 @@ class PretrainConfig:
                 f"({self.devices} devices × {self.num_nodes} nodes); use a multiple of {self.world_size}"
             )
         if self.rank_batch_size < 2:
-            raise ConfigError(f"batch per rank is {self.rank_batch_size}; contrastive losses need at least 2")
+            raise ConfigError(
+                f"batch per rank is {self.rank_batch_size}; contrastive losses need at least 2"
+            )
         for name, stats in (("mean", self.mean), ("std", self.std)):
             if stats is not None and self.in_chans and len(stats) != self.in_chans:
                 raise ConfigError(f"{name} has {len(stats)} values but in_chans={self.in_chans}")

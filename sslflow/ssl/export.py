@@ -30,7 +30,9 @@ from sslflow.ssl.preprocess import CenterCropResize, match_channels, normalise
 
 CHECKPOINT_FORMAT = "sslflow.backbone/1"
 # The evaluation transform every consumer of a backbone applies (see ``FrozenBackbone.transform``).
-PREPROCESS = "shorter side to image_size, centre crop, [0, 1], channels to in_chans, (x - mean) / std"
+PREPROCESS = (
+    "shorter side to image_size, centre crop, [0, 1], channels to in_chans, (x - mean) / std"
+)
 MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
@@ -46,7 +48,9 @@ def default_stats(module: nn.Module, in_chans: int) -> tuple[tuple[float, ...], 
         return mean, std
     if in_chans == 1:
         return (round(sum(mean) / len(mean), 4),), (round(sum(std) / len(std), 4),)
-    raise ValueError(f"no default normalisation for in_chans={in_chans}; give mean and std explicitly")
+    raise ValueError(
+        f"no default normalisation for in_chans={in_chans}; give mean and std explicitly"
+    )
 
 
 @dataclass
@@ -138,7 +142,9 @@ class FrozenBackbone:
         digest = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode())
         for key, tensor in sorted(self.module.state_dict().items()):
             digest.update(key.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(
+                tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            )
         return digest.hexdigest()
 
 
@@ -154,7 +160,9 @@ def _frozen(
 ) -> FrozenBackbone:
     if mean is None or std is None:
         mean, std = default_stats(module, in_chans)
-    return FrozenBackbone(module, name, in_chans, image_size, tuple(mean), tuple(std), feature_dim, small_stem)
+    return FrozenBackbone(
+        module, name, in_chans, image_size, tuple(mean), tuple(std), feature_dim, small_stem
+    )
 
 
 def random_backbone(
@@ -168,7 +176,11 @@ def random_backbone(
 
 
 def timm_backbone(
-    name: str, pretrained: bool | str, in_chans: int = 3, image_size: int = 224, small_stem: bool = False
+    name: str,
+    pretrained: bool | str,
+    in_chans: int = 3,
+    image_size: int = 224,
+    small_stem: bool = False,
 ) -> FrozenBackbone:
     """A timm backbone with its pretrained weights (hub or local file) and timm's normalisation."""
     module, dim = create_backbone(name, in_chans, image_size, small_stem, pretrained)
@@ -193,11 +205,24 @@ def save_backbone(backbone: FrozenBackbone, path: str | os.PathLike[str]) -> Pat
 def backbone_from_checkpoint(payload: dict[str, Any], where: str) -> FrozenBackbone:
     """Rebuild a :class:`FrozenBackbone` from a loaded sslflow checkpoint dict."""
     if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{where} is not an sslflow backbone checkpoint (format={payload.get('format')!r})")
+        raise ValueError(
+            f"{where} is not an sslflow backbone checkpoint (format={payload.get('format')!r})"
+        )
     cfg = payload["config"]
-    module, dim = create_backbone(cfg["name"], cfg["in_chans"], cfg["image_size"], cfg["small_stem"])
+    module, dim = create_backbone(
+        cfg["name"], cfg["in_chans"], cfg["image_size"], cfg["small_stem"]
+    )
     module.load_state_dict(payload["state_dict"])
-    return _frozen(module, dim, cfg["name"], cfg["in_chans"], cfg["image_size"], cfg["small_stem"], cfg["mean"], cfg["std"])
+    return _frozen(
+        module,
+        dim,
+        cfg["name"],
+        cfg["in_chans"],
+        cfg["image_size"],
+        cfg["small_stem"],
+        cfg["mean"],
+        cfg["std"],
+    )
 
 
 def load_backbone(spec: str | os.PathLike[str], tracking_uri: str | None = None) -> FrozenBackbone:
@@ -239,7 +264,9 @@ def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:
     if not spec.startswith("models:/"):
         return spec
     reference = spec[len("models:/") :]
-    name, alias = reference.split("@", 1) if "@" in reference else (reference.rsplit("/", 1)[0], None)
+    name, alias = (
+        reference.split("@", 1) if "@" in reference else (reference.rsplit("/", 1)[0], None)
+    )
     if alias is None and not reference.endswith("/latest"):
         return spec  # models:/<name>/<version> or models:/<model id>: already exact
     from mlflow.exceptions import MlflowException
@@ -250,13 +277,17 @@ def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:
         if alias is not None:
             version = client.get_model_version_by_alias(name, alias).version
         else:
-            found = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"], max_results=1)
+            found = client.search_model_versions(
+                f"name = '{name}'", order_by=["version_number DESC"], max_results=1
+            )
             if not found:
                 raise MlflowException(f"registered model {name!r} has no versions")
             version = found[0].version
     except MlflowException as exc:
-        raise ValueError(f"cannot resolve MLflow model {spec!r}: {exc.message}. Registered models: "
-                         f"{_registry_listing(tracking_uri)}") from exc  # fmt: skip
+        raise ValueError(
+            f"cannot resolve MLflow model {spec!r}: {exc.message}. Registered models: "
+            f"{_registry_listing(tracking_uri)}"
+        ) from exc
     return f"models:/{name}/{version}"
 
 
@@ -288,10 +319,19 @@ def _load_mlflow(uri: str, tracking_uri: str | None) -> FrozenBackbone:
         ) from exc
     cfg = (info.metadata or {}).get("sslflow_backbone")
     if cfg is None:
-        raise ValueError(f"MLflow model {uri!r} was not logged by sslflow (no 'sslflow_backbone' metadata)")
+        raise ValueError(
+            f"MLflow model {uri!r} was not logged by sslflow (no 'sslflow_backbone' metadata)"
+        )
     module = mlflow.pytorch.load_model(uri, map_location="cpu")
     return _frozen(
-        module, cfg["feature_dim"], cfg["name"], cfg["in_chans"], cfg["image_size"], cfg["small_stem"], cfg["mean"], cfg["std"]
+        module,
+        cfg["feature_dim"],
+        cfg["name"],
+        cfg["in_chans"],
+        cfg["image_size"],
+        cfg["small_stem"],
+        cfg["mean"],
+        cfg["std"],
     )
 
 
@@ -307,14 +347,22 @@ class LoggedBackbone:
     @property
     def version_uri(self) -> str | None:
         """``models:/<name>/<version>``: this exact version, whatever the alias points to later."""
-        return None if self.registered_name is None else f"models:/{self.registered_name}/{self.version}"
+        return (
+            None
+            if self.registered_name is None
+            else f"models:/{self.registered_name}/{self.version}"
+        )
 
     @property
     def registry_uri(self) -> str | None:
         """``models:/<name>@<alias>`` (or ``/<version>``) when registered."""
         if self.registered_name is None:
             return None
-        return f"models:/{self.registered_name}@{self.alias}" if self.alias else f"models:/{self.registered_name}/{self.version}"
+        return (
+            f"models:/{self.registered_name}@{self.alias}"
+            if self.alias
+            else f"models:/{self.registered_name}/{self.version}"
+        )
 
 
 def log_backbone_model(
@@ -351,5 +399,9 @@ def log_backbone_model(
     backbone.to(backbone._device)
     version = None if info.registered_model_version is None else str(info.registered_model_version)
     if registered_name is not None and alias:
-        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(registered_name, alias, version)
-    return LoggedBackbone(info.model_uri, registered_name, version, alias if registered_name else None)
+        MlflowClient(
+            tracking_uri=tracking_uri, registry_uri=tracking_uri
+        ).set_registered_model_alias(registered_name, alias, version)
+    return LoggedBackbone(
+        info.model_uri, registered_name, version, alias if registered_name else None
+    )

@@ -12,7 +12,9 @@ from sslflow.ssl.config import PretrainConfig
 from sslflow.ssl.preprocess import CenterCropResize, match_channels, normalise
 
 
-def load_labelled(manifest: Manifest, image_size: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_labelled(
+    manifest: Manifest, image_size: int, limit: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``limit`` images and labels of a labelled shard set: uint8 (N, C, S, S), int64 (N,)."""
     images, labels = [], []
     resize = CenterCropResize(image_size)
@@ -49,10 +51,14 @@ class KNNMonitor(pl.Callback):
         self.k, self.temperature, self.limit = k, temperature, limit
         self._data: tuple[torch.Tensor, ...] | None = None
 
-    def _features(self, backbone: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    def _features(
+        self, backbone: torch.nn.Module, images: torch.Tensor, device: torch.device
+    ) -> torch.Tensor:
         chunks = []
         for start in range(0, len(images), 512):
-            x = match_channels(images[start : start + 512].to(device).float().div_(255.0), self.config.in_chans)
+            x = match_channels(
+                images[start : start + 512].to(device).float().div_(255.0), self.config.in_chans
+            )
             x = normalise(x, self.config.mean or (), self.config.std or ())
             chunks.append(F.normalize(backbone(x).float(), dim=1))
         return torch.cat(chunks)
@@ -72,7 +78,9 @@ class KNNMonitor(pl.Callback):
             query = self._features(backbone, test_x, device)
         backbone.train(was_training)
         classes = int(max(train_y.max(), test_y.max())) + 1
-        predicted = knn_predict(query, bank.T, train_y.to(device), classes, knn_k=self.k, knn_t=self.temperature)
+        predicted = knn_predict(
+            query, bank.T, train_y.to(device), classes, knn_k=self.k, knn_t=self.temperature
+        )
         return float((predicted[:, 0].cpu() == test_y).float().mean())
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

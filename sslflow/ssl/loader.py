@@ -29,7 +29,9 @@ def _slot_quota(total: int, slot: int, slots: int) -> int:
     return total // slots + (1 if slot < total % slots else 0)
 
 
-def batches_per_epoch(samples_per_epoch: int, rank_batch: int, world_size: int, num_workers: int) -> int:
+def batches_per_epoch(
+    samples_per_epoch: int, rank_batch: int, world_size: int, num_workers: int
+) -> int:
     """Full batches every rank can take per epoch (the minimum over ranks, as DDP needs equal counts).
 
     Each DataLoader worker batches its own quota of samples and drops its incomplete batch.
@@ -37,7 +39,10 @@ def batches_per_epoch(samples_per_epoch: int, rank_batch: int, world_size: int, 
     workers = max(1, num_workers)
     slots = world_size * workers
     per_rank = [
-        sum(_slot_quota(samples_per_epoch, rank * workers + w, slots) // rank_batch for w in range(workers))
+        sum(
+            _slot_quota(samples_per_epoch, rank * workers + w, slots) // rank_batch
+            for w in range(workers)
+        )
         for rank in range(world_size)
     ]
     return min(per_rank)
@@ -59,7 +64,9 @@ class ShardBatches:
             on a mid-epoch restart, so the position is read at the first ``next()``.
     """
 
-    def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int, length: int) -> None:
+    def __init__(
+        self, dataset: ShardDataset, batch_size: int, num_workers: int, length: int
+    ) -> None:
         if length < 1:
             raise ValueError(
                 f"an epoch holds no full batch of {batch_size} per rank: raise samples_per_epoch "
@@ -98,7 +105,11 @@ class ShardBatches:
 
 
 def training_dataset(
-    manifest: Manifest, samples_per_epoch: int, image_size: int, seed: int, shuffle_buffer: int = 1000
+    manifest: Manifest,
+    samples_per_epoch: int,
+    image_size: int,
+    seed: int,
+    shuffle_buffer: int = 1000,
 ) -> ShardDataset:
     """The resampled shard stream used for pretraining: uint8 tensors in the set's one colour
     mode, each resized and centre-cropped to ``image_size`` in the worker (views are cut later,

@@ -54,7 +54,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
     np_state = state["numpy"]
     keys = np_state["keys"].numpy().astype(np.uint32)
-    np.random.set_state((np_state["kind"], keys, np_state["pos"], np_state["has_gauss"], np_state["cached"]))
+    np.random.set_state(
+        (np_state["kind"], keys, np_state["pos"], np_state["has_gauss"], np_state["cached"])
+    )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -98,7 +100,9 @@ class PretrainModule(pl.LightningModule):
 
     def _data_position(self) -> tuple[int, int]:
         """(epoch, batches of it already trained): non-zero batches only after a mid-epoch resume."""
-        done = (self.global_step - self.current_epoch * self.steps_per_epoch) * self.config.accumulate_grad_batches
+        done = (
+            self.global_step - self.current_epoch * self.steps_per_epoch
+        ) * self.config.accumulate_grad_batches
         return self.current_epoch, min(max(done, 0), len(self.batches))
 
     def on_train_epoch_start(self) -> None:
@@ -113,7 +117,9 @@ class PretrainModule(pl.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """Loss of one uint8 batch (B, C, H, W): views, method loss, non-finite check, logs."""
         views = self.augment(batch, self._generator(batch_idx))
-        loss, extra = self.method.training_step_loss(views, step=self.global_step, epoch=self.current_epoch)
+        loss, extra = self.method.training_step_loss(
+            views, step=self.global_step, epoch=self.current_epoch
+        )
         finite = bool(torch.isfinite(loss.detach()))
         if self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
@@ -136,7 +142,9 @@ class PretrainModule(pl.LightningModule):
         now = time.perf_counter()
         if self._last_batch_end is not None:
             rate = batch.shape[0] * self.trainer.world_size / max(now - self._last_batch_end, 1e-9)
-            self._images_per_second = rate if not self._images_per_second else 0.9 * self._images_per_second + 0.1 * rate
+            self._images_per_second = (
+                rate if not self._images_per_second else 0.9 * self._images_per_second + 0.1 * rate
+            )
             self.log("images_per_second", self._images_per_second, prog_bar=True, on_step=True)
         self._last_batch_end = now
 
@@ -152,18 +160,26 @@ class PretrainModule(pl.LightningModule):
         cfg = self.config
         decay = [p for p in self.method.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in self.method.parameters() if p.requires_grad and p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         if cfg.optimizer == "sgd":
-            optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum
+            )
         elif cfg.optimizer == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         else:
             optimizer = LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
-        warmup = min(int(round(cfg.warmup_epochs * self.steps_per_epoch)), max(self.total_steps - 1, 0))
+        warmup = min(round(cfg.warmup_epochs * self.steps_per_epoch), max(self.total_steps - 1, 0))
         scheduler = CosineWarmupScheduler(
             optimizer, warmup_epochs=warmup, max_epochs=self.total_steps, end_value=cfg.min_lr_ratio
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to save non-finite weights: ``last.ckpt`` then keeps the last good state.
@@ -171,8 +187,11 @@ class PretrainModule(pl.LightningModule):
         A divergent update can land on a checkpoint step while that step's loss was finite;
         the loss check alone would then save NaN weights as the state to resume from.
         """
-        bad = [name for name, value in checkpoint["state_dict"].items()
-               if value.is_floating_point() and not bool(torch.isfinite(value).all())]  # fmt: skip
+        bad = [
+            name
+            for name, value in checkpoint["state_dict"].items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())
+        ]
         if bad:
             raise NonFiniteLossError(
                 f"non-finite weights at step {self.global_step} ({len(bad)} tensors, e.g. {bad[0]}) with lr "
@@ -184,11 +203,15 @@ class PretrainModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get(CHECKPOINT_KEY)
         if saved is None:
-            raise ConfigError("checkpoint was not written by sslflow pretraining (no 'sslflow' entry)")
+            raise ConfigError(
+                "checkpoint was not written by sslflow pretraining (no 'sslflow' entry)"
+            )
         differences = self.config.resume_differences(saved["config"])
         if differences and not self.force_resume:
             listed = "; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in differences.items())
-            raise ConfigError(f"checkpoint was trained with another config ({listed}); pass force=True to resume anyway")
+            raise ConfigError(
+                f"checkpoint was trained with another config ({listed}); pass force=True to resume anyway"
+            )
         set_rng_state(saved["rng"])
 
 
@@ -208,4 +231,3 @@ def steps_for(config: PretrainConfig, batches_per_rank_epoch: int) -> tuple[int,
     if config.max_steps > 0:
         total = min(total, config.max_steps)
     return steps_per_epoch * accumulate, steps_per_epoch, max(total, 1)
-

@@ -30,7 +30,9 @@ def match_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
         return TF.rgb_to_grayscale(images, num_output_channels=1)
     if channels == 1 and in_chans == 3:
         return images.expand(-1, 3, -1, -1)
-    raise ValueError(f"cannot convert {channels}-channel images to {in_chans} channels (only 1↔3 is defined)")
+    raise ValueError(
+        f"cannot convert {channels}-channel images to {in_chans} channels (only 1↔3 is defined)"
+    )
 
 
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -98,7 +98,9 @@ class MetricsCallback(pl.Callback):
             self.hook(metrics, step)
             self._reported_at.update({k: step for k in metrics})
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
         if trainer.global_step % self.every_n_steps == 0:
             self._report(trainer)
 
@@ -111,7 +113,7 @@ class MetricsCallback(pl.Callback):
 
 def _world_size(config: PretrainConfig) -> int:
     """Processes in this run: torchrun's WORLD_SIZE when launched by it, else devices × nodes."""
-    return int(os.environ.get("WORLD_SIZE", 0)) or config.world_size
+    return int(os.environ.get("WORLD_SIZE", "0")) or config.world_size
 
 
 def resolve_config(config: PretrainConfig, manifest: Manifest) -> PretrainConfig:
@@ -139,21 +141,30 @@ def resolve_config(config: PretrainConfig, manifest: Manifest) -> PretrainConfig
         )
     smaller = geometry.smaller_than(image_size)
     if smaller:
-        log.warning("%d images in %s are smaller than image_size=%d and are upsampled", smaller, where, image_size)
+        log.warning(
+            "%d images in %s are smaller than image_size=%d and are upsampled",
+            smaller,
+            where,
+            image_size,
+        )
     if config.samples_per_epoch is None and manifest.total_samples < config.batch_size:
         raise ConfigError(
             f"the shards at {manifest.root} hold {manifest.total_samples} images, fewer than one batch "
             f"({config.batch_size}): set batch_size ≤ {manifest.total_samples}"
         )
     if (geometry.channels, in_chans) not in ((1, 1), (3, 3), (1, 3), (3, 1)):
-        raise ConfigError(f"cannot train in_chans={in_chans} on {where}: only 1 and 3 channels are defined")
+        raise ConfigError(
+            f"cannot train in_chans={in_chans} on {where}: only 1 and 3 channels are defined"
+        )
     updates: dict[str, Any] = {
         "image_size": image_size,
         "in_chans": in_chans,
         "samples_per_epoch": config.samples_per_epoch or manifest.total_samples,
     }
     if config.mean is None or config.std is None:
-        mean, std = channel_stats(match_channels(_stats_sample(manifest, image_size, config.seed), in_chans))
+        mean, std = channel_stats(
+            match_channels(_stats_sample(manifest, image_size, config.seed), in_chans)
+        )
         updates.update(mean=config.mean or mean, std=config.std or std)
     resolved = dataclasses.replace(config, **updates)
     resolved.check()
@@ -228,7 +239,9 @@ def pretrain(
             f"launched with WORLD_SIZE={world} but devices × num_nodes = {config.world_size}; make them agree"
         )
     if config.knn_monitor_every_n_epochs > 0 and knn_data is None:
-        raise ConfigError("knn_monitor_every_n_epochs > 0 needs knn_data=(labelled train, labelled test)")
+        raise ConfigError(
+            "knn_monitor_every_n_epochs > 0 needs knn_data=(labelled train, labelled test)"
+        )
     manifest = data if isinstance(data, Manifest) else Manifest.load(data)
     config = resolve_config(config, manifest)
     run_dir = Path(run_dir)
@@ -236,7 +249,9 @@ def pretrain(
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    backbone, feature_dim = create_backbone(config.backbone, config.in_chans, config.image_size, config.small_stem)
+    backbone, feature_dim = create_backbone(
+        config.backbone, config.in_chans, config.image_size, config.small_stem
+    )
     try:
         method = build_method(config.method, backbone, feature_dim, **config.method_options)
         augment = ViewAugment(
@@ -269,7 +284,9 @@ def pretrain(
         *callbacks,
     ]
     if knn_data is not None and config.knn_monitor_every_n_epochs > 0:
-        all_callbacks.append(KNNMonitor(knn_data[0], knn_data[1], config, config.knn_monitor_every_n_epochs))
+        all_callbacks.append(
+            KNNMonitor(knn_data[0], knn_data[1], config, config.knn_monitor_every_n_epochs)
+        )
     if on_metrics is not None:  # after the kNN monitor, so its epoch-end accuracy is reported
         all_callbacks.append(MetricsCallback(on_metrics, config.log_every_n_steps))
     trainer = pl.Trainer(
@@ -293,12 +310,18 @@ def pretrain(
     )
     resumed_from = 0
     if checkpoint.exists():
-        resumed_from = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
+        resumed_from = int(
+            torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+        )
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    trainer.fit(module, ckpt_path=str(checkpoint) if checkpoint.exists() else None, weights_only=True)
-    trainer.save_checkpoint(checkpoint, weights_only=False)  # full state: exact resume needs the optimiser
+    trainer.fit(
+        module, ckpt_path=str(checkpoint) if checkpoint.exists() else None, weights_only=True
+    )
+    trainer.save_checkpoint(
+        checkpoint, weights_only=False
+    )  # full state: exact resume needs the optimiser
 
     backbone_path = run_dir / "backbone.pt"
     loss = trainer.callback_metrics.get("loss")
@@ -341,7 +364,9 @@ def rank_weight_difference(trainer: pl.Trainer, module: torch.nn.Module) -> floa
     """Largest difference between ranks of per-tensor parameter sums (0 when DDP kept them in sync)."""
     if trainer.world_size < 2:
         return 0.0
-    sums = torch.stack([p.detach().double().sum() for p in module.parameters()]).to(trainer.strategy.root_device)
+    sums = torch.stack([p.detach().double().sum() for p in module.parameters()]).to(
+        trainer.strategy.root_device
+    )
     gathered = trainer.strategy.all_gather(sums)  # (world, tensors)
     return float((gathered - gathered[0]).abs().max())
 
@@ -362,26 +387,49 @@ def mlflow_metrics_hook(tracking_uri: str, run_id: str) -> MetricsHook:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Pretrain a backbone on WebDataset shards (one process per rank).")
+    parser = argparse.ArgumentParser(
+        description="Pretrain a backbone on WebDataset shards (one process per rank)."
+    )
     parser.add_argument("--config", required=True, help="JSON file with PretrainConfig fields")
     parser.add_argument("--data", required=True, help="manifest.json or shard folder")
-    parser.add_argument("--run-dir", required=True, help="run folder (resumed if it has a checkpoint)")
+    parser.add_argument(
+        "--run-dir", required=True, help="run folder (resumed if it has a checkpoint)"
+    )
     parser.add_argument("--force", action="store_true", help="resume even if the config changed")
-    parser.add_argument("--tracking-uri", default="", help="MLflow tracking URI for per-step metrics (rank 0)")
+    parser.add_argument(
+        "--tracking-uri", default="", help="MLflow tracking URI for per-step metrics (rank 0)"
+    )
     parser.add_argument("--mlflow-run-id", default="", help="existing MLflow run to log metrics to")
-    parser.add_argument("--knn-train", default="", help="labelled shards (manifest) for the kNN monitor's bank")
-    parser.add_argument("--knn-test", default="", help="labelled shards (manifest) for the kNN monitor's queries")
+    parser.add_argument(
+        "--knn-train", default="", help="labelled shards (manifest) for the kNN monitor's bank"
+    )
+    parser.add_argument(
+        "--knn-test", default="", help="labelled shards (manifest) for the kNN monitor's queries"
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None, on_metrics: MetricsHook | None = None) -> PretrainResult:
+def main(
+    argv: Sequence[str] | None = None, on_metrics: MetricsHook | None = None
+) -> PretrainResult:
     """Entry point for ``python -m sslflow.ssl.train`` and ``torchrun -m sslflow.ssl.train``."""
     args = parse_args(argv)
     config = PretrainConfig.from_dict(json.loads(Path(args.config).read_text()))
-    if on_metrics is None and args.tracking_uri and args.mlflow_run_id and int(os.environ.get("RANK", 0)) == 0:
+    if (
+        on_metrics is None
+        and args.tracking_uri
+        and args.mlflow_run_id
+        and int(os.environ.get("RANK", "0")) == 0
+    ):
         on_metrics = mlflow_metrics_hook(args.tracking_uri, args.mlflow_run_id)
-    knn_data = (Manifest.load(args.knn_train), Manifest.load(args.knn_test)) if args.knn_train and args.knn_test else None
-    return pretrain(config, args.data, args.run_dir, on_metrics=on_metrics, knn_data=knn_data, force=args.force)
+    knn_data = (
+        (Manifest.load(args.knn_train), Manifest.load(args.knn_test))
+        if args.knn_train and args.knn_test
+        else None
+    )
+    return pretrain(
+        config, args.data, args.run_dir, on_metrics=on_metrics, knn_data=knn_data, force=args.force
+    )
 
 
 if __name__ == "__main__":

@@ -92,7 +92,9 @@ LATEST_MODEL = "latest-model"
 ROUND_KEY = "curation_round"
 
 
-def resolve_embedder(context: dg.AssetExecutionContext, embedder: str, tracking_uri: str) -> tuple[str, int]:
+def resolve_embedder(
+    context: dg.AssetExecutionContext, embedder: str, tracking_uri: str
+) -> tuple[str, int]:
     """The embedder to use, a model pinned to its version, and the curation round it starts.
 
     ``latest-model`` becomes the version-pinned ``model_uri`` of the latest pretrained_model
@@ -106,14 +108,19 @@ def resolve_embedder(context: dg.AssetExecutionContext, embedder: str, tracking_
             raise bad_input(str(exc)) from exc
     uri = latest_metadata(context, "pretrained_model", "model_uri")
     if not uri:
-        raise bad_input("embedder latest-model needs a pretrained model: materialise pretrained_model first")
+        raise bad_input(
+            "embedder latest-model needs a pretrained model: materialise pretrained_model first"
+        )
     previous = latest_metadata(context, "curated_index", ROUND_KEY)
     return str(uri), int(previous or 0) + 1
 
 
 @dg.asset(group_name=GROUP, deps=["raw_shards"], code_version="1", kinds={"numpy", "mlflow"})
 def embeddings(
-    context: dg.AssetExecutionContext, config: EmbeddingsConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: EmbeddingsConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """N×D float16 embedding memmap of the raw pool, with keys and labels (resumable by chunk)."""
     manifest = _raw_manifest(home)
@@ -124,7 +131,9 @@ def embeddings(
     reused = reuse_if_unchanged(context, inputs, [out])
     if reused is not None:
         return reused
-    with mlflow.start_run(context, "embeddings", upstream=upstream_run_ids(context, ["raw_shards"])) as run:
+    with mlflow.start_run(
+        context, "embeddings", upstream=upstream_run_ids(context, ["raw_shards"])
+    ) as run:
         run.log_params({**config.model_dump(), "resolved_embedder": embedder})
         run.log_shard_input("raw_shards", manifest, "curation")
         run.set_tags({"sslflow.curation_round": curation_round})
@@ -133,10 +142,21 @@ def embeddings(
         seconds = time.perf_counter() - started
         array = result.array()
         digest = sha256_file(result.path)
-        run.log_metrics({"rows": len(array), "dim": array.shape[1], "seconds": seconds,
-                         "images_per_second": len(array) / max(seconds, 1e-9)})  # fmt: skip
-        run.set_tags({"sslflow.embeddings_uri": result.path.as_uri(), "sslflow.embeddings_sha256": digest,
-                      "sslflow.embedder_fingerprint": result.meta()["fingerprint"]})  # fmt: skip
+        run.log_metrics(
+            {
+                "rows": len(array),
+                "dim": array.shape[1],
+                "seconds": seconds,
+                "images_per_second": len(array) / max(seconds, 1e-9),
+            }
+        )
+        run.set_tags(
+            {
+                "sslflow.embeddings_uri": result.path.as_uri(),
+                "sslflow.embeddings_sha256": digest,
+                "sslflow.embedder_fingerprint": result.meta()["fingerprint"],
+            }
+        )
         run.log_artifact(out / "meta.json")
         run.log_artifact(out / "embedder.json")
         metadata = {
@@ -152,14 +172,19 @@ def embeddings(
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(digest))
 
 
-@dg.asset_check(asset=embeddings, blocking=True, description="no NaN or inf in the embedding memmap")
+@dg.asset_check(
+    asset=embeddings, blocking=True, description="no NaN or inf in the embedding memmap"
+)
 def embeddings_finite(home: SslflowHome) -> dg.AssetCheckResult:
     result = load_embeddings(home.asset_dir("embeddings"))
     invalid = find_invalid_rows(result.array())
     keys = result.keys()
     return dg.AssetCheckResult(
         passed=not len(invalid),
-        metadata={"invalid_rows": len(invalid), "example_keys": ", ".join(keys[i] for i in invalid[:10])},
+        metadata={
+            "invalid_rows": len(invalid),
+            "example_keys": ", ".join(keys[i] for i in invalid[:10]),
+        },
     )
 
 
@@ -187,7 +212,9 @@ class KMeansHierarchyConfig(
         description="cosine similarity at or above which two samples are near-duplicates (0.995 on pixel-PCA "
         "embeddings removes ~0.6% of Fashion-MNIST train)",
     )
-    dedup_neighbours: int = Field(8, description="nearest neighbours searched per sample for duplicates")
+    dedup_neighbours: int = Field(
+        8, description="nearest neighbours searched per sample for duplicates"
+    )
     processes: int = Field(
         1,
         description="processes for level 0 (the pass over every embedding); > 1 launches torchrun "
@@ -201,7 +228,10 @@ class KMeansHierarchyConfig(
 @dg.asset(group_name=GROUP, deps=["embeddings"], code_version="1", kinds={"numpy", "mlflow"})
 @skip_when_unchanged
 def kmeans_hierarchy(
-    context: dg.AssetExecutionContext, config: KMeansHierarchyConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: KMeansHierarchyConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """Centroids, assignments and CSR clusters per level (resumable per level and step)."""
     source = load_embeddings(home.asset_dir("embeddings"))
@@ -213,21 +243,33 @@ def kmeans_hierarchy(
         started = time.perf_counter()
         rows, dedup_info = None, {"duplicates_removed": 0, "duplicate_groups": 0, "pairs": []}
         if config.dedup:
-            found = find_duplicates(array, config.dedup_threshold, config.dedup_neighbours, progress=True)
+            found = find_duplicates(
+                array, config.dedup_threshold, config.dedup_neighbours, progress=True
+            )
             rows = found.keep
-            dedup_info = {"duplicates_removed": found.removed, "duplicate_groups": found.groups,
-                          "pairs": [(keys[a], keys[b], sim) for a, b, sim in found.pairs]}  # fmt: skip
-            context.log.info(f"dedup: removed {found.removed} near-duplicates in {found.groups} groups")
+            dedup_info = {
+                "duplicates_removed": found.removed,
+                "duplicate_groups": found.groups,
+                "pairs": [(keys[a], keys[b], sim) for a, b, sim in found.pairs],
+            }
+            context.log.info(
+                f"dedup: removed {found.removed} near-duplicates in {found.groups} groups"
+            )
         try:
             if config.processes > 1:
                 hierarchy = _build_with_torchrun(context, home, config, rows)
             else:
-                hierarchy = build_hierarchy(array, keys, out, config.hierarchy_config(), rows=rows, overwrite=True)
+                hierarchy = build_hierarchy(
+                    array, keys, out, config.hierarchy_config(), rows=rows, overwrite=True
+                )
         except HierarchyError as exc:
             raise bad_input(str(exc)) from exc
         save_json(out / "dedup.json", dedup_info)
-        metrics: dict[str, float] = {"seconds": time.perf_counter() - started, "points": len(hierarchy.rows()),
-                                     "duplicates_removed": dedup_info["duplicates_removed"]}  # fmt: skip
+        metrics: dict[str, float] = {
+            "seconds": time.perf_counter() - started,
+            "points": len(hierarchy.rows()),
+            "duplicates_removed": dedup_info["duplicates_removed"],
+        }
         for level, stats in enumerate(hierarchy.stats):
             metrics[f"level_{level}.inertia"] = stats["inertia"]
             metrics[f"level_{level}.size_entropy"] = stats["size_entropy"]
@@ -240,9 +282,13 @@ def kmeans_hierarchy(
         run.log_artifact(out / "summary.json")
         run.log_artifact(out / "dedup.json")
         assignments = hierarchy.level_dir(0) / "assignments.npy"
-        run.set_tags({"sslflow.hierarchy_uri": out.as_uri(),
-                      "sslflow.assignments_sha256": sha256_file(assignments),
-                      "sslflow.embeddings_sha256": sha256_file(source.path)})  # fmt: skip
+        run.set_tags(
+            {
+                "sslflow.hierarchy_uri": out.as_uri(),
+                "sslflow.assignments_sha256": sha256_file(assignments),
+                "sslflow.embeddings_sha256": sha256_file(source.path),
+            }
+        )
         metadata = {
             "levels": str(config.levels),
             "points": len(hierarchy.rows()),
@@ -261,8 +307,11 @@ def kmeans_no_empty_leaf(home: SslflowHome) -> dg.AssetCheckResult:
     empty = np.flatnonzero(sizes == 0)
     return dg.AssetCheckResult(
         passed=not len(empty),
-        metadata={"empty_leaf_clusters": len(empty), "leaf_clusters": len(sizes),
-                  "examples": ", ".join(str(c) for c in empty[:10])},  # fmt: skip
+        metadata={
+            "empty_leaf_clusters": len(empty),
+            "leaf_clusters": len(sizes),
+            "examples": ", ".join(str(c) for c in empty[:10]),
+        },
     )
 
 
@@ -299,13 +348,18 @@ class CuratedIndexConfig(dg.Config):
 )
 @skip_when_unchanged
 def curated_index(
-    context: dg.AssetExecutionContext, config: CuratedIndexConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: CuratedIndexConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """Selected keys with their cluster path, counts per cluster per level and the HTML report."""
     try:
         strategy = LeafStrategy(config.strategy)
     except ValueError as exc:
-        raise bad_input(f"unknown strategy {config.strategy!r}; valid: random, closest, farthest") from exc
+        raise bad_input(
+            f"unknown strategy {config.strategy!r}; valid: random, closest, farthest"
+        ) from exc
     source = load_embeddings(home.asset_dir("embeddings"))
     keys, labels = source.keys(), source.labels()
     hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
@@ -327,12 +381,22 @@ def curated_index(
             summary["class_entropy_curated"] = normalised_entropy(curated_shares)
         save_json(out / "summary.json", summary)
         thumb_rows = thumbnail_rows(hierarchy, config.thumbnails)
-        images = read_images(_raw_manifest(home), {keys[r] for rs in thumb_rows.values() for r in rs})
-        thumbnails = {c: [images[keys[r]] for r in rs if keys[r] in images] for c, rs in thumb_rows.items()}
+        images = read_images(
+            _raw_manifest(home), {keys[r] for rs in thumb_rows.values() for r in rs}
+        )
+        thumbnails = {
+            c: [images[keys[r]] for r in rs if keys[r] in images] for c, rs in thumb_rows.items()
+        }
         report = write_report(
-            ReportInputs(hierarchy, curated, labels, source.meta().get("classes"), thumbnails,
-                         extra={"duplicates_removed": dedup["duplicates_removed"]},
-                         rounds=[*earlier_rounds(run), round_row(curation_round, embedder, summary)]),  # fmt: skip
+            ReportInputs(
+                hierarchy,
+                curated,
+                labels,
+                source.meta().get("classes"),
+                thumbnails,
+                extra={"duplicates_removed": dedup["duplicates_removed"]},
+                rounds=[*earlier_rounds(run), round_row(curation_round, embedder, summary)],
+            ),
             out / "report",
         )
         quantiles = size_quantiles(curated.counts[0])
@@ -341,7 +405,12 @@ def curated_index(
         run.log_metrics(metrics)
         run.log_artifact(out / "summary.json")
         _log_folder(run, out / "report", "report")
-        run.set_tags({"sslflow.curated_index_uri": out.as_uri(), "sslflow.curated_rows_sha256": sha256_file(out / "rows.npy")})
+        run.set_tags(
+            {
+                "sslflow.curated_index_uri": out.as_uri(),
+                "sslflow.curated_rows_sha256": sha256_file(out / "rows.npy"),
+            }
+        )
         metadata = {
             ROUND_KEY: curation_round,
             "selected": len(curated.rows),
@@ -353,12 +422,22 @@ def curated_index(
     return dg.MaterializeResult(metadata=metadata)
 
 
-ROUND_METRICS = ("selected", "entropy_top_pool", "entropy_top_curated", "class_entropy_pool", "class_entropy_curated")
+ROUND_METRICS = (
+    "selected",
+    "entropy_top_pool",
+    "entropy_top_curated",
+    "class_entropy_pool",
+    "class_entropy_curated",
+)
 
 
 def round_row(curation_round: int, embedder: str, values: dict[str, object]) -> dict[str, object]:
     """One row of the rounds table."""
-    return {"round": curation_round, "embedder": embedder, **{k: values[k] for k in ROUND_METRICS if k in values}}
+    return {
+        "round": curation_round,
+        "embedder": embedder,
+        **{k: values[k] for k in ROUND_METRICS if k in values},
+    }
 
 
 def earlier_rounds(run: TrackedRun, limit: int = 10) -> list[dict[str, object]]:
@@ -370,19 +449,28 @@ def earlier_rounds(run: TrackedRun, limit: int = 10) -> list[dict[str, object]]:
         max_results=limit,
     )
     return [
-        round_row(int(r.data.tags.get("sslflow.curation_round", 0)), r.data.tags.get("sslflow.embedder", ""), r.data.metrics)
+        round_row(
+            int(r.data.tags.get("sslflow.curation_round", 0)),
+            r.data.tags.get("sslflow.embedder", ""),
+            r.data.metrics,
+        )
         for r in reversed(found)
         if r.info.run_id != run.run_id
     ]
 
 
-@dg.asset_check(asset=curated_index, description="curated counts are balanced over top-level clusters")
+@dg.asset_check(
+    asset=curated_index, description="curated counts are balanced over top-level clusters"
+)
 def curated_top_entropy(home: SslflowHome) -> dg.AssetCheckResult:
     summary = load_json(home.asset_dir("curated_index") / "summary.json")
     return dg.AssetCheckResult(
         passed=summary["entropy_top_curated"] >= summary["min_top_entropy"],
-        metadata={"entropy_top_curated": summary["entropy_top_curated"],
-                  "entropy_top_pool": summary["entropy_top_pool"], "threshold": summary["min_top_entropy"]},  # fmt: skip
+        metadata={
+            "entropy_top_curated": summary["entropy_top_curated"],
+            "entropy_top_pool": summary["entropy_top_pool"],
+            "threshold": summary["min_top_entropy"],
+        },
     )
 
 
@@ -394,13 +482,23 @@ class CuratedShardsConfig(ShardWriterConfig):
     ``max_side`` downscales them)."""
 
 
-@dg.asset(group_name=GROUP, deps=["curated_index", "raw_shards"], code_version="1", kinds={"webdataset", "mlflow"})
+@dg.asset(
+    group_name=GROUP,
+    deps=["curated_index", "raw_shards"],
+    code_version="1",
+    kinds={"webdataset", "mlflow"},
+)
 @skip_when_unchanged
 def curated_shards(
-    context: dg.AssetExecutionContext, config: CuratedShardsConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: CuratedShardsConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """The curated samples as WebDataset shards (original encoded bytes, keys and labels)."""
-    keys = frozenset((home.asset_dir("curated_index") / "keys.txt").read_text(encoding="utf-8").splitlines())
+    keys = frozenset(
+        (home.asset_dir("curated_index") / "keys.txt").read_text(encoding="utf-8").splitlines()
+    )
     source = SelectedSource(pool_source(_raw_manifest(home)), keys)
     out = home.asset_dir("curated_shards")
     upstream = upstream_run_ids(context, ["raw_shards", "curated_index"])
@@ -412,29 +510,54 @@ def curated_shards(
             raise bad_input(str(exc)) from exc
         manifest = write_shards(source, out, **vars(writer), overwrite=True)
         if manifest.total_samples != len(keys):
-            raise bad_input(f"{len(keys) - manifest.total_samples} curated keys were not found in raw_shards")
+            raise bad_input(
+                f"{len(keys) - manifest.total_samples} curated keys were not found in raw_shards"
+            )
         run.log_metrics(shard_set_metrics(manifest))
         run.log_artifact(out / "manifest.json")
-        run.set_tags({"sslflow.shards_uri": out.as_uri(), "sslflow.content_hash": manifest.content_hash})
+        run.set_tags(
+            {"sslflow.shards_uri": out.as_uri(), "sslflow.content_hash": manifest.content_hash}
+        )
         metadata = shard_set_metadata(manifest, run)
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(manifest.content_hash))
+    return dg.MaterializeResult(
+        metadata=metadata, data_version=dg.DataVersion(manifest.content_hash)
+    )
 
 
 def _build_with_torchrun(
-    context: dg.AssetExecutionContext, home: SslflowHome, config: KMeansHierarchyConfig, rows: np.ndarray | None
+    context: dg.AssetExecutionContext,
+    home: SslflowHome,
+    config: KMeansHierarchyConfig,
+    rows: np.ndarray | None,
 ) -> Hierarchy:
     """Build the hierarchy with ``config.processes`` torchrun ranks, launched through Dagster Pipes."""
     launch = home.path() / "launch" / "kmeans_hierarchy"
     launch.mkdir(parents=True, exist_ok=True)
     save_json(launch / "config.json", config.model_dump())
-    arguments = ["--embeddings", str(home.asset_dir("embeddings")), "--out", str(home.asset_dir("kmeans_hierarchy")),
-                 "--config", str(launch / "config.json")]  # fmt: skip
+    arguments = [
+        "--embeddings",
+        str(home.asset_dir("embeddings")),
+        "--out",
+        str(home.asset_dir("kmeans_hierarchy")),
+        "--config",
+        str(launch / "config.json"),
+    ]
     if rows is not None:
         save_npy(launch / "rows.npy", rows)
         arguments += ["--rows", str(launch / "rows.npy")]
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={config.processes}", "--standalone",
-               "-m", "sslflow.pipelines.assets.curation", *arguments]  # fmt: skip
-    dg.PipesSubprocessClient().run(command=command, context=context, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={config.processes}",
+        "--standalone",
+        "-m",
+        "sslflow.pipelines.assets.curation",
+        *arguments,
+    ]
+    dg.PipesSubprocessClient().run(
+        command=command, context=context, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     return load_hierarchy(home.asset_dir("kmeans_hierarchy"))
 
 
@@ -444,7 +567,9 @@ def hierarchy_main(argv: list[str] | None = None) -> None:
 
     import torch.distributed as dist
 
-    parser = argparse.ArgumentParser(description="sslflow hierarchical k-means across torch.distributed ranks")
+    parser = argparse.ArgumentParser(
+        description="sslflow hierarchical k-means across torch.distributed ranks"
+    )
     parser.add_argument("--embeddings", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--config", required=True, help="kmeans_hierarchy config JSON")
@@ -455,9 +580,16 @@ def hierarchy_main(argv: list[str] | None = None) -> None:
     rows = load_npy(Path(args.rows)) if args.rows else None
     dist.init_process_group("gloo")  # the sums are numpy on the CPU, whatever the accelerator
     try:
+
         def build() -> Hierarchy:
-            return build_hierarchy(source.array(), source.keys(), args.out, config.hierarchy_config(), rows=rows,
-                                   overwrite=True)  # fmt: skip
+            return build_hierarchy(
+                source.array(),
+                source.keys(),
+                args.out,
+                config.hierarchy_config(),
+                rows=rows,
+                overwrite=True,
+            )
 
         if dist.get_rank() != 0:
             build()

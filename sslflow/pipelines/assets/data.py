@@ -18,7 +18,11 @@ from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun
 
 
 class ShardWriterConfig(
-    derive_config(WriterConfig, "WriterFields", "The fields of sslflow.data.writer.WriterConfig, with its defaults.")
+    derive_config(
+        WriterConfig,
+        "WriterFields",
+        "The fields of sslflow.data.writer.WriterConfig, with its defaults.",
+    )
 ):
     """How an asset packs samples into shards (every asset that writes a shard set)."""
 
@@ -32,9 +36,16 @@ class ShardWriterConfig(
 class SourceConfig(ShardWriterConfig):
     """Where images come from (see ``sslflow.data.open_source``) and how they are written."""
 
-    source: str = Field("fashion-mnist", description="fashion-mnist, cifar10, cifar100, image-folder, digits or shards")
-    path: str = Field("", description="folder, manifest or URL list; empty = the source's default lookup")
-    download: bool = Field(False, description="let torchvision download Fashion-MNIST when not found locally")
+    source: str = Field(
+        "fashion-mnist",
+        description="fashion-mnist, cifar10, cifar100, image-folder, digits or shards",
+    )
+    path: str = Field(
+        "", description="folder, manifest or URL list; empty = the source's default lookup"
+    )
+    download: bool = Field(
+        False, description="let torchvision download Fashion-MNIST when not found locally"
+    )
     overwrite: bool = Field(
         True,
         description="replace the asset's shard set when the source or config changed (false: refuse, keep the old set)",
@@ -66,7 +77,11 @@ def inbox_parts(home: SslflowHome) -> list[tuple[str, Source]]:
 
 
 def _write_tracked(
-    context: dg.AssetExecutionContext, source: Source, out: Path, config: SourceConfig, run: TrackedRun
+    context: dg.AssetExecutionContext,
+    source: Source,
+    out: Path,
+    config: SourceConfig,
+    run: TrackedRun,
 ) -> Manifest:
     started = time.perf_counter()
     manifest = write_shards(
@@ -81,7 +96,12 @@ def _write_tracked(
     run.log_metrics({f"{prefix}{k}": v for k, v in shard_set_metrics(manifest).items()})
     run.log_metrics({f"{prefix}write_seconds": seconds})
     run.log_artifact(out / "manifest.json", artifact_path=out.name)
-    run.set_tags({f"sslflow.{prefix}shards_uri": out.as_uri(), f"sslflow.{prefix}content_hash": manifest.content_hash})
+    run.set_tags(
+        {
+            f"sslflow.{prefix}shards_uri": out.as_uri(),
+            f"sslflow.{prefix}content_hash": manifest.content_hash,
+        }
+    )
     for skip in manifest.skipped[:20]:
         context.log.warning(f"skipped {skip['where']}: {skip['reason']}")
     if manifest.geometry is not None:
@@ -96,7 +116,10 @@ def _write_tracked(
     deps=[dg.AssetDep("inbox_shards")],  # every ingested partition joins the pool (include_inbox)
 )
 def raw_shards(
-    context: dg.AssetExecutionContext, config: RawShardsConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: RawShardsConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """The unlabelled pretraining pool as WebDataset shards with a manifest (labels kept if known):
     the configured source, then the ingested inbox partitions."""
@@ -107,7 +130,9 @@ def raw_shards(
     except (SourceError, ValueError) as exc:
         raise bad_input(str(exc)) from exc
     if inbox:
-        context.log.info(f"pool: {source.name} plus inbox partitions {', '.join(p for p, _ in inbox)}")
+        context.log.info(
+            f"pool: {source.name} plus inbox partitions {', '.join(p for p, _ in inbox)}"
+        )
         source = ConcatSource([("", source), *inbox])
     out = home.asset_dir("raw_shards")
     inputs = input_fingerprint(context, config, extra={"source": source.describe()})
@@ -118,7 +143,9 @@ def raw_shards(
         run.log_params(config.model_dump())
         manifest = _write_tracked(context, source, out, config, run)
         metadata = {**shard_set_metadata(manifest, run), INPUT_FINGERPRINT: inputs}
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(manifest.content_hash))
+    return dg.MaterializeResult(
+        metadata=metadata, data_version=dg.DataVersion(manifest.content_hash)
+    )
 
 
 class EvalSplitConfig(SourceConfig):
@@ -130,8 +157,14 @@ class EvalSplitConfig(SourceConfig):
 def _split_source(config: EvalSplitConfig, split: str, download_root: Path) -> Source:
     """The ``split`` half of the evaluation source (see :class:`EvalSplitConfig`)."""
     if config.source in ("image-folder", "shards"):
-        layout = "train/<class>/… and test/<class>/…" if config.source == "image-folder" else "train/ and test/ shard sets"
-        if not config.path or not all((Path(config.path) / part).is_dir() for part in ("train", "test")):
+        layout = (
+            "train/<class>/… and test/<class>/…"
+            if config.source == "image-folder"
+            else "train/ and test/ shard sets"
+        )
+        if not config.path or not all(
+            (Path(config.path) / part).is_dir() for part in ("train", "test")
+        ):
             raise SourceError(
                 f"eval_split with {config.source} needs a path holding {layout} "
                 f"(got {config.path or 'no path'})"
@@ -143,25 +176,40 @@ def _split_source(config: EvalSplitConfig, split: str, download_root: Path) -> S
 
 @dg.asset(group_name="data", code_version="1", kinds={"webdataset", "mlflow"})
 def eval_split(
-    context: dg.AssetExecutionContext, config: EvalSplitConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: EvalSplitConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """Labelled train and test shard sets used by the probes (Fashion-MNIST: the official 60k/10k)."""
     try:
-        sources = {split: _split_source(config, split, home.path() / "downloads") for split in ("train", "test")}
+        sources = {
+            split: _split_source(config, split, home.path() / "downloads")
+            for split in ("train", "test")
+        }
         config.writer()
     except (SourceError, ValueError) as exc:
         raise bad_input(str(exc)) from exc
     for split, source in sources.items():
         if source.classes is None:
-            raise bad_input(f"eval_split needs labels, but the {split} source {source.describe()} has none")
+            raise bad_input(
+                f"eval_split needs labels, but the {split} source {source.describe()} has none"
+            )
     root = home.asset_dir("eval_split")
-    inputs = input_fingerprint(context, config, extra={s: src.describe() for s, src in sources.items()})
-    reused = reuse_if_unchanged(context, inputs, [root / "train" / "manifest.json", root / "test" / "manifest.json"])
+    inputs = input_fingerprint(
+        context, config, extra={s: src.describe() for s, src in sources.items()}
+    )
+    reused = reuse_if_unchanged(
+        context, inputs, [root / "train" / "manifest.json", root / "test" / "manifest.json"]
+    )
     if reused:
         return reused
     with mlflow.start_run(context, "eval_split") as run:
         run.log_params(config.model_dump())
-        manifests = {split: _write_tracked(context, src, root / split, config, run) for split, src in sources.items()}
+        manifests = {
+            split: _write_tracked(context, src, root / split, config, run)
+            for split, src in sources.items()
+        }
         metadata: dict[str, object] = {
             "samples": sum(m.total_samples for m in manifests.values()),
             "classes": ", ".join(manifests["train"].classes or []),
@@ -170,8 +218,22 @@ def eval_split(
         }
         for split, manifest in manifests.items():
             shown = shard_set_metadata(manifest, run)
-            metadata.update({f"{split}_{k}": shown[k] for k in ("samples", "shards", "skipped", "total_size", "manifest", "first_shards")})
-    version = hashlib.sha256("".join(m.content_hash for m in manifests.values()).encode()).hexdigest()
+            metadata.update(
+                {
+                    f"{split}_{k}": shown[k]
+                    for k in (
+                        "samples",
+                        "shards",
+                        "skipped",
+                        "total_size",
+                        "manifest",
+                        "first_shards",
+                    )
+                }
+            )
+    version = hashlib.sha256(
+        "".join(m.content_hash for m in manifests.values()).encode()
+    ).hexdigest()
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
 
 

@@ -22,7 +22,9 @@ inbox_partitions = dg.DynamicPartitionsDefinition(name="inbox")
 
 
 class InboxShardsConfig(dg.Config):
-    inbox: str = Field("", description="inbox folder; empty = <home>/inbox (the inbox sensor's folder)")
+    inbox: str = Field(
+        "", description="inbox folder; empty = <home>/inbox (the inbox sensor's folder)"
+    )
     shard_size: int = Field(5000, description="samples per shard of the ingested copy")
 
 
@@ -54,7 +56,10 @@ def find_entry(folder: Path, key: str) -> Path:
 )
 @skip_when_unchanged
 def inbox_shards(
-    context: dg.AssetExecutionContext, config: InboxShardsConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: InboxShardsConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """One inbox entry (a shard-set folder or a file of shard URLs) copied into sslflow's shards."""
     entry = find_entry(inbox_folder(home, config.inbox), context.partition_key)
@@ -69,7 +74,9 @@ def inbox_shards(
         run.log_metrics(shard_set_metrics(manifest))
         run.log_artifact(out / "manifest.json")
         metadata = shard_set_metadata(manifest, run)
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(manifest.content_hash))
+    return dg.MaterializeResult(
+        metadata=metadata, data_version=dg.DataVersion(manifest.content_hash)
+    )
 
 
 class InboxAssignmentConfig(dg.Config):
@@ -89,13 +96,18 @@ class InboxAssignmentConfig(dg.Config):
 )
 @skip_when_unchanged
 def inbox_assignment(
-    context: dg.AssetExecutionContext, config: InboxAssignmentConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: InboxAssignmentConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """New samples placed in the existing hierarchy (nearest leaf centroid) with a drift statistic."""
     pool = load_embeddings(home.asset_dir("embeddings"))
     hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
     identity = pool.meta()["identity"]
-    embed_config = EmbedConfig(**{f.name: identity[f.name] for f in dataclasses.fields(EmbedConfig) if f.name in identity})
+    embed_config = EmbedConfig(
+        **{f.name: identity[f.name] for f in dataclasses.fields(EmbedConfig) if f.name in identity}
+    )
     out = home.asset_dir("inbox_assignment", context.partition_key)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("pca_mean.npy", "pca_components.npy"):  # the pool's projection, not a new one
@@ -106,8 +118,12 @@ def inbox_assignment(
         new = embed_shards(home.asset_dir("inbox_shards", context.partition_key), out, embed_config)
         result = assign_new(hierarchy, new.array())
         exceeded = result.drift > config.drift_threshold
-        run.log_params({"drift_threshold": config.drift_threshold, "partition": context.partition_key})
-        run.log_metrics({"drift": result.drift, "samples": len(result.distances), "recurate": float(exceeded)})
+        run.log_params(
+            {"drift_threshold": config.drift_threshold, "partition": context.partition_key}
+        )
+        run.log_metrics(
+            {"drift": result.drift, "samples": len(result.distances), "recurate": float(exceeded)}
+        )
         occupied = int((result.leaf_counts > 0).sum())
         metadata = {
             "samples": len(result.distances),
@@ -118,7 +134,9 @@ def inbox_assignment(
             **run_metadata(run),
         }
     if exceeded:
-        context.log.warning(f"drift {result.drift:.2f} > {config.drift_threshold}: the drift sensor will re-curate")
+        context.log.warning(
+            f"drift {result.drift:.2f} > {config.drift_threshold}: the drift sensor will re-curate"
+        )
     return dg.MaterializeResult(metadata=metadata)
 
 

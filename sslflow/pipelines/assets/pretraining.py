@@ -49,9 +49,15 @@ class PretrainedModelConfig(
         description="shards to train on; auto = curated_shards when materialised, else raw_shards "
         "(curation is optional, and the demo must train either way)",
     )
-    run_name: str = Field("", description="run folder name; empty = derived from config and data (resumes after a crash)")
+    run_name: str = Field(
+        "",
+        description="run folder name; empty = derived from config and data (resumes after a crash)",
+    )
     force_resume: bool = Field(False, description="resume a run folder even if its config differs")
-    alias: str = Field("current", description="registry alias moved to the new model version ('latest' is reserved)")
+    alias: str = Field(
+        "current",
+        description="registry alias moved to the new model version ('latest' is reserved)",
+    )
 
     def pretrain_config(self) -> PretrainConfig:
         """The plain-Python training config; DDP when more than one process trains."""
@@ -69,7 +75,9 @@ def choose_data(home: SslflowHome, choice: str) -> tuple[str, Path]:
         if manifest.exists():
             return asset, manifest
     wanted = " or ".join(candidates)
-    raise bad_input(f"no {wanted} to train on under {home.path()}: materialise {candidates[-1]} first")
+    raise bad_input(
+        f"no {wanted} to train on under {home.path()}: materialise {candidates[-1]} first"
+    )
 
 
 def knn_manifests(home: SslflowHome, config: PretrainConfig) -> tuple[Path, Path] | None:
@@ -79,32 +87,55 @@ def knn_manifests(home: SslflowHome, config: PretrainConfig) -> tuple[Path, Path
     root = home.asset_dir("eval_split")
     paths = (root / "train" / "manifest.json", root / "test" / "manifest.json")
     if not all(path.exists() for path in paths):
-        raise bad_input(f"knn_monitor_every_n_epochs > 0 needs eval_split under {root}: materialise eval_split first")
+        raise bad_input(
+            f"knn_monitor_every_n_epochs > 0 needs eval_split under {root}: materialise eval_split first"
+        )
     return paths
 
 
 def run_folder_name(config: PretrainConfig, manifest: Manifest) -> str:
     """``<method>-<backbone>-<hash of training config and data version>``."""
     fields = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE_FIELDS}
-    digest = hashlib.sha256(json.dumps([fields, manifest.content_hash], sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps([fields, manifest.content_hash], sort_keys=True).encode()
+    ).hexdigest()
     return f"{config.method}-{config.backbone}-{digest[:12]}"
 
 
 def _train_with_torchrun(
-    context: dg.AssetExecutionContext, config: PretrainConfig, manifest_path: Path, run_dir: Path, run: TrackedRun,
-    tracking_uri: str, force: bool, knn: tuple[Path, Path] | None,
+    context: dg.AssetExecutionContext,
+    config: PretrainConfig,
+    manifest_path: Path,
+    run_dir: Path,
+    run: TrackedRun,
+    tracking_uri: str,
+    force: bool,
+    knn: tuple[Path, Path] | None,
 ) -> dict[str, Any]:
     """Run ``torchrun --nproc_per_node=devices`` on this module through Dagster Pipes."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "launch_config.json"
     config_path.write_text(json.dumps(config.to_dict(), indent=2))
     command = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={config.devices}",
-        f"--nnodes={config.num_nodes}", "--standalone" if config.num_nodes == 1 else "--rdzv-backend=c10d",
-        "-m", "sslflow.pipelines.assets.pretraining",
-        "--config", str(config_path), "--data", str(manifest_path), "--run-dir", str(run_dir),
-        "--tracking-uri", tracking_uri, "--mlflow-run-id", run.run_id,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={config.devices}",
+        f"--nnodes={config.num_nodes}",
+        "--standalone" if config.num_nodes == 1 else "--rdzv-backend=c10d",
+        "-m",
+        "sslflow.pipelines.assets.pretraining",
+        "--config",
+        str(config_path),
+        "--data",
+        str(manifest_path),
+        "--run-dir",
+        str(run_dir),
+        "--tracking-uri",
+        tracking_uri,
+        "--mlflow-run-id",
+        run.run_id,
+    ]
     if force:
         command.append("--force")
     if knn is not None:
@@ -118,17 +149,26 @@ def _train_with_torchrun(
 
 
 def _train_in_process(
-    context: dg.AssetExecutionContext, config: PretrainConfig, manifest_path: Path, run_dir: Path, run: TrackedRun,
-    force: bool, knn: tuple[Path, Path] | None,
+    context: dg.AssetExecutionContext,
+    config: PretrainConfig,
+    manifest_path: Path,
+    run_dir: Path,
+    run: TrackedRun,
+    force: bool,
+    knn: tuple[Path, Path] | None,
 ) -> dict[str, Any]:
     from sslflow.ssl.train import pretrain
 
     def on_metrics(metrics: dict[str, float], step: int) -> None:
         run.log_metrics(metrics, step=step)
-        context.log.info(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        context.log.info(
+            f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        )
 
     knn_data = None if knn is None else (Manifest.load(knn[0]), Manifest.load(knn[1]))
-    return pretrain(config, manifest_path, run_dir, on_metrics=on_metrics, knn_data=knn_data, force=force).to_dict()
+    return pretrain(
+        config, manifest_path, run_dir, on_metrics=on_metrics, knn_data=knn_data, force=force
+    ).to_dict()
 
 
 @dg.asset(
@@ -140,7 +180,10 @@ def _train_in_process(
 )
 @skip_when_unchanged
 def pretrained_model(
-    context: dg.AssetExecutionContext, config: PretrainedModelConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: PretrainedModelConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """A self-supervised backbone: checkpoints under the sslflow home, the model in the MLflow registry."""
     from sslflow.ssl.export import load_backbone, log_backbone_model
@@ -153,24 +196,48 @@ def pretrained_model(
     except ConfigError as exc:
         raise bad_input(f"bad pretraining config: {exc}") from exc
     knn = knn_manifests(home, train_config)
-    run_dir = home.asset_dir("pretrained_model") / (config.run_name or run_folder_name(train_config, manifest))
-    context.log.info(f"training {train_config.method} / {train_config.backbone} on {data_asset} in {run_dir}")
+    run_dir = home.asset_dir("pretrained_model") / (
+        config.run_name or run_folder_name(train_config, manifest)
+    )
+    context.log.info(
+        f"training {train_config.method} / {train_config.backbone} on {data_asset} in {run_dir}"
+    )
     upstream = upstream_run_ids(context, [data_asset])
     with mlflow.start_run(context, "pretrained_model", upstream=upstream) as run:
-        run.log_params({**train_config.to_dict(), "data": data_asset, "data_content_hash": manifest.content_hash})
+        run.log_params(
+            {
+                **train_config.to_dict(),
+                "data": data_asset,
+                "data_content_hash": manifest.content_hash,
+            }
+        )
         run.set_tags({"sslflow.run_dir": run_dir.as_uri(), "sslflow.trained_on": data_asset})
         run.log_shard_input(data_asset, manifest, "training")
         try:
             if train_config.devices > 1:
                 result = _train_with_torchrun(
-                    context, train_config, manifest_path, run_dir, run, mlflow.resolved_uri(), config.force_resume, knn
+                    context,
+                    train_config,
+                    manifest_path,
+                    run_dir,
+                    run,
+                    mlflow.resolved_uri(),
+                    config.force_resume,
+                    knn,
                 )
             else:
-                result = _train_in_process(context, train_config, manifest_path, run_dir, run, config.force_resume, knn)
+                result = _train_in_process(
+                    context, train_config, manifest_path, run_dir, run, config.force_resume, knn
+                )
         except ConfigError as exc:
             raise bad_input(str(exc)) from exc
         checkpoint = Path(result["checkpoint_path"])
-        run.set_tags({"sslflow.checkpoint_uri": checkpoint.as_uri(), "sslflow.checkpoint_sha256": result["checkpoint_sha256"]})
+        run.set_tags(
+            {
+                "sslflow.checkpoint_uri": checkpoint.as_uri(),
+                "sslflow.checkpoint_sha256": result["checkpoint_sha256"],
+            }
+        )
         run.log_artifact(run_dir / "config.json")
         run.log_artifact(run_dir / "result.json")
         headline = {
@@ -188,12 +255,14 @@ def pretrained_model(
             alias=config.alias or None,
         )
         pinned = logged.version_uri or logged.model_uri
-        run.set_tags({
-            "sslflow.model_uri": pinned,
-            "sslflow.model_alias_uri": logged.registry_uri or "",
-            "sslflow.image_size": result["config"]["image_size"],
-            "sslflow.in_chans": result["config"]["in_chans"],
-        })  # fmt: skip
+        run.set_tags(
+            {
+                "sslflow.model_uri": pinned,
+                "sslflow.model_alias_uri": logged.registry_uri or "",
+                "sslflow.image_size": result["config"]["image_size"],
+                "sslflow.in_chans": result["config"]["in_chans"],
+            }
+        )
         metadata = {
             **headline,
             "trained_on": data_asset,
@@ -226,15 +295,23 @@ def pipes_main(argv: list[str] | None = None) -> None:
         from sslflow.ssl.train import mlflow_metrics_hook, parse_args
 
         args = parse_args(argv)
-        log_mlflow = mlflow_metrics_hook(args.tracking_uri, args.mlflow_run_id) if args.mlflow_run_id else None
+        log_mlflow = (
+            mlflow_metrics_hook(args.tracking_uri, args.mlflow_run_id)
+            if args.mlflow_run_id
+            else None
+        )
 
         def on_metrics(metrics: dict[str, float], step: int) -> None:
             if log_mlflow is not None:
                 log_mlflow(metrics, step)
-            pipes.log.info(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+            pipes.log.info(
+                f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+            )
 
         result = main(argv, on_metrics=on_metrics)
-        pipes.log.info(f"trained {result.steps} steps in {result.seconds:.0f} s, loss {result.final_loss:.4f}")
+        pipes.log.info(
+            f"trained {result.steps} steps in {result.seconds:.0f} s, loss {result.final_loss:.4f}"
+        )
 
 
 ASSETS = [pretrained_model]

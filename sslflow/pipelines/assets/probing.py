@@ -74,7 +74,9 @@ PROBES_FILE = "probes.json"
 
 
 class ProbeFeaturesConfig(
-    derive_config(FeatureConfig, "FeatureFields", "The fields of sslflow.evaluation.probe.FeatureConfig.")
+    derive_config(
+        FeatureConfig, "FeatureFields", "The fields of sslflow.evaluation.probe.FeatureConfig."
+    )
 ):
     """Which model to probe and how its features are extracted."""
 
@@ -84,22 +86,30 @@ class ProbeFeaturesConfig(
         "or random:<timm name>; empty = the model of the latest pretrained_model materialisation, else the "
         "newest registered sslflow-* model, else a randomly initialised `backbone`",
     )
-    backbone: str = Field("resnet10t", description="timm name of the random backbone used when no model exists")
+    backbone: str = Field(
+        "resnet10t", description="timm name of the random backbone used when no model exists"
+    )
     small_stem: bool = Field(False, description="ResNet 3×3 stride-1 stem for that random backbone")
 
 
-class KnnProbeConfig(derive_config(KnnConfig, "KnnFields", "The fields of sslflow.evaluation.probe.KnnConfig.")):
+class KnnProbeConfig(
+    derive_config(KnnConfig, "KnnFields", "The fields of sslflow.evaluation.probe.KnnConfig.")
+):
     """Weighted kNN settings (InstDisc/DINO: cosine similarity, votes weighted by exp(sim/T))."""
 
 
 class LinearProbeConfig(
-    derive_config(LinearConfig, "LinearFields", "The fields of sslflow.evaluation.probe.LinearConfig.")
+    derive_config(
+        LinearConfig, "LinearFields", "The fields of sslflow.evaluation.probe.LinearConfig."
+    )
 ):
     """Linear probes with the hyper-parameter chosen on a seeded validation split of train."""
 
 
 class ProbingReportConfig(
-    derive_config(ReportConfig, "ReportFields", "The fields of sslflow.evaluation.probe.ReportConfig.")
+    derive_config(
+        ReportConfig, "ReportFields", "The fields of sslflow.evaluation.probe.ReportConfig."
+    )
 ):
     """How the report is drawn."""
 
@@ -132,7 +142,9 @@ def _pretrained_model_uri(context: dg.AssetExecutionContext) -> str:
     return str(latest_metadata(context, "pretrained_model", "model_uri") or "")
 
 
-def _pinned_spec(context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, mlflow: MLflowTracking) -> str:
+def _pinned_spec(
+    context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, mlflow: MLflowTracking
+) -> str:
     """The model to probe, an alias resolved to the version it names now (an input, fingerprinted)."""
     spec = config.model or _pretrained_model_uri(context)
     try:
@@ -145,27 +157,47 @@ def _resolve(
     spec: str, config: ProbeFeaturesConfig, mlflow: MLflowTracking, train: Manifest
 ) -> ResolvedModel:
     try:
-        return resolve_model(spec, mlflow.resolved_uri(), config.backbone, config.small_stem, train.geometry)
+        return resolve_model(
+            spec, mlflow.resolved_uri(), config.backbone, config.small_stem, train.geometry
+        )
     except (ValueError, FileNotFoundError) as exc:
         raise bad_input(f"cannot load model {spec or '(latest registered)'}: {exc}") from exc
 
 
 def _feature_table(index: FeatureIndex) -> str:
-    rows = [[e.role.label, e.description, str(e.feature_dim), e.fingerprint[:12],
-             f"{index.extract_seconds.get(e.role.value, 0.0):.1f}"] for e in index.entries]  # fmt: skip
+    rows = [
+        [
+            e.role.label,
+            e.description,
+            str(e.feature_dim),
+            e.fingerprint[:12],
+            f"{index.extract_seconds.get(e.role.value, 0.0):.1f}",
+        ]
+        for e in index.entries
+    ]
     return markdown_table(["features", "source", "dim", "fingerprint", "seconds"], rows)
 
 
-@dg.asset(group_name=GROUP, deps=["eval_split", "pretrained_model"], code_version="1", kinds={"numpy", "mlflow"})
+@dg.asset(
+    group_name=GROUP,
+    deps=["eval_split", "pretrained_model"],
+    code_version="1",
+    kinds={"numpy", "mlflow"},
+)
 def probe_features(
-    context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: ProbeFeaturesConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """Frozen features of eval_split's train and test shards for the model and its baselines."""
     train, test = _split(home, "train"), _split(home, "test")
     out = home.asset_dir("probe_features")
     spec = _pinned_spec(context, config, mlflow)
     # The pinned model is an input too: an alias (or `model` left empty) names a new version later.
-    inputs = input_fingerprint(context, config, ["eval_split", "pretrained_model"], extra={"model": spec})
+    inputs = input_fingerprint(
+        context, config, ["eval_split", "pretrained_model"], extra={"model": spec}
+    )
     reused = reuse_if_unchanged(context, inputs, [out])
     if reused is not None:
         return reused
@@ -182,13 +214,20 @@ def probe_features(
             raise bad_input(str(exc)) from exc
         path = index.save(out / "index.json")
         run.log_artifact(path)
-        run.log_metrics({
-            "train_samples": train.total_samples,
-            "test_samples": test.total_samples,
-            **{f"{e.role.value}.feature_dim": e.feature_dim for e in index.entries},
-            **{f"{role}.extract_seconds": s for role, s in index.extract_seconds.items()},
-        })  # fmt: skip
-        run.set_tags({"sslflow.probe.model": model.spec, "sslflow.probe.fingerprint": index.model().fingerprint})
+        run.log_metrics(
+            {
+                "train_samples": train.total_samples,
+                "test_samples": test.total_samples,
+                **{f"{e.role.value}.feature_dim": e.feature_dim for e in index.entries},
+                **{f"{role}.extract_seconds": s for role, s in index.extract_seconds.items()},
+            }
+        )
+        run.set_tags(
+            {
+                "sslflow.probe.model": model.spec,
+                "sslflow.probe.fingerprint": index.model().fingerprint,
+            }
+        )
         metadata = {
             "model": model.spec,
             "feature_dim": index.model().feature_dim,
@@ -200,7 +239,8 @@ def probe_features(
             **run_metadata(run),
         }
     version = hashlib.sha256(
-        "".join(e.fingerprint for e in index.entries).encode() + (index.train_content_hash + index.test_content_hash).encode()
+        "".join(e.fingerprint for e in index.entries).encode()
+        + (index.train_content_hash + index.test_content_hash).encode()
     ).hexdigest()
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
 
@@ -225,43 +265,65 @@ def _headline(probes: list[ModelProbe]) -> dict[str, float]:
 
 def _probe_table(probes: list[ModelProbe]) -> str:
     columns = comparison_columns(probes)
-    rows = [[p.role.label, *[cell(p.metrics(), p.role.value) for _, cell in columns]] for p in probes]
+    rows = [
+        [p.role.label, *[cell(p.metrics(), p.role.value) for _, cell in columns]] for p in probes
+    ]
     return markdown_table(["features", *[name for name, _ in columns]], rows)
 
 
 @dg.asset(group_name=GROUP, deps=["probe_features"], code_version="1", kinds={"pytorch", "mlflow"})
 @skip_when_unchanged
 def knn_probe(
-    context: dg.AssetExecutionContext, config: KnnProbeConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: KnnProbeConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """Weighted kNN top-1/top-5 of the model and its baselines on the test split."""
     knn_config = _core(config, KnnConfig)
     index = _index(home)
-    with mlflow.start_run(context, "knn_probe", upstream=upstream_run_ids(context, ["probe_features"])) as run:
+    with mlflow.start_run(
+        context, "knn_probe", upstream=upstream_run_ids(context, ["probe_features"])
+    ) as run:
         run.log_params({**config.model_dump(), "model": index.model().description})
         started = time.perf_counter()
         probes = run_knn(index, knn_config.settings())
         run.log_metrics({"seconds": time.perf_counter() - started})
         _log_probes(run, probes, home.asset_dir("knn_probe") / PROBES_FILE)
-        metadata = {**_headline(probes), "table": dg.MetadataValue.md(_probe_table(probes)), **run_metadata(run)}
+        metadata = {
+            **_headline(probes),
+            "table": dg.MetadataValue.md(_probe_table(probes)),
+            **run_metadata(run),
+        }
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(group_name=GROUP, deps=["probe_features"], code_version="1", kinds={"scikitlearn", "mlflow"})
+@dg.asset(
+    group_name=GROUP, deps=["probe_features"], code_version="1", kinds={"scikitlearn", "mlflow"}
+)
 @skip_when_unchanged
 def linear_probe(
-    context: dg.AssetExecutionContext, config: LinearProbeConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: LinearProbeConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """Linear-probe top-1 (hyper-parameter chosen on a validation split) of the model and baselines."""
     linear_config = _core(config, LinearConfig)
     index = _index(home)
-    with mlflow.start_run(context, "linear_probe", upstream=upstream_run_ids(context, ["probe_features"])) as run:
+    with mlflow.start_run(
+        context, "linear_probe", upstream=upstream_run_ids(context, ["probe_features"])
+    ) as run:
         run.log_params({**config.model_dump(), "model": index.model().description})
         started = time.perf_counter()
         probes = run_linear(index, linear_config)
         run.log_metrics({"seconds": time.perf_counter() - started})
         _log_probes(run, probes, home.asset_dir("linear_probe") / PROBES_FILE)
-        metadata = {**_headline(probes), "table": dg.MetadataValue.md(_probe_table(probes)), **run_metadata(run)}
+        metadata = {
+            **_headline(probes),
+            "table": dg.MetadataValue.md(_probe_table(probes)),
+            **run_metadata(run),
+        }
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -272,26 +334,37 @@ def _run_links(mlflow: MLflowTracking, run: TrackedRun, upstream: dict[str, str]
     links = []
     for asset, run_id in upstream.items():
         experiment_id = run.client.get_run(run_id).info.experiment_id
-        links.append(RunLink(asset, run_id, f"{mlflow.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"))
+        links.append(
+            RunLink(asset, run_id, f"{mlflow.ui_url}/#/experiments/{experiment_id}/runs/{run_id}")
+        )
     return links
 
 
 @dg.asset(
     group_name=GROUP,
-    deps=["knn_probe", "linear_probe", "probe_features"],  # the features' index and test features too
+    deps=[
+        "knn_probe",
+        "linear_probe",
+        "probe_features",
+    ],  # the features' index and test features too
     code_version="1",
     kinds={"html", "mlflow"},
 )
 @skip_when_unchanged
 def probing_report(
-    context: dg.AssetExecutionContext, config: ProbingReportConfig, home: SslflowHome, mlflow: MLflowTracking
+    context: dg.AssetExecutionContext,
+    config: ProbingReportConfig,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """HTML report: the model against raw pixels, a random init and earlier runs, with plots."""
     report_config = _core(config, ReportConfig)
     index = _index(home)
     try:
-        probes = merge_probes(load_probes(home.asset_dir("knn_probe") / PROBES_FILE),
-                              load_probes(home.asset_dir("linear_probe") / PROBES_FILE))  # fmt: skip
+        probes = merge_probes(
+            load_probes(home.asset_dir("knn_probe") / PROBES_FILE),
+            load_probes(home.asset_dir("linear_probe") / PROBES_FILE),
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise bad_input(str(exc)) from exc
     model = index.model()
@@ -311,13 +384,21 @@ def probing_report(
             "(features + kNN + linear)",
         }
         report_input = build_report_input(
-            index, probes, summary, upstream=_run_links(mlflow, run, upstream), earlier=earlier_for(run)[: report_config.earlier_runs]
+            index,
+            probes,
+            summary,
+            upstream=_run_links(mlflow, run, upstream),
+            earlier=earlier_for(run)[: report_config.earlier_runs],
         )
-        page = render_report(report_input, home.asset_dir("probing_report"), Projection(report_config.projection))
+        page = render_report(
+            report_input, home.asset_dir("probing_report"), Projection(report_config.projection)
+        )
         markdown = summary_markdown(report_input)
         run.set_tags(report_tags(index))
         run.log_params(config.model_dump())
-        run.log_metrics({name: value for probe in probes for name, value in probe.metrics().items()})
+        run.log_metrics(
+            {name: value for probe in probes for name, value in probe.metrics().items()}
+        )
         log_report(run, page)
         metadata = {
             **_headline(probes),
@@ -345,8 +426,11 @@ def knn_beats_raw_pixels(home: SslflowHome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=ours > pixels,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={knn_metric(Role.MODEL): round(ours, 4), knn_metric(Role.RAW_PIXELS): round(pixels, 4),
-                  "margin": round(ours - pixels, 4)},  # fmt: skip
+        metadata={
+            knn_metric(Role.MODEL): round(ours, 4),
+            knn_metric(Role.RAW_PIXELS): round(pixels, 4),
+            "margin": round(ours - pixels, 4),
+        },
     )
 
 

@@ -56,8 +56,8 @@ def build_method(name: str, backbone: nn.Module, feature_dim: int, **overrides: 
 
 __all__ = [
     "AMCL",
-    "AMCLConfig",
     "METHODS",
+    "AMCLConfig",
     "MoCo",
     "MoCoConfig",
     "SSLMethod",

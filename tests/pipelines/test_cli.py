@@ -1,0 +1,230 @@
+"""The sslflow command and the Dagster code location, as a user runs them from the shell."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sslflow.cli import CliError, build_parser, load_run_config, main, parse_overrides
+from sslflow.pipelines.runner import UnknownAssetError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_every_command_and_debug() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sslflow.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    listed = {
+        line.split()[0]
+        for line in out.stdout.splitlines()
+        if line.startswith("    ") and line.split()
+    }
+    commands = {
+        "demo",
+        "ingest",
+        "eval-split",
+        "curate",
+        "pretrain",
+        "probe",
+        "materialize",
+        "assets",
+        "ui",
+    }
+    assert commands <= listed, out.stdout
+    assert "--debug" in out.stdout and "traceback" in out.stdout
+
+
+def test_overrides_are_parsed_as_yaml() -> None:
+    assert parse_overrides(
+        ["raw_shards.shard_size=2000", "raw_shards.download=true", "eval_split.path=/x"]
+    ) == {
+        "raw_shards": {"shard_size": 2000, "download": True},
+        "eval_split": {"path": "/x"},
+    }
+    with pytest.raises(CliError, match="ASSET.FIELD=VALUE"):
+        parse_overrides(["shard_size=3"])
+    with pytest.raises(CliError, match="not valid YAML"):
+        parse_overrides(["raw_shards.shard_size=["])
+
+
+def test_flags_override_config_file_and_set(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("raw_shards:\n  source: digits\n  shard_size: 100\n")
+    args = build_parser().parse_args(
+        ["ingest", "--config", str(config), "--set", "raw_shards.shard_size=200", "--split", "all"]
+    )
+    merged = load_run_config(args, "raw_shards", ("source", "split", "shard_size"))
+    assert merged == {"raw_shards": {"source": "digits", "shard_size": 200, "split": "all"}}
+
+
+def test_ingest_materialises_raw_shards_on_the_persistent_instance(
+    sslflow_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert (
+        main(["ingest", "--home", str(sslflow_home), "--source", "digits", "--split", "test"]) == 0
+    )
+    assert "raw_shards: {'samples': 360" in capsys.readouterr().out
+    assert (sslflow_home / "dagster" / "dagster.yaml").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{sslflow_home / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sslflow").experiment_id])
+    assert [r.data.tags["sslflow.stage"] for r in runs] == ["raw_shards"]
+
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    event = instance.get_latest_materialization_event(dg.AssetKey("raw_shards"))
+    assert event is not None and event.asset_materialization.metadata["samples"].value == 360
+
+    # The home remembers the settings: a later run without flags (or a schedule) uses them.
+    from sslflow.pipelines.pipeline_config import load_pipeline_config
+
+    assert load_pipeline_config(sslflow_home) == {
+        "raw_shards": {"source": "digits", "split": "test"}
+    }
+    assert main(["ingest", "--home", str(sslflow_home)]) == 0
+    again = instance.get_latest_materialization_event(dg.AssetKey("raw_shards"))
+    assert again is not None and "reused_from_run" in again.asset_materialization.metadata
+    assert len(client.search_runs([client.get_experiment_by_name("sslflow").experiment_id])) == 1
+
+
+@pytest.fixture()
+def cli_home(sslflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An sslflow home whose Dagster instance is its own (restored after the test)."""
+    monkeypatch.setenv("DAGSTER_HOME", str(sslflow_home / "dagster"))
+    return sslflow_home
+
+
+def test_failed_step_prints_its_message_and_run_not_a_traceback(
+    cli_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing"
+    assert (
+        main(
+            ["ingest", "--source", "image-folder", "--path", str(missing), "--home", str(cli_home)]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert (
+        f"sslflow ingest: error: raw_shards: source 'image-folder': path {missing} does not exist"
+        in err
+    )
+    assert "pass --path with a folder of images" in err and "rerun with --debug" in err
+    assert "Traceback" not in err and "Stack Trace" not in err and len(err.splitlines()) <= 4, err
+
+    # The stack trace stays in the Dagster run the message names.
+    run = dg.DagsterInstance.get().get_runs(limit=1)[0]
+    assert f"Dagster run {run.run_id}" in err
+    failures = dg.DagsterInstance.get().all_logs(
+        run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE
+    )
+    assert failures and failures[0].dagster_event.step_failure_data.error.stack
+
+
+def test_debug_raises_the_steps_exception_with_dagsters_traces(
+    cli_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(dg.Failure, match="does not exist; pass --path"):
+        main(
+            [
+                "--debug",
+                "ingest",
+                "--source",
+                "image-folder",
+                "--path",
+                str(tmp_path / "missing"),
+                "--home",
+                str(cli_home),
+            ]
+        )
+    assert "Stack Trace" in capsys.readouterr().err
+
+
+def test_unknown_asset_lists_the_assets(cli_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["materialize", "nope", "--home", str(cli_home)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "sslflow materialize: error: unknown asset(s) nope; assets: curated_index,"
+    )
+    assert "raw_shards" in err and "Traceback" not in err
+    with pytest.raises(UnknownAssetError):  # --debug after the command works too
+        main(["materialize", "nope", "--home", str(cli_home), "--debug"])
+
+
+def test_bad_config_names_the_field_briefly(
+    cli_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ingest", "--set", "raw_shards.shard_size=abc", "--home", str(cli_home)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        'sslflow ingest: error: Invalid scalar at raw_shards.shard_size. Value "abc"' in err
+        and '"Int"' in err
+    )
+    assert "Traceback" not in err and len(err.splitlines()) == 2, err
+
+    assert main(["ingest", "--set", "raw_shards.shard_sise=1", "--home", str(cli_home)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        'unexpected config entry "shard_sise" at raw_shards. (`sslflow assets`' in err
+        and "Expected" not in err
+    )
+
+    assert main(["ingest", "--set", "shard_size=3"]) == 1
+    assert "error: --set 'shard_size=3': expected ASSET.FIELD=VALUE" in capsys.readouterr().err
+
+
+def test_dagster_definitions_validate_loads_the_workspace(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    dagster = Path(sys.executable).parent / "dagster"
+    out = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_pretrain_flags_are_every_core_field() -> None:
+    """`sslflow pretrain` has one flag per PretrainConfig field, parsed as YAML like --set."""
+    import dataclasses
+
+    from sslflow.cli import PRETRAIN_FLAGS
+    from sslflow.ssl.config import PretrainConfig
+
+    assert set(PRETRAIN_FLAGS) == {f.name for f in dataclasses.fields(PretrainConfig)} - {
+        "progress_bar",
+        "strategy",
+    }
+    args = build_parser().parse_args(
+        [
+            "pretrain",
+            "--lr",
+            "0.3",
+            "--mean",
+            "[0.1, 0.2, 0.3]",
+            "--small-stem",
+            "true",
+            "--min-lr-ratio",
+            "0.05",
+        ]
+    )
+    assert load_run_config(args, "pretrained_model", PRETRAIN_FLAGS) == {
+        "pretrained_model": {
+            "lr": 0.3,
+            "mean": [0.1, 0.2, 0.3],
+            "small_stem": True,
+            "min_lr_ratio": 0.05,
+        }
+    }

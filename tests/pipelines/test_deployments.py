@@ -1,0 +1,53 @@
+"""Scale-out configuration that one machine can check: instance YAML, k8s run config, docs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._core.instance.config import dagster_instance_config
+
+from sslflow.pipelines.definitions import build_definitions
+from sslflow.pipelines.deployments import Deployment, current_deployment
+from sslflow.pipelines.reference import config_reference_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_postgres_instance_config_validates() -> None:
+    config, _ = dagster_instance_config(str(ROOT / "deploy"))
+    assert "postgres_db" in config["storage"]["postgres"]
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+
+
+def test_k8s_definitions_load_and_run_config_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    monkeypatch.setenv("SSLFLOW_HOME", "/data/sslflow")
+    defs = build_definitions(Deployment.K8S)
+    job = defs.resolve_job_def("full_pipeline")
+    assert job.executor_def.name == "k8s"
+    assert set(defs.resources or {}) == {"home", "mlflow"}  # no resource that no asset uses
+    run_config = yaml.safe_load((ROOT / "deploy" / "k8s" / "run_config.yaml").read_text())
+    resolved = dg.validate_run_config(job, run_config)["execution"]["k8s"]
+    assert resolved["job_namespace"] == "sslflow"
+    assert (
+        resolved["per_step_k8s_config"]["pretrained_model"]["container_config"]["resources"][
+            "limits"
+        ]["nvidia.com/gpu"]
+        == "1"
+    )
+
+
+def test_unknown_deployment_lists_valid_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSLFLOW_DEPLOYMENT", "mars")
+    with pytest.raises(ValueError, match="local, server, k8s"):
+        current_deployment()
+
+
+def test_configuration_reference_matches_the_code() -> None:
+    generated = config_reference_markdown(build_definitions(Deployment.LOCAL))
+    assert (ROOT / "docs" / "configuration.md").read_text() == generated, (
+        "docs/configuration.md is stale: regenerate it with `sslflow assets --markdown > docs/configuration.md`"
+    )
