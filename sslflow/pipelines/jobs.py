@@ -19,13 +19,8 @@ PRETRAINING_ASSETS = ("pretrained_model",)
 PROBING_ASSETS = ("eval_split", "probe_features", "knn_probe", "linear_probe", "probing_report")
 
 # Transient failures (I/O, a tracking server that blips) are retried; input that retrying
-# cannot fix raises bad_input(...), which the policy skips.
+# cannot fix raises sslflow.pipelines.failures.bad_input(...), which the policy skips.
 RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
-
-
-def bad_input(message: str) -> dg.Failure:
-    """A Failure for bad config or missing inputs: fails the run at once, never retried."""
-    return dg.Failure(message, allow_retries=False)
 
 
 def _job(name: str, assets: tuple[str, ...], description: str) -> UnresolvedAssetJobDefinition:

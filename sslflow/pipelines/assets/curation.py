@@ -35,7 +35,7 @@ from sslflow.data.manifest import sha256_file
 from sslflow.fields import attribute_docs
 from sslflow.pipelines.assets.data import ShardWriterConfig
 from sslflow.pipelines.config import core_values, derive_config
-from sslflow.pipelines.jobs import bad_input
+from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import (
     INPUT_FINGERPRINT,
     input_fingerprint,

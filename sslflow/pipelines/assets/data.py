@@ -11,7 +11,7 @@ from pydantic import Field
 from sslflow.data import Manifest, WriterConfig, open_source, write_shards
 from sslflow.data.sources import ConcatSource, Source, SourceError
 from sslflow.pipelines.config import core_values, derive_config
-from sslflow.pipelines.jobs import bad_input
+from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun

@@ -13,7 +13,7 @@ from sslflow.curation.hierarchical import load_hierarchy
 from sslflow.curation.incremental import assign_new
 from sslflow.data import open_source, write_shards
 from sslflow.data.sources import SourceError
-from sslflow.pipelines.jobs import bad_input
+from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, upstream_run_ids

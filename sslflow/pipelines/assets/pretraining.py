@@ -24,7 +24,7 @@ from pydantic import Field
 
 from sslflow.data import Manifest
 from sslflow.pipelines.config import core_values, derive_config
-from sslflow.pipelines.jobs import bad_input
+from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids

@@ -52,7 +52,7 @@ from sslflow.evaluation.results import (
     save_probes,
 )
 from sslflow.pipelines.config import Core, core_values, derive_config
-from sslflow.pipelines.jobs import bad_input
+from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import (
     INPUT_FINGERPRINT,
     input_fingerprint,
