@@ -1,22 +1,14 @@
-"""Jobs a user launches from the UI or the shell, and the schedules that run them."""
-
-import os
+"""Jobs a user launches from the UI or the shell (schedules and sensors launch them too)."""
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from sslflow.pipelines.pipeline_config import run_config_for
-from sslflow.pipelines.resources import SslflowHome
+from sslflow.pipelines.assets.inbox import inbox_assignment, inbox_partitions, inbox_shards
+from sslflow.pipelines.stages import CURATION, EVAL_SPLIT, INGEST, PRETRAINING, PROBING
 
-CURATION_ASSETS = (
-    "raw_shards",
-    "embeddings",
-    "kmeans_hierarchy",
-    "curated_index",
-    "curated_shards",
-)
-PRETRAINING_ASSETS = ("pretrained_model",)
-PROBING_ASSETS = ("eval_split", "probe_features", "knn_probe", "linear_probe", "probing_report")
+CURATION_ASSETS = INGEST + CURATION
+PRETRAINING_ASSETS = PRETRAINING
+PROBING_ASSETS = EVAL_SPLIT + PROBING
 
 # Transient failures (I/O, a tracking server that blips) are retried; input that retrying
 # cannot fix raises sslflow.pipelines.failures.bad_input(...), which the policy skips.
@@ -51,36 +43,10 @@ full_pipeline = _job(
     CURATION_ASSETS + PRETRAINING_ASSETS + PROBING_ASSETS,
     "Everything: curation, pretraining, probing.",
 )
-JOBS = [curation_job, pretraining_job, probing_job, full_pipeline]
-
-# Both ship stopped, as Dagster's schedules do: turn them on in the UI (Automation tab) or with
-# `dagster schedule start`. Cron strings are configurable without code changes. Each tick runs
-# with the home's pipeline configuration (<home>/pipeline.yaml), the settings the sslflow
-# command last ran with, so a schedule retrains and re-curates the user's own data.
-
-
-@dg.schedule(
-    name="nightly_pretraining",
-    job=pretraining_job,
-    cron_schedule=os.environ.get("SSLFLOW_PRETRAINING_CRON", "0 2 * * *"),
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Pretrain on the current curated shards (cron: $SSLFLOW_PRETRAINING_CRON, default 02:00 UTC).",
+inbox_job = dg.define_asset_job(
+    "inbox_job",
+    selection=dg.AssetSelection.assets(inbox_shards, inbox_assignment),
+    partitions_def=inbox_partitions,
+    description="Ingest one inbox entry and assign it to the existing hierarchy.",
+    op_retry_policy=RETRY,
 )
-def nightly_pretraining(context: dg.ScheduleEvaluationContext, home: SslflowHome) -> dg.RunRequest:
-    return dg.RunRequest(run_config=run_config_for(home.path(), PRETRAINING_ASSETS))
-
-
-@dg.schedule(
-    name="weekly_curation",
-    job=curation_job,
-    cron_schedule=os.environ.get("SSLFLOW_CURATION_CRON", "0 3 * * 0"),
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Refresh the curated set (cron: $SSLFLOW_CURATION_CRON, default Sunday 03:00 UTC).",
-)
-def weekly_curation(context: dg.ScheduleEvaluationContext, home: SslflowHome) -> dg.RunRequest:
-    return dg.RunRequest(run_config=run_config_for(home.path(), CURATION_ASSETS))
-
-
-SCHEDULES = [nightly_pretraining, weekly_curation]

@@ -15,19 +15,17 @@ from sslflow.pipelines.assets.inbox import (
     inbox_shards,
     partition_key,
 )
-from sslflow.pipelines.jobs import CURATION_ASSETS, PROBING_ASSETS, RETRY, curation_job, probing_job
+from sslflow.pipelines.jobs import (
+    CURATION_ASSETS,
+    PROBING_ASSETS,
+    curation_job,
+    inbox_job,
+    probing_job,
+)
 from sslflow.pipelines.pipeline_config import run_config_for
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 
 MODEL_PREFIX = "sslflow-"
-
-inbox_job = dg.define_asset_job(
-    "inbox_job",
-    selection=dg.AssetSelection.assets(inbox_shards, inbox_assignment),
-    partitions_def=inbox_partitions,
-    description="Ingest one inbox entry and assign it to the existing hierarchy.",
-    op_retry_policy=RETRY,
-)
 
 
 def check_entry(entry: Path) -> str | None:
@@ -136,7 +134,3 @@ def new_model_sensor(
             )
         )
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(latest, sort_keys=True))
-
-
-SENSORS = [inbox_sensor, drift_sensor, new_model_sensor]
-JOBS = [inbox_job]

@@ -10,9 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from sslflow.data import write_shards
 from sslflow.data.sources import digits
-from sslflow.pipelines.jobs import nightly_pretraining, weekly_curation
 from sslflow.pipelines.pipeline_config import load_pipeline_config, remember
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
+from sslflow.pipelines.schedules import nightly_pretraining, weekly_curation
 from sslflow.pipelines.sensors import drift_sensor, inbox_sensor, new_model_sensor
 
 

@@ -11,8 +11,10 @@ import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sslflow.cli import CliError, build_parser, load_run_config, main, parse_overrides
-from sslflow.pipelines.runner import UnknownAssetError
+from sslflow.cli.errors import CliError
+from sslflow.cli.main import main
+from sslflow.cli.parser import build_parser, load_run_config, parse_overrides
+from sslflow.cli.runner import UnknownAssetError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,7 +202,7 @@ def test_pretrain_flags_are_every_core_field() -> None:
     """`sslflow pretrain` has one flag per PretrainConfig field, parsed as YAML like --set."""
     import dataclasses
 
-    from sslflow.cli import PRETRAIN_FLAGS
+    from sslflow.cli.parser import PRETRAIN_FLAGS
     from sslflow.ssl.config import PretrainConfig
 
     assert set(PRETRAIN_FLAGS) == {f.name for f in dataclasses.fields(PretrainConfig)} - {

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sslflow.cli import main
+from sslflow.cli.demo import choose_demo_source
+from sslflow.cli.main import main
 from sslflow.data import Manifest
-from sslflow.pipelines.demo import choose_demo_source
 
 
 def test_digits_demo_runs_every_stage(

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from dagster._core.instance.config import dagster_instance_config
 
+from sslflow.cli.reference import config_reference_markdown
 from sslflow.pipelines.definitions import build_definitions
 from sslflow.pipelines.deployments import Deployment, current_deployment
-from sslflow.pipelines.reference import config_reference_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from photo_folder import build_photo_folder
 
-from sslflow.cli import main
+from sslflow.cli.main import main
 from sslflow.data import Manifest
 from sslflow.ssl.export import load_backbone
 

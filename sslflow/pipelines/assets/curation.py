@@ -603,8 +603,5 @@ def hierarchy_main(argv: list[str] | None = None) -> None:
         dist.destroy_process_group()
 
 
-ASSETS = [embeddings, kmeans_hierarchy, curated_index, curated_shards]
-CHECKS = [embeddings_finite, kmeans_no_empty_leaf, curated_top_entropy]
-
 if __name__ == "__main__":
     hierarchy_main()

@@ -235,6 +235,3 @@ def eval_split(
         "".join(m.content_hash for m in manifests.values()).encode()
     ).hexdigest()
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
-
-
-ASSETS = [raw_shards, eval_split]

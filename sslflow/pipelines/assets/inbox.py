@@ -138,6 +138,3 @@ def inbox_assignment(
             f"drift {result.drift:.2f} > {config.drift_threshold}: the drift sensor will re-curate"
         )
     return dg.MaterializeResult(metadata=metadata)
-
-
-ASSETS = [inbox_shards, inbox_assignment]

@@ -314,7 +314,5 @@ def pipes_main(argv: list[str] | None = None) -> None:
         )
 
 
-ASSETS = [pretrained_model]
-
 if __name__ == "__main__":
     pipes_main()

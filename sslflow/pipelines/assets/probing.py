@@ -432,7 +432,3 @@ def knn_beats_raw_pixels(home: SslflowHome) -> dg.AssetCheckResult:
             "margin": round(ours - pixels, 4),
         },
     )
-
-
-ASSETS = [probe_features, knn_probe, linear_probe, probing_report]
-CHECKS = [knn_beats_raw_pixels]

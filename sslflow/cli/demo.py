@@ -76,8 +76,8 @@ def run_demo(
     A failed step raises only with ``debug``; otherwise the failed result is returned (its
     stack traces stay in the Dagster run) for the caller to report.
     """
+    from sslflow.cli.runner import dagster_home, materialize_assets
     from sslflow.pipelines.definitions import defs
-    from sslflow.pipelines.runner import dagster_home, materialize_assets
 
     root = sslflow_home(home)
     choice = choose_demo_source(source)

@@ -1,0 +1,109 @@
+"""The ``sslflow`` command: one subcommand per stage, each materialising the stage's assets.
+
+Every stage runs through Dagster in-process on the persistent instance of the sslflow home, so
+what you run here shows up in the Dagster UI and in MLflow exactly as runs launched there.
+Heavy imports (torch, dagster, mlflow) happen inside the subcommands, so ``--help`` is instant.
+An error prints as one short block (its message, the Dagster run holding the full logs); ``--debug``
+lets it propagate with the whole traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sslflow.cli.errors import RunFailedError, error_report, failure_messages
+from sslflow.cli.parser import PRETRAIN_FLAGS, SOURCE_FLAGS, build_parser, load_run_config
+from sslflow.pipelines.stages import CURATION, EVAL_SPLIT, INGEST, PRETRAINING, PROBING
+
+
+def _materialize(
+    selection: Sequence[str], config: dict[str, dict[str, Any]], args: argparse.Namespace
+) -> int:
+    """Run the assets; a failed run raises (``--debug``: the step's exception, else RunFailedError)."""
+    from sslflow.cli.runner import materialize_assets
+
+    debug = args.debug
+    result = materialize_assets(
+        selection, config, home=args.home, raise_on_error=debug, brief_errors=not debug
+    )
+    for event in result.get_asset_materialization_events():
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+        shown = {
+            k: meta[k] for k in ("samples", "shards", "total_size", "mlflow_run_id") if k in meta
+        }
+        print(f"{event.asset_key.to_user_string()}: {shown}")
+    if not result.success:
+        raise RunFailedError(failure_messages(result), result.run_id)
+    return 0
+
+
+def _list_assets(markdown: bool) -> int:
+    from sslflow.pipelines.definitions import defs
+
+    if markdown:
+        from sslflow.cli.reference import config_reference_markdown
+
+        print(config_reference_markdown(defs), end="")
+        return 0
+
+    for asset in defs.assets or []:
+        for key in asset.keys:  # type: ignore[union-attr]
+            name = key.to_user_string()
+            op = asset.node_def  # type: ignore[union-attr]
+            schema = op.config_schema.as_field().config_type if op.config_schema else None
+            fields = (
+                ", ".join(sorted(schema.fields))
+                if schema is not None and hasattr(schema, "fields")
+                else ""
+            )
+            print(f"{name}: {fields}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an error prints :func:`error_report` and returns 1 (``--debug``: it raises)."""
+    args = build_parser().parse_args(argv)
+    if args.debug:
+        return _run(args)
+    try:
+        return _run(args)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
+        print(error_report(args.command, exc), file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Dispatch to the command; errors propagate to :func:`main`."""
+    if args.command == "demo":
+        from sslflow.cli.demo import run_demo
+
+        result = run_demo(args.home, args.source, debug=args.debug)
+        if not result.success:
+            raise RunFailedError(failure_messages(result), result.run_id)
+        return 0
+    if args.command == "ingest":
+        return _materialize(
+            INGEST, load_run_config(args, "raw_shards", (*SOURCE_FLAGS, "split")), args
+        )
+    if args.command == "eval-split":
+        return _materialize(EVAL_SPLIT, load_run_config(args, "eval_split", SOURCE_FLAGS), args)
+    if args.command == "curate":
+        return _materialize(CURATION, load_run_config(args), args)
+    if args.command == "pretrain":
+        return _materialize(
+            PRETRAINING, load_run_config(args, "pretrained_model", PRETRAIN_FLAGS), args
+        )
+    if args.command == "probe":
+        return _materialize(PROBING, load_run_config(args, "probe_features", ("model",)), args)
+    if args.command == "materialize":
+        return _materialize(args.assets, load_run_config(args), args)
+    if args.command == "assets":
+        return _list_assets(args.markdown)
+    if args.command == "ui":
+        from sslflow.cli.ui import run_ui
+
+        return run_ui(args.home, args.host, args.dagster_port, args.mlflow_port)
+    raise AssertionError(f"unhandled command {args.command}")
