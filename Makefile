@@ -7,14 +7,14 @@ export SSLFLOW_HOME ?= $(CURDIR)/.sslflow
 # Where scripts/ensure-fashion-mnist unpacks Fashion-MNIST when dpkg cannot install it.
 export SSLFLOW_DATA ?= $(CURDIR)/.cache/datasets
 
-.PHONY: demo test test-slow fresh-machine ui venv clean-home
+.PHONY: demo test test-slow lint typecheck fresh-machine ui venv clean-home
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC) -e '.[test]'
+	$(PY) -m pip install -q $(TORCH_SPEC) -e '.[test,dev]'
 	touch $@
 
 demo: venv
@@ -24,6 +24,14 @@ demo: venv
 test: venv
 	scripts/ensure-fashion-mnist $(PY) required
 	$(PY) -m pytest -q
+
+# Lint and format check (ruff), then the type check (mypy over sslflow/); both fail on findings.
+lint: venv
+	$(VENV)/bin/ruff check sslflow tests benchmarks
+	$(VENV)/bin/ruff format --check sslflow tests benchmarks
+
+typecheck: venv
+	$(VENV)/bin/mypy
 
 test-slow: venv
 	scripts/ensure-fashion-mnist $(PY) required
