@@ -40,26 +40,21 @@ def _materialize(
     return 0
 
 
-def _list_assets(markdown: bool) -> int:
-    from sslflow.pipelines.definitions import defs
+def _list_assets(markdown: bool, definitions: bool) -> int:
+    """One line per asset with its config fields, or a generated reference page."""
+    from sslflow.cli.reference import config_reference_markdown, definitions_reference_markdown
+    from sslflow.pipelines.definitions import ASSETS, defs
 
-    if markdown:
-        from sslflow.cli.reference import config_reference_markdown
-
-        print(config_reference_markdown(defs), end="")
+    if markdown or definitions:
+        page = config_reference_markdown if markdown else definitions_reference_markdown
+        print(page(defs), end="")
         return 0
-
-    for asset in defs.assets or []:
-        for key in asset.keys:  # type: ignore[union-attr]
-            name = key.to_user_string()
-            op = asset.node_def  # type: ignore[union-attr]
-            schema = op.config_schema.as_field().config_type if op.config_schema else None
-            fields = (
-                ", ".join(sorted(schema.fields))
-                if schema is not None and hasattr(schema, "fields")
-                else ""
-            )
-            print(f"{name}: {fields}")
+    for asset in ASSETS:
+        schema = asset.node_def.config_schema
+        config_type = schema.as_field().config_type if schema else None
+        fields = sorted(getattr(config_type, "fields", {}))
+        for key in asset.keys:
+            print(f"{key.to_user_string()}: {', '.join(fields)}")
     return 0
 
 
@@ -101,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "materialize":
         return _materialize(args.assets, load_run_config(args), args)
     if args.command == "assets":
-        return _list_assets(args.markdown)
+        return _list_assets(args.markdown, args.definitions)
     if args.command == "ui":
         from sslflow.cli.ui import run_ui
 

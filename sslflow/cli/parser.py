@@ -177,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the full configuration reference (docs/configuration.md)",
     )
+    assets.add_argument(
+        "--definitions",
+        action="store_true",
+        help="print the tables of assets, jobs, schedules and sensors (docs/definitions.md)",
+    )
 
     ui = sub.add_parser(
         "ui", help="start the Dagster UI and the MLflow UI on 127.0.0.1 and print their URLs"

@@ -109,9 +109,15 @@ def test_probe_results_round_trip_and_merge(tmp_path: Path) -> None:
     assert merged[0].metrics() == probes[0].metrics()
 
 
-def test_projections_are_two_dimensional() -> None:
+def test_projections_keep_separated_classes_apart() -> None:
+    """Four well-separated classes in 16-D stay separable in 2-D (leave-one-out 1-NN)."""
     from sslflow.evaluation.report import Projection, project_2d
 
-    _, test_x, _ = synthetic_probes()
+    _, test_x, test_y = synthetic_probes()
     for method in Projection:
-        assert project_2d(test_x, method).shape == (80, 2)
+        points = project_2d(test_x, method)
+        assert points.shape == (80, 2) and np.isfinite(points).all()
+        distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+        np.fill_diagonal(distances, np.inf)
+        nearest_label = test_y[distances.argmin(axis=1)]
+        assert (nearest_label == test_y).mean() >= 0.9, method

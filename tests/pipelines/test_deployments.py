@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 from dagster._core.instance.config import dagster_instance_config
-
-from sslflow.cli.reference import config_reference_markdown
+from sslflow.cli.reference import config_reference_markdown, definitions_reference_markdown
 from sslflow.pipelines.definitions import build_definitions
 from sslflow.pipelines.deployments import Deployment, current_deployment
 
@@ -46,8 +46,17 @@ def test_unknown_deployment_lists_valid_ones(monkeypatch: pytest.MonkeyPatch) ->
         current_deployment()
 
 
-def test_configuration_reference_matches_the_code() -> None:
-    generated = config_reference_markdown(build_definitions(Deployment.LOCAL))
-    assert (ROOT / "docs" / "configuration.md").read_text() == generated, (
-        "docs/configuration.md is stale: regenerate it with `sslflow assets --markdown > docs/configuration.md`"
+@pytest.mark.parametrize(
+    ("page", "flag", "render"),
+    [
+        ("configuration.md", "--markdown", config_reference_markdown),
+        ("definitions.md", "--definitions", definitions_reference_markdown),
+    ],
+)
+def test_reference_pages_match_the_code(
+    page: str, flag: str, render: Callable[[dg.Definitions], str]
+) -> None:
+    generated = render(build_definitions(Deployment.LOCAL))
+    assert (ROOT / "docs" / page).read_text() == generated, (
+        f"docs/{page} is stale: regenerate it with `sslflow assets {flag} > docs/{page}`"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import dagster as dg
@@ -9,8 +10,13 @@ import pytest
 
 from sslflow.data import write_shards
 from sslflow.data.sources import ArraySource, fashion_mnist
-from sslflow.pipelines.assets.probing import ASSETS, CHECKS, probe_features
+from sslflow.evaluation.results import Role, load_probes, save_probes
+from sslflow.pipelines.assets import probing
+from sslflow.pipelines.assets.probing import PROBES_FILE, knn_beats_raw_pixels, probe_features
+from sslflow.pipelines.resources import SslflowHome
 
+ASSETS = dg.load_assets_from_modules([probing])
+CHECKS = dg.load_asset_checks_from_modules([probing])
 RUN_CONFIG = {
     "knn_probe": {"config": {"ks": [10, 20]}},
     "linear_probe": {"config": {"probes": ["sgd"], "lrs": [0.01, 0.1], "sgd_epochs": 2}},
@@ -50,6 +56,15 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+def _check_with_roles_swapped(home: Path) -> bool:
+    """knn_beats_raw_pixels on the probes file with the model's and raw pixels' roles exchanged."""
+    path = home / "knn_probe" / PROBES_FILE
+    swap = {Role.MODEL: Role.RAW_PIXELS, Role.RAW_PIXELS: Role.MODEL}
+    probes = [dataclasses.replace(p, role=swap.get(p.role, p.role)) for p in load_probes(path)]
+    save_probes(probes, path)
+    return knn_beats_raw_pixels(home=SslflowHome(root=str(home))).passed
+
+
 def test_probing_assets_materialise(sslflow_home: Path, resources: dict, checkpoint: Path) -> None:
     write_eval_split(sslflow_home)
     config = {**RUN_CONFIG, "probe_features": {"config": {"model": str(checkpoint)}}}
@@ -75,7 +90,11 @@ def test_probing_assets_materialise(sslflow_home: Path, resources: dict, checkpo
     assert (
         check.check_name == "knn_beats_raw_pixels" and check.severity is dg.AssetCheckSeverity.WARN
     )
+    model_knn = by_asset["knn_probe"]["model_knn_k20_top1"].value
     assert check.metadata["raw_pixels.knn.k20_t0.07.top1"].value == pytest.approx(raw_knn)
+    assert check.metadata["model.knn.k20_t0.07.top1"].value == pytest.approx(model_knn, abs=1e-4)
+    assert check.passed == (model_knn > raw_knn)
+    assert _check_with_roles_swapped(sslflow_home) is not check.passed
 
     report = Path(by_asset["probing_report"]["report"].value)
     assert report.is_file() and (report.parent / "confusion.png").is_file()

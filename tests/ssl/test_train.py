@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,11 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from sslflow.ssl.export import load_backbone
 from torchvision.ops import roi_align
 
 from sslflow.ssl.augment import AugmentConfig, ViewAugment, crop_boxes
 from sslflow.ssl.config import ConfigError, PretrainConfig
-from sslflow.ssl.export import load_backbone
 from sslflow.ssl.loader import batches_per_epoch
 from sslflow.ssl.methods import METHODS, ViewSpec
 from sslflow.ssl.module import NonFiniteLossError, rng_state, set_rng_state
@@ -71,7 +72,7 @@ def test_simclr_loss_falls(fmnist_subset: Any, tmp_path: Path) -> None:
     first = sum(losses[s] for s in range(1, 6)) / 5
     last = sum(losses[s] for s in range(26, 31)) / 5
     # NT-Xent with 2×32 views starts near log(63) ≈ 4.14; learning must pull it clearly below.
-    assert last < first - 0.2, (first, last)
+    assert abs(first - math.log(63)) < 0.5 and last < first - 0.2, (first, last)
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists() and result.checkpoint_sha256
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["steps"] == 30 and saved["config"]["mean"] == list(result.config.mean)
