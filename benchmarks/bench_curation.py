@@ -1,6 +1,7 @@
 """Curation benchmarks (issue 3): rings toy, k-means throughput, memory, curation effect.
 
-Run: ``.venv/bin/python benchmarks/bench_curation.py [--small] [--only rings,kmeans,memory,effect]``.
+Run: ``.venv/bin/python benchmarks/bench_curation.py [--small] [--only
+rings,kmeans,memory,effect]``.
 Every ratio is against a baseline measured in the same run.
 """
 
@@ -19,7 +20,8 @@ import numpy as np
 
 
 def rings(args: argparse.Namespace) -> dict[str, object]:
-    """The paper's toy: five concentric rings; levels [1000, 300], r = [15, 2], 10 steps, sample 1000."""
+    """The paper's toy: five concentric rings; levels [1000, 300], r = [15, 2], 10 steps, sample
+    1000."""
     from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
     from sslflow.curation.sampling import sample_hierarchy
 
@@ -68,7 +70,6 @@ def kmeans_throughput(args: argparse.Namespace) -> dict[str, object]:
     """Lloyd GFLOP/s (2·N·K·D·iterations / time) vs a torch matmul roofline and faiss.Kmeans."""
     import faiss
     import torch
-
     from sslflow.curation.kmeans import KMeansConfig, kmeans
 
     n, d, k, iterations = (50_000, 128, 256, 20) if args.small else (200_000, 128, 1000, 20)
@@ -108,7 +109,8 @@ def kmeans_throughput(args: argparse.Namespace) -> dict[str, object]:
     }
     print(
         f"k-means N={n} D={d} K={k}: ours {ours:.1f} GFLOP/s, torch matmul {roofline:.1f}, "
-        f"faiss.Kmeans {faiss_gflops:.1f} → ours/roofline {ours / roofline:.2f}, ours/faiss {ours / faiss_gflops:.2f}"
+        f"faiss.Kmeans {faiss_gflops:.1f} → ours/roofline {ours / roofline:.2f}, ours/faiss "
+        f"{ours / faiss_gflops:.2f}"
     )
     return out
 
@@ -177,8 +179,10 @@ def memory(args: argparse.Namespace) -> dict[str, object]:
         "seconds": round(seconds, 1),
     }
     print(
-        f"memory N={n} D={d} K={k}: peak RSS {peak / 2**20:.0f} MiB (before k-means {baseline / 2**20:.0f} MiB), "
-        f"memmap {memmap_bytes / 2**20:.0f} MiB + buffers {buffers / 2**20:.0f} MiB → ratio {ratio_total:.2f} "
+        f"memory N={n} D={d} K={k}: peak RSS {peak / 2**20:.0f} MiB (before k-means "
+        f"{baseline / 2**20:.0f} MiB), "
+        f"memmap {memmap_bytes / 2**20:.0f} MiB + buffers {buffers / 2**20:.0f} MiB → ratio "
+        f"{ratio_total:.2f} "
         f"({ratio_above_imports:.2f} counting only what k-means adds)"
     )
     return out
@@ -269,10 +273,14 @@ def curation_effect(args: argparse.Namespace) -> dict[str, object]:
         "seconds": round(seconds, 1),
     }
     print(
-        f"curation effect (pool {len(images)}, {is_copy.sum()} near-duplicates, {found.removed} removed): "
-        f"class entropy random {random_stats['class_entropy']} / curated {curated_stats['class_entropy']} / "
-        f"oracle {oracle_stats['class_entropy']} → {gap_closed:.0%} of the gap closed; smallest class share "
-        f"{random_stats['smallest_class_share']} → {curated_stats['smallest_class_share']}; duplicate share "
+        f"curation effect (pool {len(images)}, {is_copy.sum()} near-duplicates, {found.removed} "
+        "removed): "
+        f"class entropy random {random_stats['class_entropy']} / curated "
+        f"{curated_stats['class_entropy']} / "
+        f"oracle {oracle_stats['class_entropy']} → {gap_closed:.0%} of the gap closed; smallest "
+        "class share "
+        f"{random_stats['smallest_class_share']} → {curated_stats['smallest_class_share']}; "
+        "duplicate share "
         f"{random_stats['duplicate_share']} → {curated_stats['duplicate_share']} ({seconds:.1f} s)"
     )
     return out

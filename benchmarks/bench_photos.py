@@ -106,7 +106,8 @@ def default_per_class(files: int, grid: tuple[int, int] = (1, 3)) -> int:
 
 
 def target_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
-    """``size`` with its longer side brought down to ``max_side`` (unchanged when already smaller)."""
+    """``size`` with its longer side brought down to ``max_side`` (unchanged when already
+    smaller)."""
     width, height = size
     scale = max_side / max(width, height)
     if scale >= 1:
@@ -180,11 +181,13 @@ def run_ingest(args: argparse.Namespace, work: Path) -> None:
         base_rates.append(base)
         ratios.append(ours / base)
         print(
-            f"  round {index + 1}: ours {ours:.0f}/s ({count} written), baseline {base:.0f}/s, ratio {ours / base:.2f}"
+            f"  round {index + 1}: ours {ours:.0f}/s ({count} written), baseline {base:.0f}/s, "
+            f"ratio {ours / base:.2f}"
         )
     ratio = statistics.median(ratios)
     print(
-        f"ingest: ours {statistics.median(ours_rates):.0f}/s, baseline {statistics.median(base_rates):.0f}/s"
+        f"ingest: ours {statistics.median(ours_rates):.0f}/s, baseline "
+        f"{statistics.median(base_rates):.0f}/s"
     )
     print(
         f"RATIO ingest ours/baseline (median of {args.rounds} rounds): {ratio:.2f} "
@@ -310,13 +313,15 @@ def stage_commands(
 
 
 def parse_extra(items: Sequence[str]) -> dict[str, list[str]]:
-    """``["ingest:--set raw_shards.max_side=512"]`` → ``{"ingest": ["--set", "raw_shards.max_side=512"]}``."""
+    """``["ingest:--set raw_shards.max_side=512"]`` → ``{"ingest": ["--set",
+    "raw_shards.max_side=512"]}``."""
     extra: dict[str, list[str]] = {}
     for item in items:
         stage, sep, rest = item.partition(":")
         if not sep or stage not in ("ingest", "eval-split", "curate", "pretrain", "probe"):
             raise SystemExit(
-                f"--stage-args {item!r}: expected STAGE:ARGS with STAGE one of ingest, eval-split, curate, pretrain, probe"
+                f"--stage-args {item!r}: expected STAGE:ARGS with STAGE one of ingest, "
+                "eval-split, curate, pretrain, probe"
             )
         extra.setdefault(stage, []).extend(shlex.split(rest))
     return extra
@@ -340,18 +345,21 @@ def run_memory(args: argparse.Namespace, work: Path) -> None:
             print(f"memory: {name} failed (exit {result.rc}); last 20 lines:")
             print("\n".join(f"    {line}" for line in result.tail))
     print(
-        f"\n{'stage':<12}{'seconds':>9}{'peak RSS GiB':>14}{'tree PSS GiB':>14}{'exit':>6}  < {MEMORY_GOAL_GIB:.0f} GiB"
+        f"\n{'stage':<12}{'seconds':>9}{'peak RSS GiB':>14}{'tree PSS GiB':>14}{'exit':>6}  < "
+        f"{MEMORY_GOAL_GIB:.0f} GiB"
     )
     for r in results:
         under = max(r.maxrss, r.tree_peak) < MEMORY_GOAL_GIB * GIB
         print(
-            f"{r.name:<12}{r.seconds:>9.1f}{r.maxrss / GIB:>14.2f}{r.tree_peak / GIB:>14.2f}{r.rc:>6}  "
-            f"{'yes' if under else 'NO'}"
+            f"{r.name:<12}{r.seconds:>9.1f}{r.maxrss / GIB:>14.2f}{r.tree_peak / GIB:>14.2f}"
+            f"{r.rc:>6}  {'yes' if under else 'NO'}"
         )
     worst = max(max(r.maxrss, r.tree_peak) for r in results) / GIB
     print(
-        f"RATIO memory worst peak / goal: {worst:.2f} GiB / {MEMORY_GOAL_GIB:.0f} GiB = {worst / MEMORY_GOAL_GIB:.2f} "
-        f"(goal <= 1: {'met' if worst < MEMORY_GOAL_GIB and all(r.rc == 0 for r in results) else 'NOT met'})"
+        f"RATIO memory worst peak / goal: {worst:.2f} GiB / {MEMORY_GOAL_GIB:.0f} GiB = "
+        f"{worst / MEMORY_GOAL_GIB:.2f} "
+        "(goal <= 1: "
+        f"{'met' if worst < MEMORY_GOAL_GIB and all(r.rc == 0 for r in results) else 'NOT met'})"
     )
 
 
@@ -376,9 +384,8 @@ def batch_stats(batches: np.ndarray, classes: int, distribution: np.ndarray) -> 
 def _batch_labels(manifest: object, batches: int, seed: int) -> np.ndarray:
     """Labels of ``batches`` training batches of 256 from 2 DataLoader workers: (batches, 256)."""
     import torch
-    from torch.utils.data import DataLoader
-
     from sslflow.ssl.loader import training_dataset
+    from torch.utils.data import DataLoader
 
     dataset = training_dataset(manifest, batches * 256, 32, seed)  # type: ignore[arg-type]
     loader = DataLoader(
@@ -426,7 +433,8 @@ def run_mix(args: argparse.Namespace, work: Path) -> None:
         ratio = ours_distinct / iid_distinct
         print(f"mix: {name}: {ours_distinct:.2f} classes/batch, TV distance {ours_tv:.3f}")
         print(
-            f"RATIO mix classes/batch {name}/iid: {ratio:.3f} (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"
+            f"RATIO mix classes/batch {name}/iid: {ratio:.3f} (goal >= 0.95: "
+            f"{'met' if ratio >= 0.95 else 'NOT met'})"
         )
 
 
@@ -473,7 +481,10 @@ def main() -> None:
         action="append",
         default=[],
         metavar="STAGE:ARGS",
-        help="memory: extra CLI arguments for a stage, e.g. 'ingest:--set raw_shards.max_side=512' (repeatable)",
+        help=(
+            "memory: extra CLI arguments for a stage, e.g. 'ingest:--set "
+            "raw_shards.max_side=512' (repeatable)"
+        ),
     )
     parser.add_argument(
         "--mix-grid", default="4x6", help="mix: ROWSxCOLS tiles per photo, one class per tile"

@@ -12,7 +12,8 @@
    through the same kNN. Accuracy is also measured at marks on the way (accuracy vs wall time).
    On a GPU machine the same benchmark runs with bf16 and the GPU (see docs/benchmarks/pretrain.md).
 
-Usage: ``.venv/bin/python benchmarks/bench_pretrain.py [--small] [--only augment,step,loader,quality]``
+Usage: ``.venv/bin/python benchmarks/bench_pretrain.py [--small] [--only
+augment,step,loader,quality]``
 (``--help`` lists the quality run's options).
 """
 
@@ -37,10 +38,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from sslflow.data import Manifest, ShardDataset, write_shards
 from sslflow.data.sources import ArraySource, fashion_mnist
 from sslflow.evaluation.knn import weighted_knn
+from sslflow.models import FrozenBackbone, create_backbone, load_backbone
 from sslflow.ssl.augment import ViewAugment
-from sslflow.ssl.backbones import create_backbone
 from sslflow.ssl.config import PretrainConfig
-from sslflow.ssl.export import FrozenBackbone, load_backbone
 from sslflow.ssl.loader import collate_images
 from sslflow.ssl.methods import ViewSpec
 from sslflow.ssl.train import frozen_copy, pretrain
@@ -53,7 +53,8 @@ def _subset(source: ArraySource, count: int) -> ArraySource:
 
 
 def bench_augment(batch: int, rounds: int) -> None:
-    """Best of ``rounds`` interleaved timings each (the machine is shared: the minimum is the cost)."""
+    """Best of ``rounds`` interleaved timings each (the machine is shared: the minimum is the
+    cost)."""
     images = torch.from_numpy(fashion_mnist(split="train").images[:batch]).unsqueeze(1)
     augment = ViewAugment(ViewSpec(), 28, 1, MEAN, STD)
     generator = torch.Generator().manual_seed(0)
@@ -82,8 +83,10 @@ def bench_augment(batch: int, rounds: int) -> None:
         torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
         per_sample = min(per_sample, time.perf_counter() - started)
     print(
-        f"augment  2 views of {batch} 28px images (best of {rounds}): batched tensor {batched * 1e3:.1f} ms, "
-        f"lightly PIL per sample {per_sample * 1e3:.1f} ms → batched is {per_sample / batched:.1f}× faster"
+        f"augment  2 views of {batch} 28px images (best of {rounds}): batched tensor "
+        f"{batched * 1e3:.1f} ms, "
+        f"lightly PIL per sample {per_sample * 1e3:.1f} ms → batched is "
+        f"{per_sample / batched:.1f}× faster"
     )
 
 
@@ -135,7 +138,8 @@ def _plain_loop(images: torch.Tensor, config: PretrainConfig, steps: int, skip: 
 def bench_step(
     manifest: Manifest, images: torch.Tensor, steps: int, backbone: str, small_stem: bool
 ) -> None:
-    """Median step time of each (robust to bursts of load from other jobs), two alternating rounds."""
+    """Median step time of each (robust to bursts of load from other jobs), two alternating
+    rounds."""
     skip = 3
     config = PretrainConfig(
         backbone=backbone,
@@ -162,8 +166,10 @@ def bench_step(
     sslflow_rate = config.batch_size / _median(sslflow_times)
     plain_rate = config.batch_size / _median(plain_times)
     print(
-        f"step     {backbone}{' small-stem' if small_stem else ''} batch 128, 2 × {steps} timed steps, median: "
-        f"sslflow {sslflow_rate:.1f} img/s, plain loop {plain_rate:.1f} img/s → {sslflow_rate / plain_rate:.2f}×"
+        f"step     {backbone}{' small-stem' if small_stem else ''} batch 128, 2 × {steps} timed "
+        "steps, median: "
+        f"sslflow {sslflow_rate:.1f} img/s, plain loop {plain_rate:.1f} img/s → "
+        f"{sslflow_rate / plain_rate:.2f}×"
     )
 
 
@@ -196,7 +202,8 @@ def bench_loader(manifest: Manifest, images: torch.Tensor, batches: int) -> None
         batches,
     )
     print(
-        f"loader   batch 256, 2 workers: shards {shards:.0f} img/s, in-memory tensor {in_memory:.0f} img/s "
+        f"loader   batch 256, 2 workers: shards {shards:.0f} img/s, in-memory tensor "
+        f"{in_memory:.0f} img/s "
         f"→ {shards / in_memory:.2f}×"
     )
 
@@ -373,14 +380,16 @@ def bench_quality(train: Manifest, args: argparse.Namespace, folder: Path) -> li
         )
         print(
             f"quality  {recipe:<7} {seconds / 60:5.1f} min (calibration {calibration:.0f} s, "
-            f"{args.batch_size / step_seconds:.0f} img/s) {result.steps}/{max_steps} steps × {args.batch_size} "
+            f"{args.batch_size / step_seconds:.0f} img/s) {result.steps}/{max_steps} steps × "
+            f"{args.batch_size} "
             f"= {points[-1].epochs:.1f} epochs → kNN top-1 {final:.4f} (raw pixels {raw:.4f})",
             flush=True,
         )
     print("\n| method | minutes | steps | epochs | kNN top-1 |\n|---|---:|---:|---:|---:|")
     for p in points:
         print(
-            f"| {p.method} | {p.train_seconds / 60:.1f} | {p.steps} | {p.epochs:.1f} | {p.top1:.4f} |"
+            f"| {p.method} | {p.train_seconds / 60:.1f} | {p.steps} | {p.epochs:.1f} | "
+            f"{p.top1:.4f} |"
         )
     print(f"| raw pixels | — | — | — | {raw:.4f} |")
     return points

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from sslflow.evaluation.knn import DEFAULT_SETTINGS, default_chunk_size, weighted_knn
 from sslflow.evaluation.linear import DEFAULT_LRS, logistic_regression_probe, sgd_probe
 
@@ -55,7 +54,8 @@ def features(
 
 
 def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> tuple[float, object]:
-    """Best wall time of ``repeats`` calls (the machine is shared: the minimum is the least noisy)."""
+    """Best wall time of ``repeats`` calls (the machine is shared: the minimum is the least
+    noisy)."""
     best, out = math.inf, None
     for _ in range(repeats):
         sync()
@@ -99,7 +99,8 @@ def main() -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     print(
-        f"{platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{platform.node()} {platform.processor() or platform.machine()}, torch "
+        f"{torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {device}; shapes {shapes}"
     )
 
@@ -132,7 +133,8 @@ def main() -> None:
         )
         agree = float(np.mean(sk_pred == lightly.predictions))
         print(
-            f"scikit-learn brute KNeighborsClassifier k=200 (cosine, exp weights): {sk_time:.2f} s  "
+            f"scikit-learn brute KNeighborsClassifier k=200 (cosine, exp weights): {sk_time:.2f} "
+            "s  "
             f"ratio sklearn/sslflow {sk_time / ours_200:.1f}x  (same predictions on {agree:.2%})"
         )
 
@@ -143,7 +145,8 @@ def main() -> None:
             lambda: None,
         )
         print(
-            f"SGD linear sweep, {len(DEFAULT_LRS)} learning rates x {args.sgd_epochs} epochs + refit: "
+            f"SGD linear sweep, {len(DEFAULT_LRS)} learning rates x {args.sgd_epochs} epochs + "
+            "refit: "
             f"{sgd_time:.1f} s  top-1 {sgd.top1:.4f} at lr={sgd.chosen:g}"
         )  # type: ignore[union-attr]
         cs = tuple(float(c) for c in args.cs.split(","))

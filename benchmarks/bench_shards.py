@@ -19,14 +19,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from sslflow.data import ShardDataset, write_shards
+from sslflow.data.reader import decode_tensor
+from sslflow.data.sources import ArraySource, fashion_mnist
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import PILToTensor
 from tqdm import tqdm
-
-from sslflow.data import ShardDataset, write_shards
-from sslflow.data.reader import decode_tensor
-from sslflow.data.sources import ArraySource, fashion_mnist
 
 
 class PngFolder(Dataset):
@@ -109,7 +108,8 @@ def main() -> None:
             results.setdefault("folder (ImageFolder)", {})[workers] = rate(loader(image_folder), n)
 
     print(
-        f"\nFashion-MNIST train, {n} images, {len(manifest.shards)} shards, batch {args.batch_size}, "
+        f"\nFashion-MNIST train, {n} images, {len(manifest.shards)} shards, batch "
+        f"{args.batch_size}, "
         f"torch threads {torch.get_num_threads()}"
     )
     print(f"{'reader':<24}{'0 workers':>14}{'2 workers':>14}")
@@ -119,7 +119,8 @@ def main() -> None:
         for mode in ("shards finite", "shards resampled"):
             ratios = [results[mode][w] / results[baseline][w] for w in (0, 2)]
             print(
-                f"ratio {mode} / {baseline}: {ratios[0]:.2f}x (0 workers), {ratios[1]:.2f}x (2 workers)"
+                f"ratio {mode} / {baseline}: {ratios[0]:.2f}x (0 workers), {ratios[1]:.2f}x (2 "
+                "workers)"
             )
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from sslflow.data import Manifest, write_shards
 from sslflow.data.sources import ArraySource, fashion_mnist
 

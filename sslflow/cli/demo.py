@@ -43,7 +43,8 @@ def choose_demo_source(requested: str = "auto") -> DemoSource:
     return DemoSource(
         "digits",
         "Fashion-MNIST not found locally: falling back to scikit-learn's bundled digits (1,797 8×8 "
-        "images). `apt-get install dataset-fashion-mnist` or set SSLFLOW_DATA to use Fashion-MNIST.",
+        "images). `apt-get install dataset-fashion-mnist` or set SSLFLOW_DATA to use "
+        "Fashion-MNIST.",
     )
 
 
@@ -110,7 +111,8 @@ def _summary(result: Any, root: Path, dagster: Path, minutes: float) -> str:
         shown = f"{samples.value} samples" if samples is not None else ""
         run = meta.get("mlflow_run_id")
         lines.append(
-            f"  {event.asset_key.to_user_string():<18} {shown:<16} MLflow run {run.value if run else '-'}"
+            f"  {event.asset_key.to_user_string():<18} {shown:<16} MLflow run "
+            f"{run.value if run else '-'}"
         )
         headline = {k: v.value for k, v in meta.items() if k.endswith("_top1")}
         if headline:
@@ -125,6 +127,9 @@ def _summary(result: Any, root: Path, dagster: Path, minutes: float) -> str:
         f"Files:   {root}",
         f"MLflow:  sqlite:///{root / 'mlflow.db'} (artifacts in {root / 'mlartifacts'})",
         f"Dagster: DAGSTER_HOME={dagster}",
-        "Look:    `make ui`, then open http://127.0.0.1:3000 (Dagster) and http://127.0.0.1:5000 (MLflow).",
+        (
+            "Look:    `make ui`, then open http://127.0.0.1:3000 (Dagster) and "
+            "http://127.0.0.1:5000 (MLflow)."
+        ),
     ]
     return "\n".join(lines)

@@ -16,7 +16,8 @@ class CliError(Exception):
 
 
 class RunFailedError(Exception):
-    """A Dagster run that failed: one message per failed step, and the run that has the full logs."""
+    """A Dagster run that failed: one message per failed step, and the run that has the full
+    logs."""
 
     def __init__(self, messages: list[str], run_id: str) -> None:
         super().__init__("\n".join(messages))
@@ -25,7 +26,8 @@ class RunFailedError(Exception):
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
-    """``step: message`` per failed step: a Failure's description, else the first non-Dagster error."""
+    """``step: message`` per failed step: a Failure's description, else the first non-Dagster
+    error."""
     messages = []
     for event in result.get_step_failure_events():
         data = event.step_failure_data
@@ -48,7 +50,8 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
 
 
 def _config_message(message: str) -> str:
-    """Dagster's config error in --set terms (``root:ops:raw_shards:config:x`` → ``raw_shards.x``)."""
+    """Dagster's config error in --set terms (``root:ops:raw_shards:config:x`` →
+    ``raw_shards.x``)."""
     message = re.sub(
         r"path root:ops:(\w+):config((?::\w+)*)", lambda m: m[1] + m[2].replace(":", "."), message
     )
@@ -63,8 +66,9 @@ def _config_message(message: str) -> str:
 
 
 def error_messages(exc: BaseException) -> list[str]:
-    """What went wrong, for people: sslflow's own errors and Dagster failures as their message alone,
-    other exceptions with their type (``FileNotFoundError: ...``), as a traceback's last line."""
+    """What went wrong, for people: sslflow's own errors and Dagster failures as their message
+    alone, other exceptions with their type (``FileNotFoundError: ...``), as a traceback's last
+    line."""
     if isinstance(exc, RunFailedError):
         return exc.messages
     if type(exc).__module__.startswith("sslflow") or isinstance(exc, CliError):  # __main__ under -m

@@ -22,7 +22,8 @@ from sslflow.pipelines.stages import CURATION, EVAL_SPLIT, INGEST, PRETRAINING, 
 def _materialize(
     selection: Sequence[str], config: dict[str, dict[str, Any]], args: argparse.Namespace
 ) -> int:
-    """Run the assets; a failed run raises (``--debug``: the step's exception, else RunFailedError)."""
+    """Run the assets; a failed run raises (``--debug``: the step's exception, else
+    RunFailedError)."""
     from sslflow.cli.runner import materialize_assets
 
     debug = args.debug
@@ -59,7 +60,8 @@ def _list_assets(markdown: bool, definitions: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; an error prints :func:`error_report` and returns 1 (``--debug``: it raises)."""
+    """Run one command; an error prints :func:`error_report` and returns 1 (``--debug``: it
+    raises)."""
     args = build_parser().parse_args(argv)
     if args.debug:
         return _run(args)

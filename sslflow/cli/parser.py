@@ -38,7 +38,10 @@ SOURCE_FLAGS = (
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--home",
-        help="sslflow home for shards, memmaps, checkpoints, MLflow (default $SSLFLOW_HOME or ./.sslflow)",
+        help=(
+            "sslflow home for shards, memmaps, checkpoints, MLflow (default $SSLFLOW_HOME or "
+            "./.sslflow)"
+        ),
     )
     parser.add_argument(
         "--config", type=Path, help="YAML file of per-asset config: {asset_name: {field: value}}"
@@ -49,7 +52,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="ASSET.FIELD=VALUE",
-        help="override one config field, e.g. --set raw_shards.shard_size=2000 (repeatable; VALUE is YAML)",
+        help=(
+            "override one config field, e.g. --set raw_shards.shard_size=2000 (repeatable; "
+            "VALUE is YAML)"
+        ),
     )
 
 
@@ -79,7 +85,10 @@ def _add_source(parser: argparse.ArgumentParser, with_split: bool) -> None:
         "--overwrite",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="replace the shard set when the source or config changed (default); --no-overwrite refuses",
+        help=(
+            "replace the shard set when the source or config changed (default); --no-overwrite "
+            "refuses"
+        ),
     )
 
 
@@ -108,8 +117,8 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, core: type, names: Seq
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sslflow",
-        description="Curate, pretrain and probe self-supervised image backbones. Each stage is a Dagster "
-        "asset tracked in MLflow; these commands materialise them from the shell.",
+        description="Curate, pretrain and probe self-supervised image backbones. Each stage is a "
+        "Dagster asset tracked in MLflow; these commands materialise them from the shell.",
         epilog="Start with `sslflow demo`, then `sslflow ui` to browse the runs.",
     )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -117,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run every stage on Fashion-MNIST (or, without it, scikit-learn's digits) and print where to look",
+        help=(
+            "run every stage on Fashion-MNIST (or, without it, scikit-learn's digits) and print "
+            "where to look"
+        ),
     )
     demo.add_argument("--home", help="sslflow home (default $SSLFLOW_HOME or ./.sslflow)")
     demo.add_argument(
@@ -157,11 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe = sub.add_parser(
         "probe",
-        help="kNN and linear probes of a model plus the report (assets probe_features → probing_report)",
+        help=(
+            "kNN and linear probes of a model plus the report (assets probe_features → "
+            "probing_report)"
+        ),
     )
     probe.add_argument(
         "--model",
-        help="models:/sslflow-<method>@current, models:/<name>/<version> or a checkpoint file (default: newest registered sslflow model)",
+        help=(
+            "models:/sslflow-<method>@current, models:/<name>/<version> or a checkpoint file "
+            "(default: newest registered sslflow model)"
+        ),
     )
     _add_common(probe)
 

@@ -40,7 +40,10 @@ def run_ui(home: str | None, host: str, dagster_port: int, mlflow_port: int) -> 
         subprocess.Popen(cmd, env=env, start_new_session=True) for cmd in (dagster_cmd, mlflow_cmd)
     ]
     print(
-        f"Dagster UI: http://{host}:{dagster_port}\nMLflow UI:  http://{host}:{mlflow_port}\n(Ctrl-C stops both)",
+        (
+            f"Dagster UI: http://{host}:{dagster_port}\nMLflow UI:  "
+            f"http://{host}:{mlflow_port}\n(Ctrl-C stops both)"
+        ),
         flush=True,
     )
     try:

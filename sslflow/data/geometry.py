@@ -86,7 +86,8 @@ class ImageGeometry:
         modes = ", ".join(f"{count} {mode}" for mode, count in sorted(self.modes.items()))
         return (
             f"{self.samples} images ({modes}); shorter side min {self.short_side(0)}, "
-            f"5% {self.short_side(AUTO_QUANTILE)}, median {self.short_side(0.5)}, max {self.short_side(1)} px"
+            f"5% {self.short_side(AUTO_QUANTILE)}, median {self.short_side(0.5)}, max "
+            f"{self.short_side(1)} px"
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -284,7 +284,8 @@ def geometry_of(manifest: Manifest, limit: int = 1000) -> ImageGeometry:
     if not measured.samples:
         raise ShardReadError(f"no readable image in the shards of {manifest.root}")
     log.warning(
-        "the manifest at %s records no image geometry (written by another tool or an older sslflow); "
+        "the manifest at %s records no image geometry (written by another tool or an older "
+        "sslflow); "
         "estimated from %d samples: %s",
         manifest.root,
         measured.samples,

@@ -393,7 +393,8 @@ def image_folder(
         bases = {"train": ["train"], "test": ["test"], "all": ["train", "test"]}[split]
     elif split == "test":
         raise SourceError(
-            f"split 'test' of image folder {root} needs train/ and test/ sub-folders; without them the "
+            f"split 'test' of image folder {root} needs train/ and test/ sub-folders; without "
+            "them the "
             "folder is one pool: use split train or all"
         )
     else:

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from photo_folder import PhotoFolder, build_photo_folder
 from PIL import Image
-
 from sslflow.data import (
     ImageGeometry,
     Manifest,
@@ -23,6 +21,8 @@ from sslflow.data import (
 )
 from sslflow.data.sources import SourceError
 from sslflow.data.tar import iter_samples
+
+from photo_folder import PhotoFolder, build_photo_folder
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from photo_folder import EXIF_ORIENTATION, ROTATED_90_CW, build_photo_folder
 from PIL import Image, ImageOps
+
+from photo_folder import EXIF_ORIENTATION, ROTATED_90_CW, build_photo_folder
 
 
 def test_photo_folder_structure(tmp_path: Path) -> None:

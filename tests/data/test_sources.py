@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from sslflow.data import ShardDataset, SourceError, open_source, write_shards
 from sslflow.data.sources import Sample, fashion_mnist_dir
 from sslflow.data.tar import iter_samples
