@@ -15,6 +15,9 @@ Embedders (``EmbedConfig.embedder``):
   as ``weights``); otherwise a seeded random initialisation.
 * an sslflow checkpoint file or an MLflow model URI (``models:/…``, ``runs:/…``), as produced
   by sslflow's pretraining, so round t's model curates round t+1.
+
+Every embedder satisfies :class:`sslflow.models.Embedder`; backbones are
+:class:`sslflow.models.FrozenBackbone` themselves.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,11 +44,9 @@ from sslflow.curation.storage import (
 )
 from sslflow.data import Manifest, ShardDataset, geometry_of
 from sslflow.data.geometry import AUTO, BACKBONE_SIDE_CAP, PIXELS_SIDE_CAP, ImageGeometry
-from sslflow.ssl.preprocess import CenterCropResize
+from sslflow.models import CenterCropResize, Embedder
 
 log = logging.getLogger(__name__)
-
-MODEL_URI_PREFIXES = ("models:/", "runs:/")
 
 
 @dataclass(frozen=True)
@@ -106,38 +107,19 @@ def resolve_geometry(config: EmbedConfig, geometry: ImageGeometry) -> EmbedConfi
     )
 
 
-class Embedder(Protocol):
-    """Maps uint8 image batches (B, C, H, W) to float32 features (B, dim)."""
-
-    dim: int
-
-    @property
-    def transform(self) -> CenterCropResize:
-        """Per-sample transform applied before batching (resize + centre crop)."""
-        ...
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
-
-    def fingerprint(self) -> str: ...
-
-
 @dataclass
 class PixelsEmbedder:
-    """Flattened resized pixels projected on PCA components: (B, C, H, W) → (B, dim)."""
+    """Flattened resized pixels projected on PCA components: (B, C, H, W) → (B, components)."""
 
     image_size: int
     mean: np.ndarray
     components: np.ndarray
 
     @property
-    def dim(self) -> int:
-        return len(self.components)
-
-    @property
     def transform(self) -> CenterCropResize:
         return CenterCropResize(self.image_size)
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
         # float64: a float32 GEMM may round differently with the memory alignment of the batch,
         # and a resumed run must give the same float16 rows as an uninterrupted one
         flat = _pixels(self.transform(images)).double()
@@ -194,48 +176,38 @@ def _pixels(images: torch.Tensor) -> torch.Tensor:
     return images.flatten(1).float().div_(255.0)
 
 
-@dataclass
-class BackboneEmbedder:
-    """A frozen ``sslflow.ssl.export.FrozenBackbone`` (timm model or sslflow checkpoint)."""
-
-    backbone: Any
-
-    @property
-    def dim(self) -> int:
-        return int(self.backbone.feature_dim)
-
-    @property
-    def transform(self) -> CenterCropResize:
-        return self.backbone.transform  # type: ignore[no-any-return]
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone.embed(images)
-
-    def fingerprint(self) -> str:
-        return str(self.backbone.fingerprint())
-
-
 def make_embedder(config: EmbedConfig, manifest: Manifest, out: Path) -> Embedder:
     """Build the embedder named by ``config.embedder`` (see the module docstring)."""
     if config.embedder == "pixels":
         return PixelsEmbedder.fit(manifest, config, out)
-    from sslflow.ssl import export  # lazy: torch/timm model code is only needed here
+    from sslflow import models
 
     spec = config.embedder
-    if spec.startswith(MODEL_URI_PREFIXES) or Path(spec).expanduser().is_file():
-        return BackboneEmbedder(export.load_backbone(spec, config.tracking_uri or None))
+    if _is_model_uri(spec) or Path(spec).expanduser().is_file():
+        return models.load_backbone(spec, config.tracking_uri or None)
     if config.pretrained:
         weights: bool | str = config.weights or True
-        return BackboneEmbedder(
-            export.timm_backbone(
-                spec, weights, config.in_chans, config.image_size, config.small_stem
-            )
+        return models.timm_backbone(
+            spec, weights, config.in_chans, config.image_size, config.small_stem
         )
-    return BackboneEmbedder(
-        export.random_backbone(
-            spec, config.in_chans, config.image_size, config.seed, config.small_stem
-        )
+    return models.random_backbone(
+        spec, config.in_chans, config.image_size, config.seed, config.small_stem
     )
+
+
+def _is_model_uri(spec: str) -> bool:
+    from sslflow.tracking import is_model_uri  # lazy: mlflow takes seconds to import
+
+    return is_model_uri(spec)
+
+
+def feature_dim(embedder: Embedder, manifest: Manifest, config: EmbedConfig) -> int:
+    """Width D of ``embedder``'s rows on this shard set, from its first sample."""
+    quiet = replace(config, batch_size=1, progress=False)
+    first = next(_batches(manifest, quiet, embedder.transform, desc="width"), None)
+    if first is None:
+        raise ValueError(f"the shard set at {manifest.root} holds no samples")
+    return int(embedder.embed(first["image"]).shape[1])
 
 
 def _batches(
@@ -334,10 +306,8 @@ def embed_shards(
     """
     manifest = shards if isinstance(shards, Manifest) else Manifest.load(shards)
     config = resolve_geometry(config, geometry_of(manifest))
-    if config.embedder.startswith(
-        MODEL_URI_PREFIXES
-    ):  # an alias moves: the cache keys on the version
-        from sslflow.ssl.export import pin_model_uri
+    if config.embedder != "pixels" and _is_model_uri(config.embedder):
+        from sslflow.tracking import pin_model_uri  # an alias moves: the cache keys on the version
 
         config = replace(
             config, embedder=pin_model_uri(config.embedder, config.tracking_uri or None)
@@ -349,14 +319,15 @@ def embed_shards(
     done = _resumable_rows(out, identity)
     out.mkdir(parents=True, exist_ok=True)
     embedder = make_embedder(config, manifest, out)
+    dim = feature_dim(embedder, manifest, config)
     total = manifest.total_samples
     save_json(
         out / "embedder.json",
-        {"identity": identity, "fingerprint": embedder.fingerprint(), "dim": embedder.dim},
+        {"identity": identity, "fingerprint": embedder.fingerprint(), "dim": dim},
     )
     mode = "r+" if done else "w+"
     array = np.lib.format.open_memmap(
-        out / "embeddings.npy", mode=mode, dtype=np.float16, shape=(total, embedder.dim)
+        out / "embeddings.npy", mode=mode, dtype=np.float16, shape=(total, dim)
     )
     labels = np.lib.format.open_memmap(
         out / "labels.npy", mode=mode, dtype=np.int64, shape=(total,)
@@ -370,7 +341,7 @@ def embed_shards(
         end = position + len(batch["key"])
         if end > total:
             raise ValueError(f"shard set yields more samples than its manifest's {total}")
-        array[position:end] = embedder(batch["image"]).numpy().astype(np.float16)
+        array[position:end] = embedder.embed(batch["image"]).numpy().astype(np.float16)
         labels[position:end] = batch["label"]
         keys.extend(batch["key"])
         position = end
@@ -387,7 +358,7 @@ def embed_shards(
             "identity": identity,
             "fingerprint": embedder.fingerprint(),
             "rows": total,
-            "dim": embedder.dim,
+            "dim": dim,
             "classes": manifest.classes,
         },
     )

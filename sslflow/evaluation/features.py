@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -31,29 +30,12 @@ from tqdm.auto import tqdm
 
 from sslflow.data import Manifest, ShardDataset
 from sslflow.data.geometry import PIXELS_SIDE_CAP
-from sslflow.ssl.preprocess import CenterCropResize
+from sslflow.models import CenterCropResize, Embedder
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 RAW_PIXELS = "raw-pixels"
-
-
-class Embedder(Protocol):
-    """Anything that maps uint8 image batches to features: a ``FrozenBackbone`` or ``RawPixels``."""
-
-    @property
-    def transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Per-sample uint8 (C, H, W) transform applied before batching (resize + centre crop)."""
-        ...
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) → float32 (B, D)."""
-        ...
-
-    def fingerprint(self) -> str:
-        """A string that changes whenever the features would."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -272,7 +254,7 @@ def _write(
     num_workers: int,
 ) -> None:
     total = manifest.total_samples
-    features: np.ndarray | None = None
+    features: np.memmap | None = None
     labels = np.empty(total, dtype=np.int64)
     keys: list[str] = []
     with tqdm(total=total, desc=f"features {split}", unit="img") as progress:

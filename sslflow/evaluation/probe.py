@@ -22,7 +22,6 @@ import torch
 from sslflow.data import Manifest
 from sslflow.data.geometry import ImageGeometry
 from sslflow.evaluation.features import (
-    Embedder,
     FeatureSet,
     RawPixels,
     extract_features,
@@ -56,11 +55,11 @@ from sslflow.evaluation.report import (
     summary_markdown,
 )
 from sslflow.evaluation.results import ModelProbe, Role, merge_probes
+from sslflow.models import Embedder, FrozenBackbone, load_backbone, random_backbone
 
 log = logging.getLogger(__name__)
 
 RANDOM_PREFIX = "random:"
-REGISTERED_PREFIX = "sslflow-"
 
 
 @dataclass(frozen=True)
@@ -192,22 +191,11 @@ class RunLogger(Protocol):
 # --- models ---------------------------------------------------------------------------------
 
 
-def latest_registered_model(tracking_uri: str | None) -> str | None:
-    """``models:/<name>/<version>`` of the newest version of any ``sslflow-*`` registered model."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    versions = client.search_model_versions(
-        f"name LIKE '{REGISTERED_PREFIX}%'", max_results=1, order_by=["creation_timestamp DESC"]
-    )
-    return f"models:/{versions[0].name}/{versions[0].version}" if versions else None
-
-
 @dataclass
 class ResolvedModel:
     """The backbone to probe and how it was named."""
 
-    backbone: Any  # sslflow.ssl.export.FrozenBackbone (imported lazily: timm/lightly are slow)
+    backbone: FrozenBackbone
     spec: str
 
 
@@ -236,7 +224,7 @@ def resolve_model(
             aliases) or an unknown backbone name.
         FileNotFoundError: a path that does not exist.
     """
-    from sslflow.ssl.export import load_backbone, pin_model_uri, random_backbone
+    from sslflow.tracking import latest_registered_model, pin_model_uri  # lazy: mlflow is slow
 
     if not spec:
         latest = latest_registered_model(tracking_uri)
@@ -257,35 +245,18 @@ def resolve_model(
     return ResolvedModel(load_backbone(pinned, tracking_uri=tracking_uri), pinned)
 
 
-def training_run_id(spec: str, tracking_uri: str | None) -> str | None:
-    """The MLflow run that produced a model URI's weights (``models:/…`` or ``runs:/…``), else None."""
-    from mlflow.tracking import MlflowClient
-
-    if spec.startswith("runs:/"):
-        return spec[len("runs:/") :].split("/", 1)[0]
-    if not spec.startswith("models:/"):
-        return None
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    name_and_ref = spec[len("models:/") :]
-    if "@" in name_and_ref:
-        name, alias = name_and_ref.split("@", 1)
-        return client.get_model_version_by_alias(name, alias).run_id
-    name, version = name_and_ref.split("/", 1)
-    return client.get_model_version(name, version).run_id
-
-
 def training_summary(spec: str, tracking_uri: str | None) -> dict[str, str]:
     """Training run, method, backbone, image size, channels, epochs and curation of a model URI's
     pretraining run.
 
     Empty for checkpoint files and random backbones (nothing recorded to read).
     """
-    from mlflow.tracking import MlflowClient
+    from sslflow import tracking
 
-    run_id = training_run_id(spec, tracking_uri)
+    run_id = tracking.training_run_id(spec, tracking_uri)
     if run_id is None:
         return {}
-    run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    run = tracking.client(tracking_uri).get_run(run_id)
     params, tags = run.data.params, run.data.tags
     trained_on = tags.get("sslflow.trained_on", "")
     found = {
@@ -302,10 +273,8 @@ def training_summary(spec: str, tracking_uri: str | None) -> dict[str, str]:
     return {key: value for key, value in found.items() if value}
 
 
-def random_copy(backbone: Any, seed: int = 0) -> Any:
+def random_copy(backbone: FrozenBackbone, seed: int = 0) -> FrozenBackbone:
     """A randomly initialised backbone of the same architecture and input format."""
-    from sslflow.ssl.export import random_backbone
-
     return random_backbone(
         backbone.name,
         backbone.in_chans,

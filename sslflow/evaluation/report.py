@@ -440,16 +440,18 @@ def earlier_runs(
         run_url: run id → link to the run in the MLflow UI.
         limit: how many to return.
     """
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{REPORT_TAG}` = 'true' and metrics.`{knn_metric(Role.MODEL)}` >= 0",
-        order_by=["attributes.start_time DESC"],
-        max_results=limit + 1,
+    from sslflow.tracking import earlier_runs as tagged_runs  # lazy: mlflow is slow to import
+
+    runs = tagged_runs(
+        client,
+        experiment_id,
+        {REPORT_TAG: "true"},
+        exclude_run_id,
+        limit,
+        with_metric=knn_metric(Role.MODEL),
     )
     found = []
     for run in runs:
-        if run.info.run_id == exclude_run_id:
-            continue
         label = run.data.tags.get(MODEL_TAG) or run.info.run_name or run.info.run_id[:8]
         started = np.datetime64(run.info.start_time, "ms").astype("datetime64[s]").astype(str)
         found.append(
@@ -459,4 +461,4 @@ def earlier_runs(
                 dict(run.data.metrics),
             )
         )
-    return found[:limit]
+    return found

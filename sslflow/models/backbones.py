@@ -17,6 +17,7 @@ channel (timm sums the pretrained RGB filters into it) rather than copying the c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import timm
 from torch import nn
@@ -60,9 +61,10 @@ def _small_stem(model: nn.Module, in_chans: int) -> None:
     The replaced convolution is freshly initialised: ImageNet stem filters have no 3×3
     stride-1 equivalent.
     """
-    width = model.bn1.num_features
-    model.conv1 = nn.Conv2d(in_chans, width, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    width = cast(nn.BatchNorm2d, model.bn1).num_features
+    conv = nn.Conv2d(in_chans, width, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    model.conv1 = conv
     model.maxpool = nn.Identity()
 
 
@@ -95,7 +97,7 @@ def create_backbone(
             ``small_stem`` on an architecture that has no small stem here.
     """
     check_backbone_name(name)
-    kwargs: dict[str, object] = {"num_classes": 0, "in_chans": in_chans}
+    kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_chans}
     if is_vit(name):
         kwargs["img_size"] = image_size
         patch = vit_patch_size(image_size)
@@ -117,5 +119,5 @@ def create_backbone(
                 f"({name}); set small_stem=False"
             )
         _small_stem(model, in_chans)
-    feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    feature_dim = int(cast(int, getattr(model, "head_hidden_size", None) or model.num_features))
     return model, feature_dim

@@ -1,4 +1,4 @@
-"""Frozen backbones: build, save, load (file or MLflow registry) and embed uint8 images.
+"""Frozen backbones: build, save, load (file or MLflow model URI) and embed uint8 images.
 
 A backbone checkpoint written by :func:`save_backbone` is a plain dict that
 ``torch.load(..., weights_only=True)`` reads::
@@ -7,9 +7,9 @@ A backbone checkpoint written by :func:`save_backbone` is a plain dict that
      "config": {"name", "in_chans", "image_size", "small_stem", "mean", "std", "feature_dim"},
      "state_dict": {parameter name: tensor}}
 
-The same backbone logged to MLflow (see :func:`log_backbone_model`) is the pickled
-``nn.Module`` with that config in the model's ``metadata``, so ``mlflow.pytorch.load_model``
-gives the module back and :func:`load_backbone` the whole :class:`FrozenBackbone`.
+The same backbone logged to MLflow (:func:`log_backbone`) is an MLflow ``pytorch`` model with
+that config in its ``metadata`` and this checkpoint beside it; :func:`load_backbone` reads the
+checkpoint, so loading a model URI never unpickles code.
 """
 
 from __future__ import annotations
@@ -17,23 +17,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from sslflow.ssl.backbones import create_backbone
-from sslflow.ssl.preprocess import CenterCropResize, match_channels, normalise
+from sslflow.models.backbones import create_backbone
+from sslflow.models.preprocess import CenterCropResize, match_channels, normalise
+
+if TYPE_CHECKING:
+    from sslflow.tracking import LoggedModelRef
 
 CHECKPOINT_FORMAT = "sslflow.backbone/1"
+CHECKPOINT_FILE = "backbone.pt"  # the checkpoint's name beside a logged MLflow model
+METADATA_KEY = "sslflow_backbone"
 # The evaluation transform every consumer of a backbone applies (see ``FrozenBackbone.transform``).
 PREPROCESS = (
     "shorter side to image_size, centre crop, [0, 1], channels to in_chans, (x - mean) / std"
 )
-MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
 def default_stats(module: nn.Module, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -230,178 +235,81 @@ def load_backbone(spec: str | os.PathLike[str], tracking_uri: str | None = None)
 
     Args:
         spec: a file written by :func:`save_backbone` (or a training checkpoint folder's
-            ``backbone.pt``), or an MLflow model URI: ``models:/sslflow-<method>@<alias>``,
-            ``models:/<name>/<version>``, ``models:/<name>/latest`` or ``models:/<model id>``
-            (MLflow 3 keeps logged models outside the run's artifacts, so ``runs:/<id>/model``
-            only resolves for models stored as run artifacts).
-        tracking_uri: MLflow tracking URI for model URIs (default: MLflow's own default).
+            ``backbone.pt``), or an MLflow model URI of a model logged by :func:`log_backbone`:
+            ``models:/sslflow-<method>@<alias>``, ``models:/<name>/<version>``,
+            ``models:/<name>/latest`` or ``models:/<model id>``.
+        tracking_uri: MLflow tracking and registry URI for model URIs (default: MLflow's own).
 
     Raises:
         FileNotFoundError: ``spec`` is neither a model URI nor an existing file.
-        ValueError: the model URI cannot be resolved; the message lists registered models
-            and their aliases.
+        ValueError: the model URI cannot be resolved (the message lists registered models and
+            their aliases), or the model was not logged by sslflow.
     """
+    from sslflow import tracking  # lazy: mlflow takes seconds to import
+
     text = str(spec)
-    if text.startswith(MODEL_URI_SCHEMES):
-        return _load_mlflow(text, tracking_uri)
+    if tracking.is_model_uri(text):
+        return _load_logged(text, tracking_uri)
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"backbone {text!r} is neither a file nor an MLflow model URI ({', '.join(MODEL_URI_SCHEMES)})"
+            f"backbone {text!r} is neither a file nor an MLflow model URI "
+            f"({', '.join(tracking.MODEL_URI_SCHEMES)})"
         )
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    return backbone_from_checkpoint(payload, str(path))
+    return backbone_from_checkpoint(_read_checkpoint(path), str(path))
 
 
-def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:
-    """The registered version a moving model URI names right now: ``models:/<name>@<alias>`` and
-    ``models:/<name>/latest`` become ``models:/<name>/<version>``; any other spec is returned as it
-    is. Runs record the pinned URI, so their inputs say exactly which weights they used.
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return payload
 
-    Raises:
-        ValueError: the name or alias is not in the registry (the message lists what is).
-    """
-    if not spec.startswith("models:/"):
-        return spec
-    reference = spec[len("models:/") :]
-    name, alias = (
-        reference.split("@", 1) if "@" in reference else (reference.rsplit("/", 1)[0], None)
-    )
-    if alias is None and not reference.endswith("/latest"):
-        return spec  # models:/<name>/<version> or models:/<model id>: already exact
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    try:
-        if alias is not None:
-            version = client.get_model_version_by_alias(name, alias).version
-        else:
-            found = client.search_model_versions(
-                f"name = '{name}'", order_by=["version_number DESC"], max_results=1
-            )
-            if not found:
-                raise MlflowException(f"registered model {name!r} has no versions")
-            version = found[0].version
-    except MlflowException as exc:
+def _load_logged(uri: str, tracking_uri: str | None) -> FrozenBackbone:
+    from sslflow import tracking
+
+    if METADATA_KEY not in tracking.model_metadata(uri, tracking_uri):
         raise ValueError(
-            f"cannot resolve MLflow model {spec!r}: {exc.message}. Registered models: "
-            f"{_registry_listing(tracking_uri)}"
-        ) from exc
-    return f"models:/{name}/{version}"
-
-
-def _registry_listing(tracking_uri: str | None) -> str:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    rows = []
-    for model in client.search_registered_models():
-        aliases = ", ".join(f"@{alias}" for alias in sorted(model.aliases or {}))
-        rows.append(f"{model.name} ({aliases or 'no aliases'})")
-    return "; ".join(rows) or "no registered models"
-
-
-def _load_mlflow(uri: str, tracking_uri: str | None) -> FrozenBackbone:
-    import mlflow
-    import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-    try:
-        info = mlflow.models.get_model_info(uri)
-    except MlflowException as exc:
-        raise ValueError(
-            f"cannot resolve MLflow model {uri!r} at {mlflow.get_tracking_uri()}: {exc.message}. "
-            f"Registered models: {_registry_listing(tracking_uri)}"
-        ) from exc
-    cfg = (info.metadata or {}).get("sslflow_backbone")
-    if cfg is None:
-        raise ValueError(
-            f"MLflow model {uri!r} was not logged by sslflow (no 'sslflow_backbone' metadata)"
+            f"MLflow model {uri!r} was not logged by sslflow (no {METADATA_KEY!r} metadata)"
         )
-    module = mlflow.pytorch.load_model(uri, map_location="cpu")
-    return _frozen(
-        module,
-        cfg["feature_dim"],
-        cfg["name"],
-        cfg["in_chans"],
-        cfg["image_size"],
-        cfg["small_stem"],
-        cfg["mean"],
-        cfg["std"],
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = tracking.download_model_file(uri, CHECKPOINT_FILE, tracking_uri, folder)
+        payload = _read_checkpoint(path)
+    return backbone_from_checkpoint(payload, uri)
 
 
-@dataclass(frozen=True)
-class LoggedBackbone:
-    """Where a backbone went in MLflow: the model URI, and the registered name/version/alias."""
-
-    model_uri: str
-    registered_name: str | None
-    version: str | None
-    alias: str | None
-
-    @property
-    def version_uri(self) -> str | None:
-        """``models:/<name>/<version>``: this exact version, whatever the alias points to later."""
-        return (
-            None
-            if self.registered_name is None
-            else f"models:/{self.registered_name}/{self.version}"
-        )
-
-    @property
-    def registry_uri(self) -> str | None:
-        """``models:/<name>@<alias>`` (or ``/<version>``) when registered."""
-        if self.registered_name is None:
-            return None
-        return (
-            f"models:/{self.registered_name}@{self.alias}"
-            if self.alias
-            else f"models:/{self.registered_name}/{self.version}"
-        )
-
-
-def log_backbone_model(
+def log_backbone(
     backbone: FrozenBackbone,
     run_id: str,
     tracking_uri: str,
     registered_name: str | None = None,
     alias: str | None = "current",
-) -> LoggedBackbone:
-    """Log ``backbone.module`` as a pickled MLflow PyTorch model under run ``run_id``.
+) -> LoggedModelRef:
+    """Log ``backbone`` as an MLflow model of run ``run_id``, registered as ``registered_name``
+    with ``alias`` moved to the new version (see :func:`sslflow.tracking.log_torch_model`).
 
-    The pickle flavour (not MLflow's default ``pt2`` export) loads back as the same
-    ``nn.Module`` class. ``pip_requirements`` are given so MLflow does not spend ~20 s
-    inferring them. When ``registered_name`` is set the model is registered and ``alias``
-    moved to the new version. (MLflow reserves the alias ``latest``: ``models:/<name>/latest``
-    already means the newest version, hence the default alias ``current``.)
+    The model folder holds the module (MLflow's ``pytorch`` flavour, for MLflow's own tools),
+    the config as ``sslflow_backbone`` metadata and the checkpoint :func:`load_backbone` reads.
     """
-    import mlflow
-    import mlflow.pytorch
     import timm
-    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    info = mlflow.pytorch.log_model(
-        backbone.module.cpu(),
-        name="model",
-        run_id=run_id,
-        serialization_format="pickle",
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"timm=={timm.__version__}"],
-        metadata={"sslflow_backbone": backbone.config()},
-        registered_model_name=registered_name,
-    )
-    backbone.to(backbone._device)
-    version = None if info.registered_model_version is None else str(info.registered_model_version)
-    if registered_name is not None and alias:
-        MlflowClient(
-            tracking_uri=tracking_uri, registry_uri=tracking_uri
-        ).set_registered_model_alias(registered_name, alias, version)
-    return LoggedBackbone(
-        info.model_uri, registered_name, version, alias if registered_name else None
-    )
+    from sslflow import tracking
+
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = save_backbone(backbone, Path(folder) / CHECKPOINT_FILE)
+        device = backbone._device
+        try:
+            return tracking.log_torch_model(
+                backbone.module.cpu(),
+                run_id,
+                tracking_uri,
+                metadata={METADATA_KEY: backbone.config()},
+                files=[checkpoint],
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    f"timm=={timm.__version__}",
+                ],
+                registered_name=registered_name,
+                alias=alias,
+            )
+        finally:
+            backbone.to(device)

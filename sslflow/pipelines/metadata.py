@@ -7,7 +7,8 @@ from typing import Any
 import dagster as dg
 
 from sslflow.data.manifest import Manifest
-from sslflow.pipelines.resources import RUN_ID_KEY, TrackedRun
+from sslflow.pipelines.resources import RUN_ID_KEY
+from sslflow.tracking import TrackedRun
 
 
 def human_bytes(size: float) -> str:

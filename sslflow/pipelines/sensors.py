@@ -24,8 +24,7 @@ from sslflow.pipelines.jobs import (
 )
 from sslflow.pipelines.pipeline_config import run_config_for
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
-
-MODEL_PREFIX = "sslflow-"
+from sslflow.tracking import sslflow_versions
 
 
 def check_entry(entry: Path) -> str | None:
@@ -114,11 +113,10 @@ def new_model_sensor(
 ) -> dg.SensorResult:
     """A probing report for every new version of a registered ``sslflow-*`` model, with the home's
     pipeline configuration for everything but the model."""
-    client = mlflow.client()
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     requests = []
     latest = dict(seen)
-    for version in client.search_model_versions(f"name LIKE '{MODEL_PREFIX}%'"):
+    for version in sslflow_versions(mlflow.client()):
         number = int(version.version)
         if number <= seen.get(version.name, 0):
             continue

@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
 
+from sslflow.models.preprocess import match_channels, normalise
 from sslflow.ssl.methods.base import ViewSpec
-from sslflow.ssl.preprocess import match_channels, normalise
 
 _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 # SimCLR colour distortion at strength 0.5 (ColorJitter(0.8s, 0.8s, 0.8s, 0.2s), grayscale p=0.2),
@@ -235,7 +235,7 @@ class ViewAugment:
         spec: the method's :class:`ViewSpec` (number of global/local crops and their scales).
         image_size: side of the global views (local views: ``spec.crop_sizes``).
         in_chans: channels the backbone expects (RGB ↔ grey converted by
-            :func:`~sslflow.ssl.preprocess.match_channels`); colour steps need 3.
+            :func:`~sslflow.models.preprocess.match_channels`); colour steps need 3.
         mean, std: per-channel normalisation on the [0, 1] scale.
         config: augmentation strengths; ``AugmentConfig.for_channels(in_chans)`` by default.
 

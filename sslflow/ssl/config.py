@@ -137,8 +137,8 @@ class PretrainConfig:
         Raises:
             ConfigError: with the field, the value and what to do.
         """
+        from sslflow.models.backbones import check_backbone_name
         from sslflow.ssl.augment import AugmentConfig
-        from sslflow.ssl.backbones import check_backbone_name
         from sslflow.ssl.methods import METHODS
 
         if self.method.lower() not in METHODS:
@@ -180,13 +180,15 @@ class PretrainConfig:
             or self.warmup_epochs < 0
         ):
             raise ConfigError(
-                f"need lr > 0, weight_decay ≥ 0, 0 ≤ min_lr_ratio ≤ 1, warmup_epochs ≥ 0; got lr={self.lr}, "
-                f"weight_decay={self.weight_decay}, min_lr_ratio={self.min_lr_ratio}, warmup_epochs={self.warmup_epochs}"
+                "need lr > 0, weight_decay ≥ 0, 0 ≤ min_lr_ratio ≤ 1, warmup_epochs ≥ 0; got "
+                f"lr={self.lr}, weight_decay={self.weight_decay}, "
+                f"min_lr_ratio={self.min_lr_ratio}, warmup_epochs={self.warmup_epochs}"
             )
         if self.batch_size % self.world_size:
             raise ConfigError(
-                f"global batch_size {self.batch_size} is not divisible across {self.world_size} ranks "
-                f"({self.devices} devices × {self.num_nodes} nodes); use a multiple of {self.world_size}"
+                f"global batch_size {self.batch_size} is not divisible across "
+                f"{self.world_size} ranks ({self.devices} devices × {self.num_nodes} nodes); "
+                f"use a multiple of {self.world_size}"
             )
         if self.rank_batch_size < 2:
             raise ConfigError(
@@ -197,7 +199,8 @@ class PretrainConfig:
                 raise ConfigError(f"{name} has {len(stats)} values but in_chans={self.in_chans}")
         if self.samples_per_epoch is not None and self.samples_per_epoch < self.batch_size:
             raise ConfigError(
-                f"samples_per_epoch={self.samples_per_epoch} is smaller than one global batch ({self.batch_size})"
+                f"samples_per_epoch={self.samples_per_epoch} is smaller than one global batch "
+                f"({self.batch_size})"
             )
 
     def resume_differences(self, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

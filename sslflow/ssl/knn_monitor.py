@@ -1,6 +1,9 @@
-"""Online kNN monitor: weighted kNN accuracy of the backbone on a small labelled set every n epochs."""
+"""Online kNN monitor: weighted kNN accuracy of the backbone on a small labelled set, every n
+epochs."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
 
 import pytorch_lightning as pl
 import torch
@@ -8,8 +11,11 @@ import torch.nn.functional as F
 from lightly.utils.benchmarking import knn_predict
 
 from sslflow.data import Manifest, ShardDataset
+from sslflow.models.preprocess import CenterCropResize, match_channels, normalise
 from sslflow.ssl.config import PretrainConfig
-from sslflow.ssl.preprocess import CenterCropResize, match_channels, normalise
+
+if TYPE_CHECKING:
+    from sslflow.ssl.module import PretrainModule
 
 
 def load_labelled(
@@ -86,5 +92,6 @@ class KNNMonitor(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
-        accuracy = self.accuracy(pl_module.method.backbone, pl_module.device)
+        module = cast("PretrainModule", pl_module)
+        accuracy = self.accuracy(module.method.backbone, module.device)
         pl_module.log("knn_top1", accuracy, rank_zero_only=True)

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sslflow.data import Manifest, ShardDataset
-from sslflow.ssl.preprocess import CenterCropResize
+from sslflow.models.preprocess import CenterCropResize
 
 
 def collate_images(samples: list[dict[str, Any]]) -> torch.Tensor:
@@ -32,7 +32,7 @@ def _slot_quota(total: int, slot: int, slots: int) -> int:
 def batches_per_epoch(
     samples_per_epoch: int, rank_batch: int, world_size: int, num_workers: int
 ) -> int:
-    """Full batches every rank can take per epoch (the minimum over ranks, as DDP needs equal counts).
+    """Full batches every rank can take per epoch (the minimum over ranks: DDP needs equal counts).
 
     Each DataLoader worker batches its own quota of samples and drops its incomplete batch.
     """

@@ -99,7 +99,8 @@ class PretrainModule(pl.LightningModule):
         return self.batches
 
     def _data_position(self) -> tuple[int, int]:
-        """(epoch, batches of it already trained): non-zero batches only after a mid-epoch resume."""
+        """(epoch, batches of it already trained): non-zero batches only after a mid-epoch
+        resume."""
         done = (
             self.global_step - self.current_epoch * self.steps_per_epoch
         ) * self.config.accumulate_grad_batches
@@ -125,8 +126,9 @@ class PretrainModule(pl.LightningModule):
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
             raise NonFiniteLossError(
-                f"non-finite loss {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_idx}) with lr {self._lr():.3g}; training stopped, the last good checkpoint "
+                f"non-finite loss {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}) with lr {self._lr():.3g}; "
+                "training stopped, the last good checkpoint "
                 "is kept. Lower lr, raise warmup_epochs or use precision=32-true"
             )
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, sync_dist=False)
@@ -194,8 +196,9 @@ class PretrainModule(pl.LightningModule):
         ]
         if bad:
             raise NonFiniteLossError(
-                f"non-finite weights at step {self.global_step} ({len(bad)} tensors, e.g. {bad[0]}) with lr "
-                f"{self._lr():.3g}; not saved, the last good checkpoint is kept. Lower lr, raise warmup_epochs "
+                f"non-finite weights at step {self.global_step} ({len(bad)} tensors, "
+                f"e.g. {bad[0]}) with lr {self._lr():.3g}; not saved, the last good checkpoint "
+                "is kept. Lower lr, raise warmup_epochs "
                 "or use precision=32-true"
             )
         checkpoint[CHECKPOINT_KEY] = {"config": self.config.to_dict(), "rng": rng_state()}
@@ -210,7 +213,8 @@ class PretrainModule(pl.LightningModule):
         if differences and not self.force_resume:
             listed = "; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in differences.items())
             raise ConfigError(
-                f"checkpoint was trained with another config ({listed}); pass force=True to resume anyway"
+                f"checkpoint was trained with another config ({listed}); pass force=True to "
+                "resume anyway"
             )
         set_rng_state(saved["rng"])
 
@@ -225,7 +229,8 @@ def steps_for(config: PretrainConfig, batches_per_rank_epoch: int) -> tuple[int,
     steps_per_epoch = batches_per_rank_epoch // accumulate
     if steps_per_epoch < 1:
         raise ConfigError(
-            f"an epoch has {batches_per_rank_epoch} batches per rank, fewer than accumulate_grad_batches={accumulate}"
+            f"an epoch has {batches_per_rank_epoch} batches per rank, fewer than "
+            f"accumulate_grad_batches={accumulate}"
         )
     total = config.epochs * steps_per_epoch
     if config.max_steps > 0:

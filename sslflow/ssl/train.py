@@ -1,10 +1,11 @@
-"""Pretrain a backbone on shards: ``pretrain(config, data, run_dir)`` or ``python -m sslflow.ssl.train``.
+"""Pretrain a backbone on shards: ``pretrain(config, data, run_dir)`` or
+``python -m sslflow.ssl.train``.
 
 A run folder holds everything of one run::
 
     run_dir/config.json         resolved PretrainConfig (compared on resume)
     run_dir/checkpoints/last.ckpt   Lightning checkpoint every n steps and at the end
-    run_dir/backbone.pt         final backbone (``sslflow.ssl.export`` format)
+    run_dir/backbone.pt         final backbone (``sslflow.models.save_backbone`` format)
     run_dir/result.json         what ``pretrain`` returned (written by rank 0)
 
 Calling ``pretrain`` again on the same folder resumes exactly from ``last.ckpt``: weights,
@@ -23,10 +24,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -34,19 +35,24 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from sslflow.data import Manifest, ShardDataset, geometry_of
 from sslflow.data.manifest import sha256_file
+from sslflow.models import (
+    CenterCropResize,
+    FrozenBackbone,
+    channel_stats,
+    create_backbone,
+    match_channels,
+    save_backbone,
+)
 from sslflow.ssl.augment import AugmentConfig, ViewAugment
-from sslflow.ssl.backbones import create_backbone
+from sslflow.ssl.callbacks import MetricsCallback, MetricsHook
 from sslflow.ssl.config import ConfigError, PretrainConfig
-from sslflow.ssl.export import FrozenBackbone, save_backbone
 from sslflow.ssl.knn_monitor import KNNMonitor
 from sslflow.ssl.loader import ShardBatches, batches_per_epoch, training_dataset
 from sslflow.ssl.methods import SSLMethod, build_method
 from sslflow.ssl.module import PretrainModule, steps_for
-from sslflow.ssl.preprocess import CenterCropResize, channel_stats, match_channels
 
 log = logging.getLogger(__name__)
 
-MetricsHook = Callable[[dict[str, float], int], None]
 STATS_SAMPLES = 512
 
 
@@ -71,44 +77,6 @@ class PretrainResult:
         values = dataclasses.asdict(self)
         values["config"] = self.config.to_dict()
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
-
-
-class MetricsCallback(pl.Callback):
-    """Hands metrics to ``hook`` on rank 0: step metrics every n steps, epoch metrics at epoch end.
-
-    Each metric is reported at most once per step, so the kNN accuracy logged at the end of an
-    epoch is reported without repeating that step's loss.
-    """
-
-    def __init__(self, hook: MetricsHook, every_n_steps: int) -> None:
-        self.hook = hook
-        self.every_n_steps = every_n_steps
-        self._reported_at: dict[str, int] = {}
-
-    def _report(self, trainer: pl.Trainer) -> None:
-        step = trainer.global_step
-        if not trainer.is_global_zero:
-            return
-        metrics = {
-            k: float(v)
-            for k, v in trainer.callback_metrics.items()
-            if torch.as_tensor(v).numel() == 1 and self._reported_at.get(k) != step
-        }
-        if metrics:
-            self.hook(metrics, step)
-            self._reported_at.update({k: step for k in metrics})
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
-    ) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            self._report(trainer)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._report(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._report(trainer)
 
 
 def _world_size(config: PretrainConfig) -> int:
@@ -136,7 +104,8 @@ def resolve_config(config: PretrainConfig, manifest: Manifest) -> PretrainConfig
     where = f"the shards at {manifest.root} ({geometry.describe()})"
     if geometry.short_side(0.5) < image_size:
         raise ConfigError(
-            f"image_size={image_size} is larger than most images in {where}: crops would be upsampled; "
+            f"image_size={image_size} is larger than most images in {where}: crops would be "
+            "upsampled; "
             f"set image_size ≤ {geometry.short_side(0.5)}, or 0 (auto)"
         )
     smaller = geometry.smaller_than(image_size)
@@ -149,7 +118,8 @@ def resolve_config(config: PretrainConfig, manifest: Manifest) -> PretrainConfig
         )
     if config.samples_per_epoch is None and manifest.total_samples < config.batch_size:
         raise ConfigError(
-            f"the shards at {manifest.root} hold {manifest.total_samples} images, fewer than one batch "
+            f"the shards at {manifest.root} hold {manifest.total_samples} images, fewer than one "
+            "batch "
             f"({config.batch_size}): set batch_size ≤ {manifest.total_samples}"
         )
     if (geometry.channels, in_chans) not in ((1, 1), (3, 3), (1, 3), (3, 1)):
@@ -172,7 +142,8 @@ def resolve_config(config: PretrainConfig, manifest: Manifest) -> PretrainConfig
 
 
 def _stats_sample(manifest: Manifest, image_size: int, seed: int) -> torch.Tensor:
-    """A seeded sample of at most ``STATS_SAMPLES`` images, resized and cropped: uint8 (N, C, S, S)."""
+    """A seeded sample of at most ``STATS_SAMPLES`` images, resized and cropped:
+    uint8 (N, C, S, S)."""
     count = min(STATS_SAMPLES, manifest.total_samples)
     stream = ShardDataset(
         manifest,
@@ -197,7 +168,8 @@ def _check_run_dir(config: PretrainConfig, run_dir: Path, force: bool) -> None:
         if differences and not force:
             listed = "; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in differences.items())
             raise ConfigError(
-                f"run folder {run_dir} was started with another config ({listed}); use a new run folder, "
+                f"run folder {run_dir} was started with another config ({listed}); use a new run "
+                "folder, "
                 "or force=True to resume anyway"
             )
 
@@ -211,7 +183,8 @@ def pretrain(
     knn_data: tuple[Manifest, Manifest] | None = None,
     force: bool = False,
 ) -> PretrainResult:
-    """Pretrain ``config.method`` on the shards ``data``, resuming ``run_dir`` if it has a checkpoint.
+    """Pretrain ``config.method`` on the shards ``data``, resuming ``run_dir`` if it has a
+    checkpoint.
 
     Args:
         config: the run's settings (checked before anything is read).
@@ -236,7 +209,8 @@ def pretrain(
     world = _world_size(config)
     if world != config.world_size:
         raise ConfigError(
-            f"launched with WORLD_SIZE={world} but devices × num_nodes = {config.world_size}; make them agree"
+            f"launched with WORLD_SIZE={world} but devices × num_nodes = {config.world_size}; "
+            "make them agree"
         )
     if config.knn_monitor_every_n_epochs > 0 and knn_data is None:
         raise ConfigError(
@@ -294,7 +268,7 @@ def pretrain(
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=config.strategy,
-        precision=config.precision,
+        precision=cast(Any, config.precision),  # one of PRECISIONS (checked)
         max_epochs=config.epochs,
         max_steps=total_steps,
         accumulate_grad_batches=config.accumulate_grad_batches,
@@ -361,7 +335,7 @@ def frozen_copy(method: SSLMethod, config: PretrainConfig) -> FrozenBackbone:
 
 
 def rank_weight_difference(trainer: pl.Trainer, module: torch.nn.Module) -> float:
-    """Largest difference between ranks of per-tensor parameter sums (0 when DDP kept them in sync)."""
+    """Largest difference between ranks of per-tensor parameter sums (0: DDP kept them in sync)."""
     if trainer.world_size < 2:
         return 0.0
     sums = torch.stack([p.detach().double().sum() for p in module.parameters()]).to(
@@ -369,21 +343,6 @@ def rank_weight_difference(trainer: pl.Trainer, module: torch.nn.Module) -> floa
     )
     gathered = trainer.strategy.all_gather(sums)  # (world, tensors)
     return float((gathered - gathered[0]).abs().max())
-
-
-def mlflow_metrics_hook(tracking_uri: str, run_id: str) -> MetricsHook:
-    """A metrics hook that logs to an existing MLflow run (used by torchrun ranks)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-
-    def log(metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
-
-    return log
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -421,7 +380,9 @@ def main(
         and args.mlflow_run_id
         and int(os.environ.get("RANK", "0")) == 0
     ):
-        on_metrics = mlflow_metrics_hook(args.tracking_uri, args.mlflow_run_id)
+        from sslflow.tracking import metrics_hook  # lazy: only rank 0 of a tracked run logs
+
+        on_metrics = metrics_hook(args.tracking_uri, args.mlflow_run_id)
     knn_data = (
         (Manifest.load(args.knn_train), Manifest.load(args.knn_test))
         if args.knn_train and args.knn_test

@@ -61,7 +61,7 @@ def test_random_timm_model_embeds(fmnist_subset, tmp_path: Path) -> None:
 
 
 def test_sslflow_checkpoint_embeds_like_its_backbone(fmnist_subset, tmp_path: Path) -> None:
-    from sslflow.ssl.export import random_backbone, save_backbone
+    from sslflow.models import random_backbone, save_backbone
 
     backbone = random_backbone("test_vit", in_chans=1, image_size=28, seed=3)
     checkpoint = save_backbone(backbone, tmp_path / "backbone.pt")

@@ -34,7 +34,7 @@ def test_raw_pixels_match_the_images(fmnist_subset, tmp_path: Path) -> None:
 
 
 def test_backbone_features_are_cached_and_reused(fmnist_subset, tmp_path: Path) -> None:
-    from sslflow.ssl.export import random_backbone
+    from sslflow.models import random_backbone
 
     backbone = random_backbone("test_resnet", small_stem=False)
     first = extract_features(

@@ -21,7 +21,7 @@ FAST = ProbeConfig(
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny timm ResNet saved in sslflow's checkpoint format (seed 3, unlike the baseline's 0)."""
-    from sslflow.ssl.export import random_backbone, save_backbone
+    from sslflow.models import random_backbone, save_backbone
 
     return save_backbone(
         random_backbone("test_resnet", small_stem=False, seed=3),

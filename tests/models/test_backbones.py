@@ -7,16 +7,15 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from torch import nn
-
-from sslflow.ssl.backbones import create_backbone
-from sslflow.ssl.export import (
+from sslflow.models import (
     FrozenBackbone,
+    create_backbone,
     load_backbone,
     random_backbone,
     save_backbone,
     timm_backbone,
 )
+from torch import nn
 
 
 def _images(batch: int = 4, channels: int = 1, size: int = 28, seed: int = 0) -> torch.Tensor:

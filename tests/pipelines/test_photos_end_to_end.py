@@ -17,7 +17,7 @@ from photo_folder import build_photo_folder
 
 from sslflow.cli.main import main
 from sslflow.data import Manifest
-from sslflow.ssl.export import load_backbone
+from sslflow.models import load_backbone
 
 
 @pytest.fixture()

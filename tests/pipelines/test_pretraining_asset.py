@@ -13,10 +13,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from sslflow.data import Manifest
+from sslflow.models import load_backbone
 from sslflow.pipelines.assets.data import raw_shards
 from sslflow.pipelines.assets.pretraining import pretrained_model
 from sslflow.pipelines.resources import RUN_ID_KEY
-from sslflow.ssl.export import load_backbone
 
 TINY = {
     "backbone": "test_resnet",

@@ -48,7 +48,7 @@ def write_eval_split(home: Path, train: int = 600, test: int = 200, labelled: bo
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sslflow.ssl.export import random_backbone, save_backbone
+    from sslflow.models import random_backbone, save_backbone
 
     return save_backbone(
         random_backbone("test_resnet", small_stem=False, seed=3),

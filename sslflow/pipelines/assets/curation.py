@@ -46,11 +46,10 @@ from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_s
 from sslflow.pipelines.resources import (
     MLflowTracking,
     SslflowHome,
-    TrackedRun,
     latest_metadata,
     upstream_run_ids,
 )
-from sslflow.ssl.export import pin_model_uri
+from sslflow.tracking import TrackedRun, earlier_runs, pin_model_uri
 
 GROUP = "curation"
 
@@ -442,11 +441,13 @@ def round_row(curation_round: int, embedder: str, values: dict[str, object]) -> 
 
 def earlier_rounds(run: TrackedRun, limit: int = 10) -> list[dict[str, object]]:
     """Earlier finished curated_index runs of the experiment, oldest first (for the rounds table)."""
-    found = run.client.search_runs(
-        [run.experiment_id],
-        filter_string="tags.`sslflow.stage` = 'curated_index' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=limit,
+    found = earlier_runs(
+        run.client,
+        run.experiment_id,
+        {"sslflow.stage": "curated_index"},
+        run.run_id,
+        limit,
+        finished_only=True,
     )
     return [
         round_row(
@@ -455,7 +456,6 @@ def earlier_rounds(run: TrackedRun, limit: int = 10) -> list[dict[str, object]]:
             r.data.metrics,
         )
         for r in reversed(found)
-        if r.info.run_id != run.run_id
     ]
 
 

@@ -14,7 +14,8 @@ from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
-from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun
+from sslflow.pipelines.resources import MLflowTracking, SslflowHome
+from sslflow.tracking import TrackedRun
 
 
 class ShardWriterConfig(

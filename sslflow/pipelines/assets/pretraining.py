@@ -27,8 +27,9 @@ from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
-from sslflow.pipelines.resources import MLflowTracking, SslflowHome, TrackedRun, upstream_run_ids
+from sslflow.pipelines.resources import MLflowTracking, SslflowHome, upstream_run_ids
 from sslflow.ssl.config import RESUME_FREE_FIELDS, ConfigError, PretrainConfig
+from sslflow.tracking import TrackedRun, registry_name
 
 DATA_ASSETS = ("curated_shards", "raw_shards")
 
@@ -186,7 +187,7 @@ def pretrained_model(
     mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """A self-supervised backbone: checkpoints under the sslflow home, the model in the MLflow registry."""
-    from sslflow.ssl.export import load_backbone, log_backbone_model
+    from sslflow.models import load_backbone, log_backbone
 
     data_asset, manifest_path = choose_data(home, config.data)
     manifest = Manifest.load(manifest_path)
@@ -247,11 +248,11 @@ def pretrained_model(
             "train_seconds": result["seconds"],
         }
         run.log_metrics(headline)
-        logged = log_backbone_model(
+        logged = log_backbone(
             load_backbone(result["backbone_path"]),
             run.run_id,
             mlflow.resolved_uri(),
-            registered_name=f"sslflow-{train_config.method}",
+            registered_name=registry_name(train_config.method),
             alias=config.alias or None,
         )
         pinned = logged.version_uri or logged.model_uri
@@ -292,13 +293,12 @@ def pipes_main(argv: list[str] | None = None) -> None:
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
-        from sslflow.ssl.train import mlflow_metrics_hook, parse_args
+        from sslflow.ssl.train import parse_args
+        from sslflow.tracking import metrics_hook
 
         args = parse_args(argv)
         log_mlflow = (
-            mlflow_metrics_hook(args.tracking_uri, args.mlflow_run_id)
-            if args.mlflow_run_id
-            else None
+            metrics_hook(args.tracking_uri, args.mlflow_run_id) if args.mlflow_run_id else None
         )
 
         def on_metrics(metrics: dict[str, float], step: int) -> None:

@@ -63,11 +63,10 @@ from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import (
     MLflowTracking,
     SslflowHome,
-    TrackedRun,
     latest_metadata,
     upstream_run_ids,
 )
-from sslflow.ssl.export import pin_model_uri
+from sslflow.tracking import TrackedRun, pin_model_uri
 
 GROUP = "probing"
 PROBES_FILE = "probes.json"

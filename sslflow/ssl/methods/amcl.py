@@ -1,9 +1,9 @@
 """Adaptive Multi-head Contrastive Learning (AMCL; Wang, Koniusz, Gedeon, Zheng, ECCV 2024).
 
 Written by hand: no maintained library implements AMCL, and the authors' published code
-departs from the paper (issue 4), so it is not followed. This module implements the paper's formulation as we read it (Sec. 4,
-"Approach": maximum likelihood over head-wise posteriors of the positive sample); we could
-not check the equation numbers offline, so they are not quoted here.
+departs from the paper (issue 4), so it is not followed. This module implements the paper's
+formulation as we read it (Sec. 4, "Approach": maximum likelihood over head-wise posteriors of
+the positive sample); we could not check the equation numbers offline, so they are not quoted here.
 
 For every head ``c = 1..C`` (C projection heads on the shared backbone, default 3) and every
 anchor ``i`` with candidate set ``J(i)`` (its positive ``p(i)`` and its negatives):

@@ -1,0 +1,483 @@
+"""MLflow tracking and the model registry, through explicit clients (plain Python, no Dagster).
+
+The one place that talks to MLflow: the client factory, runs addressed by id
+(:class:`TrackedRun`), the experiment store (:class:`TrackingStore`), registry names and
+lookups, logging a PyTorch module as an MLflow model, and downloading a model's files.
+No function sets MLflow's process-global tracking or registry URI: every call names its
+store, so two stores in one process never mix.
+
+A model logged by :func:`log_torch_model` is an MLflow ``pytorch`` model whose folder also
+holds plain files (e.g. an sslflow checkpoint) beside ``MLmodel``; readers fetch those files
+with :func:`download_model_file` and never unpickle the module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import (
+    Dataset,
+    DatasetInput,
+    InputTag,
+    LoggedModelOutput,
+    Metric,
+    Param,
+    Run,
+    RunTag,
+)
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+REGISTRY_PREFIX = "sslflow-"
+MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+MODEL_NAME = "model"  # the logged model's name (its artifact folder in MLflow 3)
+
+
+class TrackingUnreachable(RuntimeError):
+    """The tracking server did not answer its health check."""
+
+
+def client(tracking_uri: str | None) -> MlflowClient:
+    """An ``MlflowClient`` whose registry is the tracking store itself.
+
+    The explicit registry URI matters: without it MlflowClient takes the process-global one.
+    """
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """Link to a run in the MLflow UI."""
+    return f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def is_model_uri(spec: str) -> bool:
+    """Whether ``spec`` is an MLflow model URI rather than a file path or a model name."""
+    return spec.startswith(MODEL_URI_SCHEMES)
+
+
+def registry_name(method: str) -> str:
+    """Registered model name of an SSL method's backbones: ``sslflow-<method>``."""
+    return REGISTRY_PREFIX + method
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrackedRun:
+    """One MLflow run, addressed by id through an ``MlflowClient`` (no global fluent state)."""
+
+    client: MlflowClient
+    run_id: str
+    experiment_id: str
+    url: str
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Nested mappings become dotted names; batches of 100 (MLflow's limit per call)."""
+        batch = [Param(k, str(v)[:6000]) for k, v in _flatten(params).items()]
+        for start in range(0, len(batch), 100):
+            self.client.log_batch(self.run_id, params=batch[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        log_metrics(self.client, self.run_id, metrics, step or 0)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_shard_input(self, name: str, manifest: Any, context: str) -> None:
+        """Record a shard set this run read as an MLflow dataset input (MLflow's lineage view).
+
+        ``manifest`` is a ``sslflow.data.Manifest``; its content hash is the dataset's digest, so
+        runs that read the same shards show the same dataset.
+        """
+        dataset = Dataset(
+            name=name,
+            digest=manifest.content_hash[:36],
+            source_type="webdataset",
+            source=json.dumps(
+                {"uri": Path(manifest.root or ".").as_uri(), "content_hash": manifest.content_hash}
+            ),
+            profile=json.dumps({"samples": manifest.total_samples, "shards": len(manifest.shards)}),
+        )
+        tags = [InputTag("mlflow.data.context", context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+
+    def log_dict(self, body: Mapping[str, Any], name: str) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / name
+            target.write_text(json.dumps(body, indent=2, default=str))
+            self.log_artifact(target)
+
+
+def log_metrics(
+    client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0
+) -> None:
+    """Log ``metrics`` at ``step`` in batches of 1000 (MLflow's limit per call)."""
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    for start in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[start : start + 1000])
+
+
+def metrics_hook(tracking_uri: str, run_id: str) -> Callable[[dict[str, float], int], None]:
+    """``hook(metrics, step)`` logging to an existing run (training's rank 0 under torchrun)."""
+    store = client(tracking_uri)
+    return lambda metrics, step: log_metrics(store, run_id, metrics, step)
+
+
+@dataclass(frozen=True)
+class TrackingStore:
+    """An MLflow store and the experiment sslflow's runs go to.
+
+    Attributes:
+        tracking_uri: tracking and registry URI (``sqlite:///…`` or a server).
+        experiment_name: created on first use.
+        artifact_root: artifact location of a new experiment on a local store (a server
+            chooses its own); a path or URI.
+        ui_url: base URL of the MLflow UI, for run links.
+    """
+
+    tracking_uri: str
+    experiment_name: str = "sslflow"
+    artifact_root: str = ""
+    ui_url: str = "http://127.0.0.1:5000"
+
+    @property
+    def is_server(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+    def client(self) -> MlflowClient:
+        return client(self.tracking_uri)
+
+    def experiment_id(self, mlflow_client: MlflowClient | None = None) -> str:
+        """The experiment's id, creating it (with ``artifact_root`` on local stores) if needed."""
+        store = mlflow_client or self.client()
+        found = store.get_experiment_by_name(self.experiment_name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = None
+        if not self.is_server and self.artifact_root:
+            root = self.artifact_root
+            location = root if "://" in root else Path(root).resolve().as_uri()
+        try:
+            return store.create_experiment(self.experiment_name, artifact_location=location)
+        except MlflowException:
+            created = store.get_experiment_by_name(self.experiment_name)
+            if created is None:
+                raise
+            return str(created.experiment_id)  # another process created it first
+
+    def check_reachable(self, timeout: float = 10.0) -> None:
+        """Fail fast, naming the URI, when a tracking server does not answer.
+
+        A plain GET of ``/health`` with a short timeout: MlflowClient itself retries with
+        backoff for minutes before giving up.
+
+        Raises:
+            TrackingUnreachable: the server did not answer within ``timeout`` seconds.
+        """
+        if not self.is_server:
+            return
+        try:
+            with urllib.request.urlopen(
+                self.tracking_uri.rstrip("/") + "/health", timeout=timeout
+            ) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingUnreachable(
+                f"MLflow tracking server {self.tracking_uri} is unreachable ({exc})"
+            ) from exc
+
+    @contextlib.contextmanager
+    def start_run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[TrackedRun]:
+        """A new run of the experiment, ended FINISHED, or FAILED if the body raises."""
+        self.check_reachable()
+        store = self.client()
+        experiment_id = self.experiment_id(store)
+        run_id = store.create_run(experiment_id, tags=dict(tags), run_name=run_name).info.run_id
+        tracked = TrackedRun(
+            store, run_id, experiment_id, run_url(self.ui_url, experiment_id, run_id)
+        )
+        try:
+            yield tracked
+        except BaseException:
+            store.set_terminated(run_id, status="FAILED")
+            raise
+        store.set_terminated(run_id, status="FINISHED")
+
+
+def earlier_runs(
+    mlflow_client: MlflowClient,
+    experiment_id: str,
+    tags: Mapping[str, str],
+    exclude_run_id: str | None = None,
+    limit: int = 10,
+    finished_only: bool = False,
+    with_metric: str | None = None,
+) -> list[Run]:
+    """Runs of the experiment carrying ``tags``, newest first, at most ``limit``.
+
+    Args:
+        mlflow_client: the store to search.
+        experiment_id: the experiment.
+        tags: tag values every run must have.
+        exclude_run_id: the asking run (not earlier than itself).
+        limit: how many to return.
+        finished_only: only runs that ended FINISHED.
+        with_metric: only runs that logged this (non-negative) metric.
+    """
+    clauses = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
+    if finished_only:
+        clauses.append("attributes.status = 'FINISHED'")
+    if with_metric:
+        clauses.append(f"metrics.`{with_metric}` >= 0")
+    found = mlflow_client.search_runs(
+        [experiment_id],
+        filter_string=" and ".join(clauses),
+        order_by=["attributes.start_time DESC"],
+        max_results=limit + 1,
+    )
+    return [run for run in found if run.info.run_id != exclude_run_id][:limit]
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+def registry_listing(tracking_uri: str | None) -> str:
+    """``name (@alias, …); …`` of every registered model, for error messages."""
+    rows = []
+    for model in client(tracking_uri).search_registered_models():
+        aliases = ", ".join(f"@{alias}" for alias in sorted(model.aliases or {}))
+        rows.append(f"{model.name} ({aliases or 'no aliases'})")
+    return "; ".join(rows) or "no registered models"
+
+
+def sslflow_versions(mlflow_client: MlflowClient) -> list[ModelVersion]:
+    """Every version of every ``sslflow-*`` registered model."""
+    return list(mlflow_client.search_model_versions(f"name LIKE '{REGISTRY_PREFIX}%'"))
+
+
+def latest_registered_model(tracking_uri: str | None) -> str | None:
+    """``models:/<name>/<version>`` of the newest version of any ``sslflow-*`` registered model."""
+    versions = client(tracking_uri).search_model_versions(
+        f"name LIKE '{REGISTRY_PREFIX}%'", max_results=1, order_by=["creation_timestamp DESC"]
+    )
+    return f"models:/{versions[0].name}/{versions[0].version}" if versions else None
+
+
+def pin_model_uri(spec: str, tracking_uri: str | None = None) -> str:
+    """The registered version a moving model URI names right now: ``models:/<name>@<alias>`` and
+    ``models:/<name>/latest`` become ``models:/<name>/<version>``; any other spec is returned as it
+    is. Runs record the pinned URI, so their inputs say exactly which weights they used.
+
+    Raises:
+        ValueError: the name or alias is not in the registry (the message lists what is).
+    """
+    if not spec.startswith("models:/"):
+        return spec
+    reference = spec[len("models:/") :]
+    name, alias = (
+        reference.split("@", 1) if "@" in reference else (reference.rsplit("/", 1)[0], None)
+    )
+    if alias is None and not reference.endswith("/latest"):
+        return spec  # models:/<name>/<version> or models:/<model id>: already exact
+    registry = client(tracking_uri)
+    try:
+        if alias is not None:
+            version = registry.get_model_version_by_alias(name, alias).version
+        else:
+            found = registry.search_model_versions(
+                f"name = '{name}'", order_by=["version_number DESC"], max_results=1
+            )
+            if not found:
+                raise MlflowException(f"registered model {name!r} has no versions")
+            version = found[0].version
+    except MlflowException as exc:
+        raise ValueError(
+            f"cannot resolve MLflow model {spec!r}: {exc.message}. Registered models: "
+            f"{registry_listing(tracking_uri)}"
+        ) from exc
+    return f"models:/{name}/{version}"
+
+
+def training_run_id(spec: str, tracking_uri: str | None) -> str | None:
+    """The run that produced a model URI's weights (``models:/<name>…``, ``runs:/…``), or None."""
+    if spec.startswith("runs:/"):
+        return spec[len("runs:/") :].split("/", 1)[0]
+    if not spec.startswith("models:/"):
+        return None
+    registry = client(tracking_uri)
+    name_and_ref = spec[len("models:/") :]
+    if "@" in name_and_ref:
+        name, alias = name_and_ref.split("@", 1)
+        return str(registry.get_model_version_by_alias(name, alias).run_id)
+    name, version = name_and_ref.split("/", 1)
+    return str(registry.get_model_version(name, version).run_id)
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoggedModelRef:
+    """Where a model went in MLflow: the model URI, and the registered name/version/alias."""
+
+    model_uri: str
+    registered_name: str | None
+    version: str | None
+    alias: str | None
+
+    @property
+    def version_uri(self) -> str | None:
+        """``models:/<name>/<version>``: this exact version, whatever the alias points to later."""
+        if self.registered_name is None:
+            return None
+        return f"models:/{self.registered_name}/{self.version}"
+
+    @property
+    def registry_uri(self) -> str | None:
+        """``models:/<name>@<alias>`` (or ``/<version>``) when registered."""
+        if self.registered_name is None:
+            return None
+        if self.alias:
+            return f"models:/{self.registered_name}@{self.alias}"
+        return self.version_uri
+
+
+def log_torch_model(
+    module: Any,
+    run_id: str,
+    tracking_uri: str,
+    metadata: Mapping[str, Any],
+    files: Sequence[Path] = (),
+    pip_requirements: Sequence[str] = (),
+    registered_name: str | None = None,
+    alias: str | None = None,
+) -> LoggedModelRef:
+    """Log ``module`` as an MLflow ``pytorch`` model of run ``run_id``, with ``files`` beside it.
+
+    Follows ``mlflow.pytorch.log_model`` step by step with an explicit client (that function
+    reads the process-global tracking URI): create the logged model, save it locally in the
+    pickle flavour (which loads back as the same class), copy ``files`` into the model folder's
+    top level, upload, mark it READY. ``pip_requirements`` spare MLflow ~20 s of inference.
+    When ``registered_name`` is set a new version is registered and ``alias`` moved to it.
+    (MLflow reserves the alias ``latest``: ``models:/<name>/latest`` already means the newest.)
+    """
+    import shutil
+
+    import mlflow.pytorch
+    from mlflow.models import Model
+
+    store = client(tracking_uri)
+    experiment_id = store.get_run(run_id).info.experiment_id
+    logged = store.create_logged_model(experiment_id, name=MODEL_NAME, source_run_id=run_id)
+    store.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / MODEL_NAME
+        description = Model(
+            artifact_path=logged.artifact_location,
+            model_uuid=logged.model_id,
+            run_id=run_id,
+            metadata=dict(metadata),
+            model_id=logged.model_id,
+        )
+        mlflow.pytorch.save_model(
+            module,
+            str(local),
+            mlflow_model=description,
+            serialization_format="pickle",
+            pip_requirements=list(pip_requirements),
+        )
+        for path in files:
+            shutil.copy2(path, local / path.name)
+        store.log_model_artifacts(logged.model_id, str(local))
+    store.finalize_logged_model(logged.model_id, "READY")
+    model_uri = f"models:/{logged.model_id}"
+    if registered_name is None:
+        return LoggedModelRef(model_uri, None, None, None)
+    with contextlib.suppress(MlflowException):  # already registered
+        store.create_registered_model(registered_name)
+    # source is the storage location, not models:/<id>: MLflow's SQL registry resolves that
+    # through the process-global tracking URI
+    version = store.create_model_version(
+        registered_name, source=logged.artifact_location, run_id=run_id, model_id=logged.model_id
+    ).version
+    if alias:
+        store.set_registered_model_alias(registered_name, alias, version)
+    return LoggedModelRef(model_uri, registered_name, str(version), alias or None)
+
+
+def model_artifact_uri(model_uri: str, tracking_uri: str | None) -> str:
+    """Where the files of the model a model URI names are: ``models:/<name>@<alias>``,
+    ``models:/<name>/<version>``, ``models:/<name>/latest`` and ``models:/<model id>`` resolve
+    through the registry or the logged model; ``runs:/…`` and other URIs are already there."""
+    if not model_uri.startswith("models:/"):
+        return model_uri.rstrip("/")
+    store = client(tracking_uri)
+    reference = model_uri[len("models:/") :].rstrip("/")
+    if "@" not in reference and "/" not in reference:
+        return str(store.get_logged_model(reference).artifact_location)
+    name, version = pin_model_uri(model_uri, tracking_uri)[len("models:/") :].rsplit("/", 1)
+    return str(store.get_model_version_download_uri(name, version))
+
+
+def download_model_file(
+    model_uri: str, name: str, tracking_uri: str | None, folder: str | os.PathLike[str]
+) -> Path:
+    """Download one top-level file of a logged model (``MLmodel``, or one logged beside it).
+
+    Raises:
+        ValueError: the model URI cannot be resolved or has no such file; the message lists
+            registered models and their aliases.
+    """
+    import mlflow.artifacts
+
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{model_artifact_uri(model_uri, tracking_uri)}/{name}",
+                dst_path=str(folder),
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
+            )
+        )
+    except (MlflowException, OSError) as exc:
+        message = exc.message if isinstance(exc, MlflowException) else str(exc)
+        raise ValueError(
+            f"cannot read {name} of MLflow model {model_uri!r} at {tracking_uri}: {message}. "
+            f"Registered models: {registry_listing(tracking_uri)}"
+        ) from exc
+
+
+def model_metadata(model_uri: str, tracking_uri: str | None) -> dict[str, Any]:
+    """The ``metadata`` a logged model was logged with (read from its ``MLmodel`` file)."""
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory() as folder:
+        found = Model.load(str(download_model_file(model_uri, "MLmodel", tracking_uri, folder)))
+    return dict(found.metadata or {})
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
