@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,13 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sslflow.data.geometry import ImageGeometry, unified_mode
+from sslflow.data.journal import (
+    append_journal,
+    clear_own_files,
+    foreign_files,
+    remove_stale_shards,
+    resume_state,
+)
 from sslflow.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, sha256_file
 from sslflow.data.sources import EncodedImage, Sample, Skipped, Source
 from sslflow.data.tar import end_archive, write_member
@@ -28,10 +34,6 @@ from sslflow.data.tar import end_archive, write_member
 log = logging.getLogger(__name__)
 
 SHARD_PATTERN = "shard-%06d.tar"
-JOURNAL_NAME = ".sslflow-progress.jsonl"
-OWN_FILE = re.compile(
-    r"^(shard-\d{6}\.tar(\.partial)?|manifest\.json(\.partial)?|\.sslflow-progress\.jsonl)$"
-)
 
 
 class ShardWriteError(RuntimeError):
@@ -234,13 +236,13 @@ def write_shards(
                 f"{out} holds a complete shard set written with another source or config; "
                 "pass overwrite=True (--overwrite) to replace it, or choose another folder"
             )
-        _clear(out)
+        clear_own_files(out)
 
-    done, skipped = _resume_state(out, print_)
+    done, skipped = resume_state(out, print_)
     if not done:
-        _clear(out)
-        _append_journal(out, {"fingerprint": print_, "source": description, "writer": vars(config)})
-    _remove_stale(out, {entry["name"] for entry in done})
+        clear_own_files(out)
+        append_journal(out, {"fingerprint": print_, "source": description, "writer": vars(config)})
+    remove_stale_shards(out, {entry["name"] for entry in done})
     position = done[-1]["position"] if done else 0
     shards = [ShardInfo(**{k: d[k] for k in ("name", "samples", "bytes", "sha256")}) for d in done]
     geometry = ImageGeometry()
@@ -332,7 +334,7 @@ def _write_remaining(
             "skipped": list(pending_skips),
             "geometry": open_shard.geometry.to_json(),
         }
-        _append_journal(out, entry)
+        append_journal(out, entry)
         pending_skips.clear()
         if on_shard:
             on_shard(info)
@@ -386,61 +388,10 @@ def _write_remaining(
 
 
 def _refuse_foreign_files(out: Path) -> None:
-    foreign = sorted(p.name for p in out.iterdir() if not OWN_FILE.match(p.name))
+    foreign = foreign_files(out)
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise ShardWriteError(
             f"{out} holds files sslflow did not write ({shown}); refusing to mix shard sets. "
             "Choose an empty or new folder."
         )
-
-
-def _resume_state(out: Path, print_: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Completed shards from the journal when it matches this config and the files check out."""
-    journal = out / JOURNAL_NAME
-    if not journal.exists():
-        return [], []
-    lines = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
-    if not lines or lines[0].get("fingerprint") != print_:
-        log.info("progress journal in %s is for another config; starting over", out)
-        return [], []
-    done: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    for entry in lines[1:]:
-        shard = out / entry["name"]
-        if not shard.exists() or shard.stat().st_size != entry["bytes"]:
-            log.warning("shard %s missing or changed; resuming before it", shard)
-            break
-        done.append(entry)
-        skipped.extend(entry.get("skipped", []))
-    if len(done) < len(lines) - 1:
-        _rewrite_journal(out, lines[0], done)
-    if done:
-        log.info("resuming %s after %d complete shards", out, len(done))
-    return done, skipped
-
-
-def _rewrite_journal(out: Path, header: dict[str, Any], done: list[dict[str, Any]]) -> None:
-    from sslflow.data.manifest import atomic_write_text
-
-    text = "".join(json.dumps(e) + "\n" for e in [header, *done])
-    atomic_write_text(out / JOURNAL_NAME, text)
-
-
-def _append_journal(out: Path, entry: dict[str, Any]) -> None:
-    with open(out / JOURNAL_NAME, "a") as handle:
-        handle.write(json.dumps(entry) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _remove_stale(out: Path, keep: set[str]) -> None:
-    for path in out.iterdir():
-        if path.name.startswith("shard-") and path.name not in keep:
-            path.unlink()
-
-
-def _clear(out: Path) -> None:
-    for path in out.iterdir():
-        if OWN_FILE.match(path.name):
-            path.unlink()

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 from sslflow.data import Manifest, ShardDataset, ShardReadError, ShardWriteError, write_shards
+from sslflow.data.journal import JOURNAL_NAME
 from sslflow.data.sources import ArraySource, Sample, Skipped, digits
-from sslflow.data.writer import JOURNAL_NAME
 from torch.utils.data import DataLoader
 
 
