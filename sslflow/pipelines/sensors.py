@@ -47,14 +47,14 @@ def check_entry(entry: Path) -> str | None:
 
 
 @dg.sensor(
-    job=inbox_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED
+    job=inbox_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Each new folder with a manifest.json, or .txt list of shard URLs, in <home>/inbox "
+    "becomes a partition and a run of inbox_job; anything else is skipped with a logged reason.",
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, home: SslflowHome) -> dg.SensorResult:
-    """Each new shard set in ``<home>/inbox`` becomes a partition and a run of ``inbox_job``.
-
-    An entry is a folder holding manifest.json or a ``.txt`` file of shard URLs; anything else is
-    skipped with a logged reason (once) and the sensor keeps running.
-    """
+    """New inbox entries by name (the cursor holds every name seen, so each is judged once)."""
     folder = inbox_folder(home)
     seen = set(json.loads(context.cursor)) if context.cursor else set()
     if not folder.is_dir():
@@ -86,12 +86,13 @@ def inbox_sensor(context: dg.SensorEvaluationContext, home: SslflowHome) -> dg.S
     job=curation_job,
     default_status=dg.DefaultSensorStatus.STOPPED,
     required_resource_keys={"home"},  # asset sensors take resources this way, not as parameters
+    description="Runs curation_job, with the home's pipeline configuration, when an inbox "
+    "assignment's drift passes its threshold.",
 )
 def drift_sensor(
     context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
 ) -> dg.RunRequest | dg.SkipReason:
-    """Re-curate, with the home's pipeline configuration, when an inbox assignment reports drift
-    above its threshold."""
+    """One re-curation per flagged inbox_assignment materialisation (its run id is the key)."""
     materialization = asset_event.asset_materialization
     metadata = materialization.metadata if materialization else {}
     flag = metadata.get("needs_recuration")
@@ -106,13 +107,16 @@ def drift_sensor(
 
 
 @dg.sensor(
-    job=probing_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.STOPPED
+    job=probing_job,
+    minimum_interval_seconds=120,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="A probing report for every new version of a registered sslflow-* model, with "
+    "the home's pipeline configuration for everything but the model.",
 )
 def new_model_sensor(
     context: dg.SensorEvaluationContext, mlflow: MLflowTracking, home: SslflowHome
 ) -> dg.SensorResult:
-    """A probing report for every new version of a registered ``sslflow-*`` model, with the home's
-    pipeline configuration for everything but the model."""
+    """The cursor holds the newest version seen per registered model; newer ones are probed."""
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     requests = []
     latest = dict(seen)
