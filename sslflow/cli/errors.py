@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import dagster as dg
+    from dagster._utils.error import SerializableErrorInfo
 
 DEBUG_HINT = "rerun with --debug for the traceback"
 
@@ -25,6 +26,10 @@ class RunFailedError(Exception):
         self.run_id = run_id
 
 
+def _is_dagster_wrapper(error: SerializableErrorInfo) -> bool:
+    return (error.cls_name or "").startswith("Dagster")
+
+
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     """``step: message`` per failed step: a Failure's description, else the first non-Dagster
     error."""
@@ -35,12 +40,9 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
             messages.append(f"{event.step_key}: {data.user_failure_data.description}")
             continue
         error = data.error
-        while (
-            error is not None and error.cause is not None and error.cls_name.startswith("Dagster")
-        ):
-            error = (
-                error.cause
-            )  # DagsterExecutionStepExecutionError and kin wrap the user's exception
+        # DagsterExecutionStepExecutionError and kin wrap the user's exception
+        while error is not None and error.cause is not None and _is_dagster_wrapper(error):
+            error = error.cause
         text = error.message.strip() if error is not None else "failed"
         qualified, sep, rest = text.partition(": ")
         messages.append(

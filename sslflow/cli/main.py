@@ -31,11 +31,12 @@ def _materialize(
         selection, config, home=args.home, raise_on_error=debug, brief_errors=not debug
     )
     for event in result.get_asset_materialization_events():
-        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+        materialization = event.materialization
+        meta = {k: v.value for k, v in materialization.metadata.items()}
         shown = {
             k: meta[k] for k in ("samples", "shards", "total_size", "mlflow_run_id") if k in meta
         }
-        print(f"{event.asset_key.to_user_string()}: {shown}")
+        print(f"{materialization.asset_key.to_user_string()}: {shown}")
     if not result.success:
         raise RunFailedError(failure_messages(result), result.run_id)
     return 0
@@ -43,6 +44,8 @@ def _materialize(
 
 def _list_assets(markdown: bool, definitions: bool) -> int:
     """One line per asset with its config fields, or a generated reference page."""
+    import dagster as dg
+
     from sslflow.cli.reference import config_reference_markdown, definitions_reference_markdown
     from sslflow.pipelines.definitions import ASSETS, defs
 
@@ -51,6 +54,7 @@ def _list_assets(markdown: bool, definitions: bool) -> int:
         print(page(defs), end="")
         return 0
     for asset in ASSETS:
+        assert isinstance(asset, dg.AssetsDefinition)  # sslflow defines only @dg.asset assets
         schema = asset.node_def.config_schema
         config_type = schema.as_field().config_type if schema else None
         fields = sorted(getattr(config_type, "fields", {}))
