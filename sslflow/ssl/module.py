@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from lightly.utils.lars import LARS
 from lightly.utils.scheduler import CosineWarmupScheduler
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 
 from sslflow.ssl.augment import ViewAugment
 from sslflow.ssl.config import ConfigError, PretrainConfig
@@ -39,7 +40,7 @@ def rng_state() -> dict[str, Any]:
         "python": {"version": version, "state": list(python_state), "gauss": gauss},
         "numpy": {
             "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "cached": float(cached),
@@ -157,7 +158,7 @@ class PretrainModule(pl.LightningModule):
         super().optimizer_step(*args, **kwargs)
         self.method.after_optimizer_step(self.global_step + 1, self.total_steps)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """SGD/AdamW/LARS without weight decay on biases and norms; warm-up then cosine per step."""
         cfg = self.config
         decay = [p for p in self.method.parameters() if p.requires_grad and p.ndim > 1]

@@ -60,7 +60,7 @@ from lightly.utils import dist as lightly_dist
 from torch import nn
 
 from sslflow.ssl.methods.base import SSLMethod
-from sslflow.ssl.methods.memory import PersistentMemoryBank
+from sslflow.ssl.methods.memory import PersistentMemoryBank, banks
 from sslflow.ssl.methods.moco import momentum_at, momentum_copy
 
 BASES = ("simclr", "moco")
@@ -297,7 +297,7 @@ class AMCL(SSLMethod):
         losses, temps_pos, temps_neg = [], [], []
         with torch.autocast(device_type=features.device.type, enabled=False):
             for query, key, temperature_net, queue in zip(
-                queries, keys, self.temperature_nets, self.queues
+                queries, keys, self.temperature_nets, banks(self.queues)
             ):
                 q = F.normalize(query.float(), dim=1)
                 k = F.normalize(key.float(), dim=1)

@@ -8,8 +8,11 @@ counter, which SwAV needs to know when its queue holds only real embeddings.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from lightly.models.modules.memory_bank import MemoryBankModule
+from torch import nn
 
 
 class PersistentMemoryBank(MemoryBankModule):
@@ -68,3 +71,8 @@ class PersistentMemoryBank(MemoryBankModule):
         """A detached copy of the queue, (entries, width) (or transposed, see the constructor)."""
         bank = self.bank.clone().detach()
         return bank.transpose(0, 1) if self.feature_dim_first else bank
+
+
+def banks(modules: nn.ModuleList) -> list[PersistentMemoryBank]:
+    """The memory banks held in ``modules``, typed (iterating a ModuleList yields ``nn.Module``)."""
+    return [cast(PersistentMemoryBank, module) for module in modules]

@@ -28,7 +28,7 @@ from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 from torch import nn
 
 from sslflow.ssl.methods.base import SSLMethod, ViewSpec
-from sslflow.ssl.methods.memory import PersistentMemoryBank
+from sslflow.ssl.methods.memory import PersistentMemoryBank, banks
 
 
 @dataclass(frozen=True)
@@ -152,13 +152,13 @@ class SwAV(SSLMethod):
         z_global = self.embed(torch.cat(views[:n_global])).chunk(n_global)
         z_local = self.embed(torch.cat(views[n_global:])).chunk(n_local) if n_local else ()
         use_queue = bool(self.queues) and epoch >= self.config.queue_start_epoch
-        queue_ready = use_queue and all(queue.is_full for queue in self.queues)
+        queue_ready = use_queue and all(queue.is_full for queue in banks(self.queues))
         with torch.autocast(device_type=views[0].device.type, enabled=False):
             scores_global = [self.prototypes(z) for z in z_global]
             scores_local = [self.prototypes(z) for z in z_local]
             scores_queue = None
             if queue_ready:
-                scores_queue = [self.prototypes(queue.entries()) for queue in self.queues]
+                scores_queue = [self.prototypes(queue.entries()) for queue in banks(self.queues)]
             losses = []
             for head in range(len(self.config.n_prototypes)):
                 losses.append(
@@ -170,7 +170,7 @@ class SwAV(SSLMethod):
                 )
             loss = torch.stack(losses).mean()
         if use_queue:
-            for queue, z in zip(self.queues, z_global):
+            for queue, z in zip(banks(self.queues), z_global):
                 queue.push(z)
         return loss, {"queue_used": float(queue_ready)}
 
