@@ -196,7 +196,7 @@ def curation_effect(args: argparse.Namespace) -> dict[str, object]:
     from sslflow.curation.sampling import allocate, sample_hierarchy
     from sslflow.curation.stats import normalised_entropy
     from sslflow.data import write_shards
-    from sslflow.data.sources import ArraySource, fashion_mnist
+    from sslflow.data.datasets import ArraySource, fashion_mnist
 
     source = fashion_mnist(split="train")
     rng = np.random.default_rng(0)

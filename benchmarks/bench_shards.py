@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 from sslflow.data import ShardDataset, write_shards
+from sslflow.data.datasets import ArraySource, fashion_mnist
 from sslflow.data.reader import decode_tensor
-from sslflow.data.sources import ArraySource, fashion_mnist
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import PILToTensor

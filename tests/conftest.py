@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from sslflow.data import Manifest, write_shards
-from sslflow.data.sources import ArraySource, fashion_mnist
+from sslflow.data.datasets import ArraySource, fashion_mnist
 
 
 def head(source: ArraySource, count: int) -> ArraySource:
@@ -62,10 +62,13 @@ def sslflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture()
 def resources(sslflow_home: Path) -> dict[str, object]:
-    """Dagster resources over the temporary home: MLflow on ``<home>/mlflow.db``."""
+    """Dagster resources over the temporary home: MLflow on ``<home>/mlflow.db``, torchrun ranks
+    as subprocesses."""
     from sslflow.pipelines.resources import MLflowTracking, SslflowHome
+    from sslflow.pipelines.torchrun import SubprocessTorchrun
 
     return {
         "home": SslflowHome(root=str(sslflow_home)),
         "mlflow": MLflowTracking(home=str(sslflow_home)),
+        "torchrun": SubprocessTorchrun(),
     }

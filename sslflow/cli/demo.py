@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from sslflow.data.sources import fashion_mnist_dir
+from sslflow.data.datasets import fashion_mnist_dir
 from sslflow.paths import sslflow_home
 
 DEMO_SOURCES = ("auto", "fashion-mnist", "digits")

@@ -1,5 +1,6 @@
 """Image sources, the WebDataset shard writer and the shard reader."""
 
+from sslflow.data.datasets import fashion_mnist_dir
 from sslflow.data.geometry import ImageGeometry
 from sslflow.data.manifest import Manifest, ShardInfo, resolve_urls
 from sslflow.data.reader import (
@@ -10,16 +11,8 @@ from sslflow.data.reader import (
     decode_tensor,
     geometry_of,
 )
-from sslflow.data.sources import (
-    SOURCE_NAMES,
-    EncodedImage,
-    Sample,
-    Skipped,
-    Source,
-    SourceError,
-    fashion_mnist_dir,
-    open_source,
-)
+from sslflow.data.samples import EncodedImage, Sample, Skipped, Source, SourceError
+from sslflow.data.sources import SOURCE_NAMES, open_source
 from sslflow.data.writer import ShardWriteError, WriterConfig, write_shards
 
 __all__ = [

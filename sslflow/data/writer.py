@@ -28,7 +28,7 @@ from sslflow.data.journal import (
     resume_state,
 )
 from sslflow.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, sha256_file
-from sslflow.data.sources import EncodedImage, Sample, Skipped, Source
+from sslflow.data.samples import EncodedImage, Sample, Skipped, Source
 from sslflow.data.tar import end_archive, write_member
 
 log = logging.getLogger(__name__)

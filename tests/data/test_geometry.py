@@ -19,7 +19,7 @@ from sslflow.data import (
     open_source,
     write_shards,
 )
-from sslflow.data.sources import SourceError
+from sslflow.data.samples import SourceError
 from sslflow.data.tar import iter_samples
 
 from photo_folder import PhotoFolder, build_photo_folder

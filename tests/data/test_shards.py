@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 from sslflow.data import Manifest, ShardDataset, ShardReadError, ShardWriteError, write_shards
+from sslflow.data.datasets import ArraySource, digits
 from sslflow.data.journal import JOURNAL_NAME
-from sslflow.data.sources import ArraySource, Sample, Skipped, digits
+from sslflow.data.samples import Sample, Skipped
 from torch.utils.data import DataLoader
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from sslflow.data import ShardDataset, SourceError, open_source, write_shards
-from sslflow.data.sources import Sample, fashion_mnist_dir
+from sslflow.data.datasets import fashion_mnist_dir
+from sslflow.data.samples import Sample
 from sslflow.data.tar import iter_samples
 
 
@@ -42,7 +43,7 @@ def test_fashion_mnist_lookup_prefers_explicit_then_env(
 def test_missing_fashion_mnist_path_names_path_and_fixes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sslflow.data.sources.DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setattr("sslflow.data.datasets.DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     monkeypatch.delenv("SSLFLOW_DATA", raising=False)  # `make test` points it at its own copy
     with pytest.raises(
         SourceError, match=r"(?s)missing-folder.*apt-get install dataset-fashion-mnist.*--download"
@@ -159,7 +160,8 @@ def test_shards_source_rewrites_existing_shards_keeping_keys(
 
 
 def test_concat_source_prefixes_keys_keeps_matching_labels_and_resumes(tmp_path: Path) -> None:
-    from sslflow.data.sources import ArraySource, ConcatSource, digits
+    from sslflow.data.datasets import ArraySource, digits
+    from sslflow.data.sources import ConcatSource
 
     pool, other = digits("train"), digits("test")
     renamed = ArraySource(

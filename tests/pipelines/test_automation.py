@@ -7,9 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 from mlflow.tracking import MlflowClient
-
 from sslflow.data import write_shards
-from sslflow.data.sources import digits
+from sslflow.data.datasets import digits
 from sslflow.pipelines.pipeline_config import load_pipeline_config, remember
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 from sslflow.pipelines.schedules import nightly_pretraining, weekly_curation

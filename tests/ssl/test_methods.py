@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightly.loss import NTXentLoss
-from sslflow.data.sources import fashion_mnist
+from sslflow.data.datasets import fashion_mnist
 from sslflow.ssl.methods import METHODS, SSLMethod, ViewSpec, build_method
 from sslflow.ssl.methods.amcl import AMCL, TemperatureNet, adaptive_info_nce
 from sslflow.ssl.methods.moco import MoCo
