@@ -1,5 +1,12 @@
 """Probing frozen features: weighted kNN, linear probes, baselines and reports (no Dagster)."""
 
+from sslflow.evaluation.config import (
+    FeatureConfig,
+    KnnConfig,
+    LinearConfig,
+    ProbeConfig,
+    ReportConfig,
+)
 from sslflow.evaluation.features import (
     Embedder,
     FeatureSet,
@@ -16,16 +23,22 @@ from sslflow.evaluation.linear import (
     logistic_regression_probe,
     sgd_probe,
 )
-from sslflow.evaluation.probe import ProbeConfig, ProbeResult, resolve_model, run_probe
-from sslflow.evaluation.report import Projection, ReportInput, render_report, summary_markdown
+from sslflow.evaluation.plots import Projection
+from sslflow.evaluation.probe import ProbeResult, run_probe
+from sslflow.evaluation.report import ReportInput, render_report, summary_markdown
+from sslflow.evaluation.report_writer import write_probe_report
+from sslflow.evaluation.resolve import resolve_model
 from sslflow.evaluation.results import ModelProbe, Role
 
 __all__ = [
     "DEFAULT_SETTINGS",
     "Embedder",
+    "FeatureConfig",
     "FeatureSet",
     "HyperParameter",
+    "KnnConfig",
     "KnnResult",
+    "LinearConfig",
     "LinearProbeKind",
     "LinearResult",
     "ModelProbe",
@@ -33,6 +46,7 @@ __all__ = [
     "ProbeResult",
     "Projection",
     "RawPixels",
+    "ReportConfig",
     "ReportInput",
     "Role",
     "UnlabelledShardsError",
@@ -45,4 +59,5 @@ __all__ = [
     "sgd_probe",
     "summary_markdown",
     "weighted_knn",
+    "write_probe_report",
 ]

@@ -108,8 +108,8 @@ def require_labels(manifest: Manifest, split: str) -> None:
     )
     raise UnlabelledShardsError(
         f"the {split} shards at {manifest.root} ({names}) carry no labels, so they cannot be "
-        "probed; materialise eval_split from a labelled source (e.g. fashion-mnist, or an "
-        "image folder with one sub-folder per class)"
+        "probed; write them from a labelled source (e.g. fashion-mnist, or an image folder "
+        "with one sub-folder per class)"
     )
 
 
@@ -166,7 +166,7 @@ def load_feature_set(folder: str | Path) -> FeatureSet:
     folder = Path(folder)
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"no cached features at {folder}: materialise probe_features first")
+        raise FileNotFoundError(f"no cached features at {folder} (written by extract_features)")
     return _read(
         folder, np.load(folder / "features.npy", mmap_mode="r"), json.loads(meta_path.read_text())
     )

@@ -73,7 +73,8 @@ def _check_inputs(
         )
     if train_labels.shape != (train_features.shape[0],):
         raise ValueError(
-            f"train labels have shape {tuple(train_labels.shape)}, expected ({train_features.shape[0]},)"
+            f"train labels have shape {tuple(train_labels.shape)}, "
+            f"expected ({train_features.shape[0]},)"
         )
     if train_features.shape[0] == 0:
         raise ValueError("kNN needs at least one train sample")
@@ -105,7 +106,7 @@ def _clip_settings(
 
 
 def default_chunk_size(train_size: int, memory_bytes: int = 256 << 20) -> int:
-    """Test rows per chunk so the (chunk, N_train) float32 similarity block fits ``memory_bytes``."""
+    """Test rows per chunk so the (chunk, N_train) float32 similarities fit ``memory_bytes``."""
     return max(1, min(4096, memory_bytes // (4 * max(train_size, 1))))
 
 

@@ -287,7 +287,8 @@ def train_linear_heads(
         for start in range(0, features.shape[0], batch_size):
             batch = order[start : start + batch_size]
             x, y = features[batch], labels[batch]
-            loss = sum(torch.nn.functional.cross_entropy(head(x), y) for head in heads)
+            losses = [torch.nn.functional.cross_entropy(head(x), y) for head in heads]
+            loss = sum(losses[1:], losses[0])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # heads share no parameters, so each gets its own gradient
             optimizer.step()

@@ -9,7 +9,7 @@ and ``<role>.linear.<kind>.<hyper-parameter>``, where role is ``model``, ``rando
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -73,15 +73,20 @@ class ModelProbe:
         """Flat metrics named ``<role>.knn.…`` and ``<role>.linear.…`` (see module docstring)."""
         prefix = self.role.value
         out: dict[str, float] = {f"{prefix}.feature_dim": float(self.feature_dim)}
-        for result in self.knn:
-            out[f"{prefix}.knn.{result.name}.top1"] = result.top1
-            out[f"{prefix}.knn.{result.name}.top5"] = result.top5
-        for result in self.linear:
-            out[f"{prefix}.linear.{result.kind.value}.top1"] = result.top1
-            out[f"{prefix}.linear.{result.kind.value}.{result.hyperparameter.value}"] = (
-                result.chosen
+        for knn in self.knn:
+            out[f"{prefix}.knn.{knn.name}.top1"] = knn.top1
+            out[f"{prefix}.knn.{knn.name}.top5"] = knn.top5
+        for linear in self.linear:
+            out[f"{prefix}.linear.{linear.kind.value}.top1"] = linear.top1
+            out[f"{prefix}.linear.{linear.kind.value}.{linear.hyperparameter.value}"] = (
+                linear.chosen
             )
         return out
+
+
+def probe_metrics(probes: Sequence[ModelProbe]) -> dict[str, float]:
+    """Every probe's metrics in one flat dict (what the probing runs log to MLflow)."""
+    return {name: value for probe in probes for name, value in probe.metrics().items()}
 
 
 def knn_metric(role: Role, k: int = HEADLINE_K, temperature: float = DEFAULT_TEMPERATURE) -> str:
@@ -177,7 +182,7 @@ def save_probes(probes: list[ModelProbe], path: Path) -> Path:
 
 def load_probes(path: Path) -> list[ModelProbe]:
     if not path.is_file():
-        raise FileNotFoundError(f"no probe results at {path}: materialise the probe asset first")
+        raise FileNotFoundError(f"no probe results at {path} (written by save_probes)")
     return [probe_from_json(body) for body in json.loads(path.read_text())]
 
 
@@ -193,8 +198,9 @@ def merge_probes(*groups: list[ModelProbe]) -> list[ModelProbe]:
             target = merged[probe.role]
             if target.fingerprint != probe.fingerprint:
                 raise ValueError(
-                    f"{probe.role.label} results come from different features ({target.fingerprint[:12]} vs "
-                    f"{probe.fingerprint[:12]}): re-materialise knn_probe and linear_probe together"
+                    f"{probe.role.label} results come from different features "
+                    f"({target.fingerprint[:12]} vs {probe.fingerprint[:12]}): "
+                    "probe one feature index with both kNN and linear probes"
                 )
             target.knn.extend(probe.knn)
             target.linear.extend(probe.linear)

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from sslflow.data import Manifest, write_shards
-from sslflow.data.sources import ArraySource
+from sslflow.data.datasets import ArraySource
 from sslflow.evaluation.features import (
     RawPixels,
     UnlabelledShardsError,
@@ -19,7 +18,7 @@ from sslflow.evaluation.features import (
 
 
 def test_raw_pixels_match_the_images(fmnist_subset, tmp_path: Path) -> None:
-    from sslflow.data.sources import fashion_mnist
+    from sslflow.data.datasets import fashion_mnist
 
     features = extract_features(RawPixels(28), fmnist_subset.test, tmp_path, "test", batch_size=128)
     assert features.features.shape == (500, 784) and features.features.dtype == np.float32

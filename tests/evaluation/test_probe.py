@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
+from sslflow.evaluation.config import KnnConfig, LinearConfig, ProbeConfig
 from sslflow.evaluation.linear import LinearProbeKind
-from sslflow.evaluation.probe import KnnConfig, LinearConfig, ProbeConfig, resolve_model, run_probe
+from sslflow.evaluation.probe import run_probe
+from sslflow.evaluation.resolve import resolve_model
 from sslflow.evaluation.results import Role
 
 FAST = ProbeConfig(

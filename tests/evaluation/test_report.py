@@ -6,16 +6,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-
 from sslflow.evaluation.knn import weighted_knn
 from sslflow.evaluation.linear import sgd_probe
-from sslflow.evaluation.report import (
-    EarlierRun,
-    ReportInput,
-    RunLink,
-    render_report,
-    summary_markdown,
-)
+from sslflow.evaluation.report import ReportInput, render_report, summary_markdown
+from sslflow.evaluation.report_runs import EarlierRun, RunLink
 from sslflow.evaluation.results import ModelProbe, Role, load_probes, merge_probes, save_probes
 
 
@@ -111,7 +105,7 @@ def test_probe_results_round_trip_and_merge(tmp_path: Path) -> None:
 
 def test_projections_keep_separated_classes_apart() -> None:
     """Four well-separated classes in 16-D stay separable in 2-D (leave-one-out 1-NN)."""
-    from sslflow.evaluation.report import Projection, project_2d
+    from sslflow.evaluation.plots import Projection, project_2d
 
     _, test_x, test_y = synthetic_probes()
     for method in Projection:

@@ -9,7 +9,7 @@ import pytest
 from sslflow.curation.embeddings import EmbedConfig
 from sslflow.curation.hierarchical import HierarchyConfig
 from sslflow.data import WriterConfig
-from sslflow.evaluation.probe import FeatureConfig, KnnConfig, LinearConfig, ReportConfig
+from sslflow.evaluation.config import FeatureConfig, KnnConfig, LinearConfig, ReportConfig
 from sslflow.fields import attribute_docs
 from sslflow.pipelines.assets.curation import (
     CuratedShardsConfig,

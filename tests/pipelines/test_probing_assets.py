@@ -7,9 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from sslflow.data import write_shards
-from sslflow.data.sources import ArraySource, fashion_mnist
+from sslflow.data.datasets import ArraySource, fashion_mnist
 from sslflow.evaluation.results import Role, load_probes, save_probes
 from sslflow.pipelines.assets import probing
 from sslflow.pipelines.assets.probing import PROBES_FILE, knn_beats_raw_pixels, probe_features
@@ -36,7 +35,7 @@ def _subset(split: str, count: int, labelled: bool = True) -> ArraySource:
 
 
 def write_eval_split(home: Path, train: int = 600, test: int = 200, labelled: bool = True) -> None:
-    """What eval_split writes (``<home>/eval_split/train|test``), from a small Fashion-MNIST slice."""
+    """What eval_split writes (``<home>/eval_split/train|test``) from a Fashion-MNIST slice."""
     for split, count in (("train", train), ("test", test)):
         write_shards(
             _subset(split, count, labelled),
@@ -134,4 +133,21 @@ def test_unknown_model_uri_fails_listing_the_registry(sslflow_home: Path, resour
             run_config={
                 "ops": {"probe_features": {"config": {"model": "models:/sslflow-swav@best"}}}
             },
+        )
+
+
+def test_probe_without_features_names_the_file_and_the_asset(
+    sslflow_home: Path, resources: dict
+) -> None:
+    """The core says which file is missing and what writes it; the asset says what to run."""
+    with pytest.raises(
+        dg.Failure,
+        match=r"no feature index at .*index\.json \(written by FeatureIndex\.save\): "
+        "materialise probe_features first",
+    ):
+        dg.materialize(
+            [probing.knn_probe],
+            instance=dg.DagsterInstance.ephemeral(),
+            resources=resources,
+            run_config={"ops": {"knn_probe": RUN_CONFIG["knn_probe"]}},
         )

@@ -3,54 +3,40 @@
 Thin shells over :mod:`sslflow.evaluation`: each asset reads its inputs from the sslflow
 home, runs one step, logs one MLflow run (metrics, chosen hyper-parameters, artifacts,
 upstream run ids as tags) and returns headline numbers plus a markdown table as metadata.
+A missing or mismatched input fails as bad input, the core's message plus which asset to
+materialise.
 
 Files: ``<home>/probe_features/index.json`` (+ the feature cache under
 ``<home>/probe_features/cache``), ``<home>/knn_probe/probes.json``,
 ``<home>/linear_probe/probes.json``, ``<home>/probing_report/`` (``index.html`` and PNGs).
 """
 
-import hashlib
+import contextlib
+import functools
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 from pydantic import Field
 
 from sslflow.data import Manifest
+from sslflow.evaluation.config import FeatureConfig, KnnConfig, LinearConfig, ReportConfig
 from sslflow.evaluation.features import UnlabelledShardsError
-from sslflow.evaluation.probe import (
-    FeatureConfig,
-    FeatureIndex,
-    KnnConfig,
-    LinearConfig,
-    ReportConfig,
-    ResolvedModel,
-    build_report_input,
-    earlier_for,
-    extract_all,
-    knn_probe as run_knn,
-    linear_probe as run_linear,
-    log_report,
-    report_tags,
-    resolve_model,
-    training_summary,
-)
-from sslflow.evaluation.report import (
-    Projection,
-    RunLink,
-    comparison_columns,
-    markdown_table,
-    render_report,
-    summary_markdown,
-)
+from sslflow.evaluation.index import FeatureIndex, extract_all
+from sslflow.evaluation.probes import knn_probe as run_knn, linear_probe as run_linear
+from sslflow.evaluation.report_runs import feature_tags
+from sslflow.evaluation.report_writer import write_probe_report
+from sslflow.evaluation.resolve import ResolvedModel, resolve_model, training_summary
 from sslflow.evaluation.results import (
     ModelProbe,
     Role,
     knn_metric,
     load_probes,
     merge_probes,
+    probe_metrics,
     save_probes,
 )
+from sslflow.evaluation.tables import feature_table, probe_table
 from sslflow.pipelines.config import Core, core_values, derive_config
 from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import (
@@ -66,24 +52,26 @@ from sslflow.pipelines.resources import (
     latest_metadata,
     upstream_run_ids,
 )
-from sslflow.tracking import TrackedRun, pin_model_uri
+from sslflow.tracking.registry import pin_model_uri
 
 GROUP = "probing"
 PROBES_FILE = "probes.json"
+FEATURES_HINT = "materialise probe_features first"
 
 
 class ProbeFeaturesConfig(
-    derive_config(
-        FeatureConfig, "FeatureFields", "The fields of sslflow.evaluation.probe.FeatureConfig."
+    derive_config(  # type: ignore[misc]  # mypy cannot follow a class built at import
+        FeatureConfig, "FeatureFields", "The fields of sslflow.evaluation.config.FeatureConfig."
     )
 ):
     """Which model to probe and how its features are extracted."""
 
     model: str = Field(
         "",
-        description="checkpoint path or MLflow model URI (models:/sslflow-<method>@current, models:/<name>/<version>), "
-        "or random:<timm name>; empty = the model of the latest pretrained_model materialisation, else the "
-        "newest registered sslflow-* model, else a randomly initialised `backbone`",
+        description="checkpoint path or MLflow model URI (models:/sslflow-<method>@current, "
+        "models:/<name>/<version>), or random:<timm name>; empty = the model of the latest "
+        "pretrained_model materialisation, else the newest registered sslflow-* model, else a "
+        "randomly initialised `backbone`",
     )
     backbone: str = Field(
         "resnet10t", description="timm name of the random backbone used when no model exists"
@@ -92,25 +80,38 @@ class ProbeFeaturesConfig(
 
 
 class KnnProbeConfig(
-    derive_config(KnnConfig, "KnnFields", "The fields of sslflow.evaluation.probe.KnnConfig.")
+    derive_config(  # type: ignore[misc]
+        KnnConfig, "KnnFields", "The fields of sslflow.evaluation.config.KnnConfig."
+    )
 ):
     """Weighted kNN settings (InstDisc/DINO: cosine similarity, votes weighted by exp(sim/T))."""
 
 
 class LinearProbeConfig(
-    derive_config(
-        LinearConfig, "LinearFields", "The fields of sslflow.evaluation.probe.LinearConfig."
+    derive_config(  # type: ignore[misc]
+        LinearConfig, "LinearFields", "The fields of sslflow.evaluation.config.LinearConfig."
     )
 ):
     """Linear probes with the hyper-parameter chosen on a seeded validation split of train."""
 
 
 class ProbingReportConfig(
-    derive_config(
-        ReportConfig, "ReportFields", "The fields of sslflow.evaluation.probe.ReportConfig."
+    derive_config(  # type: ignore[misc]
+        ReportConfig, "ReportFields", "The fields of sslflow.evaluation.config.ReportConfig."
     )
 ):
     """How the report is drawn."""
+
+
+@contextlib.contextmanager
+def _bad_input(
+    hint: str, errors: tuple[type[Exception], ...] = (FileNotFoundError,)
+) -> Iterator[None]:
+    """A core error in ``errors`` fails as bad input: the core's message, then ``hint``."""
+    try:
+        yield
+    except errors as exc:
+        raise bad_input(f"{exc}: {hint}") from exc
 
 
 def _core(config: dg.Config, core: type[Core]) -> Core:
@@ -130,22 +131,29 @@ def _split(home: SslflowHome, split: str) -> Manifest:
 
 
 def _index(home: SslflowHome) -> FeatureIndex:
-    try:
+    with _bad_input(FEATURES_HINT):
         return FeatureIndex.load(home.asset_dir("probe_features") / "index.json")
-    except FileNotFoundError as exc:
-        raise bad_input(str(exc)) from exc
 
 
-def _pretrained_model_uri(context: dg.AssetExecutionContext) -> str:
-    """``model_uri`` of the latest pretrained_model materialisation ('' when there is none)."""
-    return str(latest_metadata(context, "pretrained_model", "model_uri") or "")
+def _probes(home: SslflowHome) -> list[ModelProbe]:
+    """The kNN and linear results, joined per feature extractor."""
+    with _bad_input(
+        "materialise knn_probe and linear_probe first", (FileNotFoundError, ValueError)
+    ):
+        knn = load_probes(home.asset_dir("knn_probe") / PROBES_FILE)
+        linear = load_probes(home.asset_dir("linear_probe") / PROBES_FILE)
+    with _bad_input("re-materialise knn_probe and linear_probe together", (ValueError,)):
+        return merge_probes(knn, linear)
 
 
 def _pinned_spec(
     context: dg.AssetExecutionContext, config: ProbeFeaturesConfig, mlflow: MLflowTracking
 ) -> str:
-    """The model to probe, an alias resolved to the version it names now (an input, fingerprinted)."""
-    spec = config.model or _pretrained_model_uri(context)
+    """The model to probe, an alias resolved to the version it names now (an input, fingerprinted).
+
+    Empty ``config.model``: the ``model_uri`` of the latest pretrained_model materialisation.
+    """
+    spec = config.model or str(latest_metadata(context, "pretrained_model", "model_uri") or "")
     try:
         return pin_model_uri(spec, mlflow.resolved_uri())
     except ValueError as exc:
@@ -163,18 +171,16 @@ def _resolve(
         raise bad_input(f"cannot load model {spec or '(latest registered)'}: {exc}") from exc
 
 
-def _feature_table(index: FeatureIndex) -> str:
-    rows = [
-        [
-            e.role.label,
-            e.description,
-            str(e.feature_dim),
-            e.fingerprint[:12],
-            f"{index.extract_seconds.get(e.role.value, 0.0):.1f}",
-        ]
-        for e in index.entries
-    ]
-    return markdown_table(["features", "source", "dim", "fingerprint", "seconds"], rows)
+def _headline(probes: list[ModelProbe]) -> dict[str, float]:
+    """Metadata numbers: the headline kNN (k=20, T=0.07) and linear top-1 of every extractor."""
+    found: dict[str, float] = {}
+    for probe in probes:
+        knn = probe.headline_knn()
+        if knn is not None:
+            found[f"{probe.role.value}_knn_k{knn.k_requested}_top1"] = round(knn.top1, 4)
+        for result in probe.linear:
+            found[f"{probe.role.value}_linear_{result.kind.value}_top1"] = round(result.top1, 4)
+    return found
 
 
 @dg.asset(
@@ -207,67 +213,52 @@ def probe_features(
         run.log_params({**config.model_dump(), "resolved_model": model.spec})
         run.log_shard_input("eval_split/train", train, "evaluation")
         run.log_shard_input("eval_split/test", test, "evaluation")
-        try:
+        with _bad_input("materialise eval_split from a labelled source", (UnlabelledShardsError,)):
             index = extract_all(model, train, test, out / "cache", feature_config)
-        except UnlabelledShardsError as exc:
-            raise bad_input(str(exc)) from exc
         path = index.save(out / "index.json")
         run.log_artifact(path)
-        run.log_metrics(
-            {
-                "train_samples": train.total_samples,
-                "test_samples": test.total_samples,
-                **{f"{e.role.value}.feature_dim": e.feature_dim for e in index.entries},
-                **{f"{role}.extract_seconds": s for role, s in index.extract_seconds.items()},
-            }
-        )
-        run.set_tags(
-            {
-                "sslflow.probe.model": model.spec,
-                "sslflow.probe.fingerprint": index.model().fingerprint,
-            }
-        )
+        samples = {"train_samples": train.total_samples, "test_samples": test.total_samples}
+        run.log_metrics({**samples, **index.metrics()})
+        run.set_tags(feature_tags(index))
         metadata = {
             "model": model.spec,
             "feature_dim": index.model().feature_dim,
-            "train_samples": train.total_samples,
-            "test_samples": test.total_samples,
-            "features": dg.MetadataValue.md(_feature_table(index)),
+            **samples,
+            "features": dg.MetadataValue.md(feature_table(index)),
             "index": dg.MetadataValue.path(str(path)),
             INPUT_FINGERPRINT: inputs,
             **run_metadata(run),
         }
-    version = hashlib.sha256(
-        "".join(e.fingerprint for e in index.entries).encode()
-        + (index.train_content_hash + index.test_content_hash).encode()
-    ).hexdigest()
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(index.digest()))
 
 
-def _log_probes(run: TrackedRun, probes: list[ModelProbe], path: Path) -> None:
-    save_probes(probes, path)
-    run.log_metrics({name: value for probe in probes for name, value in probe.metrics().items()})
-    run.log_artifact(path)
-
-
-def _headline(probes: list[ModelProbe]) -> dict[str, float]:
-    """Metadata numbers: the headline kNN (k=20, T=0.07) and linear top-1 of every extractor."""
-    found: dict[str, float] = {}
-    for probe in probes:
-        knn = probe.headline_knn()
-        if knn is not None:
-            found[f"{probe.role.value}_knn_k{knn.k_requested}_top1"] = round(knn.top1, 4)
-        for result in probe.linear:
-            found[f"{probe.role.value}_linear_{result.kind.value}_top1"] = round(result.top1, 4)
-    return found
-
-
-def _probe_table(probes: list[ModelProbe]) -> str:
-    columns = comparison_columns(probes)
-    rows = [
-        [p.role.label, *[cell(p.metrics(), p.role.value) for _, cell in columns]] for p in probes
-    ]
-    return markdown_table(["features", *[name for name, _ in columns]], rows)
+def _probe_step(
+    context: dg.AssetExecutionContext,
+    asset: str,
+    config: dg.Config,
+    home: SslflowHome,
+    mlflow: MLflowTracking,
+    probe: Callable[[FeatureIndex], list[ModelProbe]],
+) -> dg.MaterializeResult:
+    """The body of knn_probe and linear_probe: ``probe`` every feature set, log, headline."""
+    index = _index(home)
+    with mlflow.start_run(
+        context, asset, upstream=upstream_run_ids(context, ["probe_features"])
+    ) as run:
+        run.log_params({**config.model_dump(), "model": index.model().description})
+        started = time.perf_counter()
+        with _bad_input(FEATURES_HINT):
+            probes = probe(index)
+        run.log_metrics({"seconds": time.perf_counter() - started})
+        path = save_probes(probes, home.asset_dir(asset) / PROBES_FILE)
+        run.log_metrics(probe_metrics(probes))
+        run.log_artifact(path)
+        metadata = {
+            **_headline(probes),
+            "table": dg.MetadataValue.md(probe_table(probes)),
+            **run_metadata(run),
+        }
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(group_name=GROUP, deps=["probe_features"], code_version="1", kinds={"pytorch", "mlflow"})
@@ -279,22 +270,9 @@ def knn_probe(
     mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """Weighted kNN top-1/top-5 of the model and its baselines on the test split."""
-    knn_config = _core(config, KnnConfig)
-    index = _index(home)
-    with mlflow.start_run(
-        context, "knn_probe", upstream=upstream_run_ids(context, ["probe_features"])
-    ) as run:
-        run.log_params({**config.model_dump(), "model": index.model().description})
-        started = time.perf_counter()
-        probes = run_knn(index, knn_config.settings())
-        run.log_metrics({"seconds": time.perf_counter() - started})
-        _log_probes(run, probes, home.asset_dir("knn_probe") / PROBES_FILE)
-        metadata = {
-            **_headline(probes),
-            "table": dg.MetadataValue.md(_probe_table(probes)),
-            **run_metadata(run),
-        }
-    return dg.MaterializeResult(metadata=metadata)
+    settings = _core(config, KnnConfig).settings()
+    knn = functools.partial(run_knn, settings=settings)
+    return _probe_step(context, "knn_probe", config, home, mlflow, knn)
 
 
 @dg.asset(
@@ -307,45 +285,32 @@ def linear_probe(
     home: SslflowHome,
     mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
-    """Linear-probe top-1 (hyper-parameter chosen on a validation split) of the model and baselines."""
-    linear_config = _core(config, LinearConfig)
-    index = _index(home)
-    with mlflow.start_run(
-        context, "linear_probe", upstream=upstream_run_ids(context, ["probe_features"])
-    ) as run:
-        run.log_params({**config.model_dump(), "model": index.model().description})
-        started = time.perf_counter()
-        probes = run_linear(index, linear_config)
-        run.log_metrics({"seconds": time.perf_counter() - started})
-        _log_probes(run, probes, home.asset_dir("linear_probe") / PROBES_FILE)
-        metadata = {
-            **_headline(probes),
-            "table": dg.MetadataValue.md(_probe_table(probes)),
-            **run_metadata(run),
-        }
-    return dg.MaterializeResult(metadata=metadata)
+    """Linear-probe top-1 (hyper-parameter chosen on a validation split) of model and baselines."""
+    linear = functools.partial(run_linear, config=_core(config, LinearConfig))
+    return _probe_step(context, "linear_probe", config, home, mlflow, linear)
 
 
 REPORT_UPSTREAM = ["eval_split", "probe_features", "knn_probe", "linear_probe"]
 
 
-def _run_links(mlflow: MLflowTracking, run: TrackedRun, upstream: dict[str, str]) -> list[RunLink]:
-    links = []
-    for asset, run_id in upstream.items():
-        experiment_id = run.client.get_run(run_id).info.experiment_id
-        links.append(
-            RunLink(asset, run_id, f"{mlflow.ui_url}/#/experiments/{experiment_id}/runs/{run_id}")
-        )
-    return links
+def _summary(
+    index: FeatureIndex, probes: list[ModelProbe], trained: dict[str, str]
+) -> dict[str, str]:
+    """The report's summary rows: the model, its training run, the data, the probes' time."""
+    train, test = index.model().load()
+    seconds = sum(p.seconds for p in probes) + sum(index.extract_seconds.values())
+    return {
+        "model": index.model().description,
+        **trained,
+        "data": f"eval_split: {len(train)} train / {len(test)} test; "
+        f"classes {', '.join(index.classes)}",
+        "probe wall time": f"{seconds:.1f} s (features + kNN + linear)",
+    }
 
 
 @dg.asset(
     group_name=GROUP,
-    deps=[
-        "knn_probe",
-        "linear_probe",
-        "probe_features",
-    ],  # the features' index and test features too
+    deps=["knn_probe", "linear_probe", "probe_features"],  # the index and test features too
     code_version="1",
     kinds={"html", "mlflow"},
 )
@@ -358,47 +323,25 @@ def probing_report(
 ) -> dg.MaterializeResult:
     """HTML report: the model against raw pixels, a random init and earlier runs, with plots."""
     report_config = _core(config, ReportConfig)
-    index = _index(home)
-    try:
-        probes = merge_probes(
-            load_probes(home.asset_dir("knn_probe") / PROBES_FILE),
-            load_probes(home.asset_dir("linear_probe") / PROBES_FILE),
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        raise bad_input(str(exc)) from exc
-    model = index.model()
-    trained = training_summary(model.description, mlflow.resolved_uri())
+    index, probes = _index(home), _probes(home)
+    trained = training_summary(index.model().description, mlflow.resolved_uri())
     # The run that trained the probed version, not the latest pretrained_model run (which may be
     # another method or a later version).
     upstream = upstream_run_ids(context, REPORT_UPSTREAM)
     if "training run" in trained:
         upstream["pretrained_model"] = trained["training run"]
     with mlflow.start_run(context, "probing_report", upstream=upstream) as run:
-        train, test = model.load()
-        summary = {
-            "model": model.description,
-            **trained,
-            "data": f"eval_split: {len(train)} train / {len(test)} test; classes {', '.join(index.classes)}",
-            "probe wall time": f"{sum(p.seconds for p in probes) + sum(index.extract_seconds.values()):.1f} s "
-            "(features + kNN + linear)",
-        }
-        report_input = build_report_input(
-            index,
-            probes,
-            summary,
-            upstream=_run_links(mlflow, run, upstream),
-            earlier=earlier_for(run)[: report_config.earlier_runs],
-        )
-        page = render_report(
-            report_input, home.asset_dir("probing_report"), Projection(report_config.projection)
-        )
-        markdown = summary_markdown(report_input)
-        run.set_tags(report_tags(index))
-        run.log_params(config.model_dump())
-        run.log_metrics(
-            {name: value for probe in probes for name, value in probe.metrics().items()}
-        )
-        log_report(run, page)
+        with _bad_input(FEATURES_HINT):
+            page, markdown = write_probe_report(
+                index,
+                probes,
+                _summary(index, probes, trained),
+                home.asset_dir("probing_report"),
+                report_config,
+                run,
+                config.model_dump(),
+                upstream,
+            )
         metadata = {
             **_headline(probes),
             "report": dg.MetadataValue.path(str(page)),
@@ -415,13 +358,15 @@ def probing_report(
 def knn_beats_raw_pixels(home: SslflowHome) -> dg.AssetCheckResult:
     probes = {p.role: p for p in load_probes(home.asset_dir("knn_probe") / PROBES_FILE)}
     model, raw = probes.get(Role.MODEL), probes.get(Role.RAW_PIXELS)
-    if model is None or raw is None or model.headline_knn() is None or raw.headline_knn() is None:
+    model_knn = model.headline_knn() if model else None
+    raw_knn = raw.headline_knn() if raw else None
+    if model_knn is None or raw_knn is None:
         return dg.AssetCheckResult(
             passed=False,
             severity=dg.AssetCheckSeverity.WARN,
             description="no raw-pixel baseline was probed (probe_features baselines=false)",
         )
-    ours, pixels = model.headline_knn().top1, raw.headline_knn().top1
+    ours, pixels = model_knn.top1, raw_knn.top1
     return dg.AssetCheckResult(
         passed=ours > pixels,
         severity=dg.AssetCheckSeverity.WARN,
