@@ -5,14 +5,8 @@ Heavy modules (embedders, report plotting) are imported from their submodules on
 """
 
 from sslflow.curation.dedup import DedupResult, find_duplicates
-from sslflow.curation.hierarchical import (
-    Hierarchy,
-    HierarchyConfig,
-    HierarchyError,
-    Level,
-    build_hierarchy,
-    load_hierarchy,
-)
+from sslflow.curation.hierarchical import HierarchyConfig, Level, build_hierarchy
+from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError, load_hierarchy
 from sslflow.curation.incremental import Assignment, assign_new
 from sslflow.curation.kmeans import KMeansConfig, KMeansResult, RowSubset, assign, kmeans
 from sslflow.curation.sampling import CuratedIndex, LeafStrategy, allocate, sample_hierarchy

@@ -196,7 +196,7 @@ def make_embedder(config: EmbedConfig, manifest: Manifest, out: Path) -> Embedde
 
 
 def _is_model_uri(spec: str) -> bool:
-    from sslflow.tracking import is_model_uri  # lazy: mlflow takes seconds to import
+    from sslflow.tracking.registry import is_model_uri  # lazy: mlflow takes seconds to import
 
     return is_model_uri(spec)
 
@@ -307,7 +307,7 @@ def embed_shards(
     manifest = shards if isinstance(shards, Manifest) else Manifest.load(shards)
     config = resolve_geometry(config, geometry_of(manifest))
     if config.embedder != "pixels" and _is_model_uri(config.embedder):
-        from sslflow.tracking import pin_model_uri  # an alias moves: the cache keys on the version
+        from sslflow.tracking.registry import pin_model_uri  # the cache keys on the version
 
         config = replace(
             config, embedder=pin_model_uri(config.embedder, config.tracking_uri or None)

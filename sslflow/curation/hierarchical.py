@@ -15,14 +15,7 @@ Because each cluster contributes at most ``r`` points to the pool, dense regions
 outweigh sparse ones, and the centroids spread more uniformly over the data's modes.
 Level 0's input is the embeddings; level ``i+1``'s input is level ``i``'s centroids.
 
-Storage (``<root>/``): ``config.json``, ``rows.npy`` (embedding row of each level-0 point) and per
-level ``level_NN/``: ``centroids.npy`` (K, D) float32, ``assignments.npy`` (n,) int32,
-``distances.npy`` (n,) float32 squared distances, ``clusters_offsets.npy`` (K+1,) int64 and
-``clusters_members.npy`` (n,) int64 (CSR: members of cluster c are
-``members[offsets[c]:offsets[c+1]]``, sorted by distance to the centroid), ``steps/step_SSS.npy``
-(centroids after each step, for resuming) and ``stats.json`` (written last: its presence marks the
-level complete). Nothing is pickled. A run stopped anywhere resumes from the last completed
-level and, inside a level, from the last completed step.
+The folder a build writes, and its reader, are in :mod:`sslflow.curation.hierarchy_store`.
 """
 
 from __future__ import annotations
@@ -32,21 +25,18 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError
 from sslflow.curation.kmeans import KMeansConfig, RankComm, Rows, RowSubset, assign, kmeans
 from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
 
 log = logging.getLogger(__name__)
-
-
-class HierarchyError(ValueError):
-    """A hierarchy cannot be built from this input; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -107,68 +97,6 @@ class HierarchyConfig:
             "init_trials": self.init_trials,
             "drop_invalid": self.drop_invalid,
         }
-
-
-@dataclass
-class Hierarchy:
-    """A built hierarchy on disk; arrays are read lazily from ``root``."""
-
-    root: Path
-    config: dict[str, Any]
-    stats: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def n_levels(self) -> int:
-        return len(self.config["levels"])
-
-    @property
-    def dim(self) -> int:
-        return int(self.config["dim"])
-
-    def level_dir(self, level: int) -> Path:
-        return self.root / f"level_{level:02d}"
-
-    def rows(self) -> np.ndarray:
-        """(N0,) int64: embedding row of each level-0 point."""
-        return load_npy(self.root / "rows.npy")
-
-    def centroids(self, level: int) -> np.ndarray:
-        return load_npy(self.level_dir(level) / "centroids.npy")
-
-    def assignments(self, level: int) -> np.ndarray:
-        return load_npy(self.level_dir(level) / "assignments.npy")
-
-    def distances(self, level: int) -> np.ndarray:
-        return load_npy(self.level_dir(level) / "distances.npy")
-
-    def clusters(self, level: int) -> tuple[np.ndarray, np.ndarray]:
-        """CSR (offsets (K+1,), members (n,)): members sorted by distance to their centroid."""
-        folder = self.level_dir(level)
-        return load_npy(folder / "clusters_offsets.npy"), load_npy(folder / "clusters_members.npy")
-
-    def leaf_paths(self) -> np.ndarray:
-        """(K0, L) int32: for each level-0 cluster its cluster at every level (column = level)."""
-        paths = [np.arange(len(self.centroids(0)), dtype=np.int32)]
-        for level in range(1, self.n_levels):
-            paths.append(self.assignments(level)[paths[-1]])
-        return np.stack(paths, axis=1)
-
-
-def load_hierarchy(root: str | Path) -> Hierarchy:
-    """Open a complete hierarchy; fails naming the first missing level."""
-    root = Path(root)
-    if not (root / "config.json").is_file():
-        raise HierarchyError(f"no hierarchy at {root}: config.json is missing")
-    config = load_json(root / "config.json")
-    stats = []
-    for level in range(len(config["levels"])):
-        path = root / f"level_{level:02d}" / "stats.json"
-        if not path.is_file():
-            raise HierarchyError(
-                f"hierarchy at {root} is incomplete: level {level} has no stats.json"
-            )
-        stats.append(load_json(path))
-    return Hierarchy(root=root, config=config, stats=stats)
 
 
 def find_invalid_rows(x: np.ndarray, chunk_size: int = 65536) -> np.ndarray:
@@ -290,7 +218,8 @@ def build_hierarchy(
 
 
 def data_fingerprint(embeddings: np.ndarray, rows: np.ndarray, chunk_size: int = 65536) -> str:
-    """sha256 of the embedding bytes and the selected rows: a resumed build must see the same data."""
+    """sha256 of the embedding bytes and the selected rows (a resumed build must see the same
+    data)."""
     digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
     for start in range(0, len(embeddings), chunk_size):
         digest.update(np.ascontiguousarray(embeddings[start : start + chunk_size]).tobytes())
@@ -311,8 +240,8 @@ def _prepare(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
             if not overwrite:
                 changed = sorted(k for k in identity if existing.get(k) != identity[k])
                 raise HierarchyError(
-                    f"hierarchy at {out} was built with other settings or data ({', '.join(changed)}); "
-                    "use another folder or overwrite=True"
+                    f"hierarchy at {out} was built with other settings or data "
+                    f"({', '.join(changed)}); use another folder or overwrite=True"
                 )
             shutil.rmtree(out)
     save_json(path, identity)

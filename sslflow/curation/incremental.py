@@ -9,12 +9,19 @@ re-cluster).
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sslflow.curation.hierarchical import Hierarchy, HierarchyError
+from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError
 from sslflow.curation.kmeans import Rows, assign
+
+if TYPE_CHECKING:
+    from sslflow.curation.embeddings import EmbeddingSet
 
 
 @dataclass
@@ -54,3 +61,23 @@ def assign_new(hierarchy: Hierarchy, x: Rows, chunk_size: int = 16384) -> Assign
         drift=drift,
         leaf_counts=np.bincount(leaves, minlength=len(centroids)).astype(np.int64),
     )
+
+
+def assign_shards(pool: EmbeddingSet, hierarchy: Hierarchy, shards: Path, out: Path) -> Assignment:
+    """Embed the shard set ``shards`` into ``out`` exactly as the pool was embedded, then place
+    it in ``hierarchy``.
+
+    The pool's embedder settings come from its identity, and its PCA projection is copied into
+    ``out`` so the new rows share the pool's space instead of fitting a projection of their own.
+    """
+    from sslflow.curation.embeddings import EmbedConfig, embed_shards  # lazy: torch, timm
+
+    identity = pool.meta()["identity"]
+    config = EmbedConfig(
+        **{f.name: identity[f.name] for f in dataclasses.fields(EmbedConfig) if f.name in identity}
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("pca_mean.npy", "pca_components.npy"):
+        if (pool.root / name).is_file() and not (out / name).exists():
+            shutil.copy2(pool.root / name, out / name)
+    return assign_new(hierarchy, embed_shards(shards, out, config).array())

@@ -112,7 +112,8 @@ class KMeansResult:
 
 
 class RankComm:
-    """Collectives over torch.distributed when a process group is up (and ``enabled``), identity otherwise."""
+    """Collectives over torch.distributed when a process group is up (and ``enabled``), else the
+    identity."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.active = (
@@ -205,7 +206,8 @@ def _pass(
 
 
 def _row_offset(comm: RankComm, n_local: int) -> tuple[int, int]:
-    """(first global row of this rank, global N): ranks hold consecutive row slices in rank order."""
+    """(first global row of this rank, global N): ranks hold consecutive row slices in rank
+    order."""
     sizes = comm.gather(np.array([n_local], dtype=np.int64))
     return int(sizes[: comm.rank].sum()), int(sizes.sum())
 

@@ -20,11 +20,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sslflow.curation.hierarchical import Hierarchy
+from sslflow.curation.hierarchy_store import Hierarchy
 from sslflow.curation.sampling import CuratedIndex
 from sslflow.curation.stats import normalised_entropy
 
 Rect = tuple[float, float, float, float]
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+    "td,th{padding:2px 10px;text-align:right}"
+)
 
 
 def squarify(
@@ -232,7 +236,8 @@ def plot_centroids(inputs: ReportInputs, path: Path) -> Path:
 def class_shares(
     labels: np.ndarray, rows: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class shares (n_classes,) of the pool and of the selected ``rows`` (unknown labels ignored)."""
+    """Class shares (n_classes,) of the pool and of the selected ``rows`` (unknown labels
+    ignored)."""
     pool = np.bincount(labels[labels >= 0], minlength=n_classes).astype(np.float64)
     chosen = labels[rows]
     curated = np.bincount(chosen[chosen >= 0], minlength=n_classes).astype(np.float64)
@@ -290,7 +295,7 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
     rounds = _rounds_table(inputs.rounds) if inputs.rounds else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>sslflow curation report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 10px;text-align:right}}</style>
+<style>{STYLE}</style>
 </head><body>
 <h1>Curation report</h1>
 <h2>Summary</h2><table>{rows}</table>

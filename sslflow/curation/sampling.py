@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sslflow.curation.hierarchical import Hierarchy
+from sslflow.curation.hierarchy_store import Hierarchy
 from sslflow.curation.stats import normalised_entropy
 from sslflow.curation.storage import save_json, save_lines, save_npy
 
@@ -90,7 +90,8 @@ class CuratedIndex:
         }
 
     def save(self, folder: str | Path) -> Path:
-        """``rows.npy``, ``paths.npy``, ``keys.txt``, ``counts_level_NN.npy`` and ``summary.json``."""
+        """``rows.npy``, ``paths.npy``, ``keys.txt``, ``counts_level_NN.npy`` and
+        ``summary.json``."""
         folder = Path(folder)
         save_npy(folder / "rows.npy", self.rows)
         save_npy(folder / "paths.npy", self.paths)

@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image
 
 from sslflow.data import Manifest
-from sslflow.data.sources import EncodedImage, Sample, ShardSource, Skipped
+from sslflow.data.samples import EncodedImage, Sample, Skipped
+from sslflow.data.sources import ShardSource
 
 
 def pool_source(manifest: Manifest) -> ShardSource:

@@ -30,7 +30,7 @@ from sslflow.models.backbones import create_backbone
 from sslflow.models.preprocess import CenterCropResize, match_channels, normalise
 
 if TYPE_CHECKING:
-    from sslflow.tracking import LoggedModelRef
+    from sslflow.tracking.registry import LoggedModelRef
 
 CHECKPOINT_FORMAT = "sslflow.backbone/1"
 CHECKPOINT_FILE = "backbone.pt"  # the checkpoint's name beside a logged MLflow model
@@ -245,16 +245,16 @@ def load_backbone(spec: str | os.PathLike[str], tracking_uri: str | None = None)
         ValueError: the model URI cannot be resolved (the message lists registered models and
             their aliases), or the model was not logged by sslflow.
     """
-    from sslflow import tracking  # lazy: mlflow takes seconds to import
+    from sslflow.tracking import registry  # lazy: mlflow takes seconds to import
 
     text = str(spec)
-    if tracking.is_model_uri(text):
+    if registry.is_model_uri(text):
         return _load_logged(text, tracking_uri)
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
             f"backbone {text!r} is neither a file nor an MLflow model URI "
-            f"({', '.join(tracking.MODEL_URI_SCHEMES)})"
+            f"({', '.join(registry.MODEL_URI_SCHEMES)})"
         )
     return backbone_from_checkpoint(_read_checkpoint(path), str(path))
 
@@ -265,14 +265,14 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _load_logged(uri: str, tracking_uri: str | None) -> FrozenBackbone:
-    from sslflow import tracking
+    from sslflow.tracking import registry
 
-    if METADATA_KEY not in tracking.model_metadata(uri, tracking_uri):
+    if METADATA_KEY not in registry.model_metadata(uri, tracking_uri):
         raise ValueError(
             f"MLflow model {uri!r} was not logged by sslflow (no {METADATA_KEY!r} metadata)"
         )
     with tempfile.TemporaryDirectory() as folder:
-        path = tracking.download_model_file(uri, CHECKPOINT_FILE, tracking_uri, folder)
+        path = registry.download_model_file(uri, CHECKPOINT_FILE, tracking_uri, folder)
         payload = _read_checkpoint(path)
     return backbone_from_checkpoint(payload, uri)
 
@@ -285,20 +285,20 @@ def log_backbone(
     alias: str | None = "current",
 ) -> LoggedModelRef:
     """Log ``backbone`` as an MLflow model of run ``run_id``, registered as ``registered_name``
-    with ``alias`` moved to the new version (see :func:`sslflow.tracking.log_torch_model`).
+    with ``alias`` moved to the new version (see :func:`sslflow.tracking.registry.log_torch_model`).
 
     The model folder holds the module (MLflow's ``pytorch`` flavour, for MLflow's own tools),
     the config as ``sslflow_backbone`` metadata and the checkpoint :func:`load_backbone` reads.
     """
     import timm
 
-    from sslflow import tracking
+    from sslflow.tracking import registry
 
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = save_backbone(backbone, Path(folder) / CHECKPOINT_FILE)
         device = backbone._device
         try:
-            return tracking.log_torch_model(
+            return registry.log_torch_model(
                 backbone.module.cpu(),
                 run_id,
                 tracking_uri,

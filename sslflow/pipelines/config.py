@@ -6,7 +6,8 @@ builds the ``dg.Config`` the asset takes from it, so the Python API, the CLI (``
 stage flags) and the Dagster UI share the same defaults, and every core field is reachable.
 Fields that only the asset has (which data to train on, the registry alias ...) are declared
 on the asset's subclass; fields that only make sense in Python (progress bars, callbacks)
-are left out by name.
+are left out by name. A stage built from two core configs inherits from both derived classes,
+renaming fields whose names alone would not say which config they set (``dedup_threshold``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -52,6 +53,7 @@ def derive_config(
     name: str,
     doc: str,
     exclude: Collection[str] = (),
+    rename: Mapping[str, str] | None = None,
 ) -> type[dg.Config]:
     """A ``dg.Config`` subclass with the fields of the dataclass ``core``.
 
@@ -60,6 +62,8 @@ def derive_config(
         name: the class name Dagster shows.
         doc: the class docstring (shown in the UI).
         exclude: fields not settable from Dagster (process-local, such as a progress bar).
+        rename: core field → Dagster field name, where the core name alone would not say which
+            config it sets (``{"enabled": "dedup"}``).
     """
     hints = typing.get_type_hints(core)
     docs = attribute_docs(core)
@@ -69,22 +73,26 @@ def derive_config(
             continue
         default = _default(field)
         description = docs.get(field.name, "")
-        fields[field.name] = (
+        fields[(rename or {}).get(field.name, field.name)] = (
             _config_type(hints[field.name]),
             Field(default, description=description),
         )
     return create_model(name, __base__=dg.Config, __doc__=doc, **fields)
 
 
-def core_values(config: dg.Config, core: type) -> dict[str, Any]:
-    """The values of ``config`` that are fields of the dataclass ``core`` (lists back to tuples)."""
+def core_values(
+    config: dg.Config, core: type, rename: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The values of ``config`` that are fields of the dataclass ``core`` (lists back to tuples;
+    ``rename`` as given to :func:`derive_config`)."""
     hints = typing.get_type_hints(core)
     values = config.model_dump()
     found: dict[str, Any] = {}
     for field in dataclasses.fields(core):
-        if field.name not in values:
+        name = (rename or {}).get(field.name, field.name)
+        if name not in values:
             continue
-        value = values[field.name]
+        value = values[name]
         if isinstance(value, list) and _is_tuple(hints[field.name]):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         found[field.name] = value

@@ -6,8 +6,11 @@
 - ``server``: MLflow at ``$MLFLOW_TRACKING_URI``, the sslflow home at ``$SSLFLOW_HOME`` (a shared
   volume), Dagster storage from ``$DAGSTER_HOME/dagster.yaml`` (see deploy/dagster.yaml).
 - ``k8s``: as ``server``, with every step in its own Kubernetes job (``k8s_job_executor``);
-  inside a step's pod, multi-process training and k-means run ``torchrun`` through Dagster
-  Pipes as they do on one machine.
+  multi-process training and k-means run ``torchrun`` in a pod of their own through
+  ``dagster_k8s.PipesK8sClient`` (the ``torchrun`` resource is a :class:`K8sTorchrun`).
+
+Locally and on a server the ``torchrun`` resource is a :class:`SubprocessTorchrun`: the ranks
+are subprocesses of the step.
 """
 
 import os
@@ -17,6 +20,7 @@ from typing import Any
 import dagster as dg
 
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
+from sslflow.pipelines.torchrun import K8sTorchrun, SubprocessTorchrun
 
 
 class Deployment(str, Enum):
@@ -38,10 +42,11 @@ def current_deployment() -> Deployment:
 
 def resources_for(deployment: Deployment) -> dict[str, Any]:
     if deployment is Deployment.LOCAL:
-        return {"home": SslflowHome(), "mlflow": MLflowTracking()}
+        return {"home": SslflowHome(), "mlflow": MLflowTracking(), "torchrun": SubprocessTorchrun()}
     return {
         "home": SslflowHome(root=dg.EnvVar("SSLFLOW_HOME")),
         "mlflow": MLflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
+        "torchrun": K8sTorchrun() if deployment is Deployment.K8S else SubprocessTorchrun(),
     }
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from sslflow.data.manifest import resolve_urls
-from sslflow.data.sources import safe_key
+from sslflow.data.samples import safe_key
 from sslflow.pipelines.assets.inbox import (
     entry_spec,
     inbox_assignment,
@@ -24,7 +24,7 @@ from sslflow.pipelines.jobs import (
 )
 from sslflow.pipelines.pipeline_config import run_config_for
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
-from sslflow.tracking import sslflow_versions
+from sslflow.tracking.registry import sslflow_versions
 
 
 def check_entry(entry: Path) -> str | None:

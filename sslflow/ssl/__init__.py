@@ -8,6 +8,6 @@ lightly are slow to import):
 - ``augment``: batched tensor views of a ``ViewSpec``.
 - ``config``: ``PretrainConfig``; ``loader``: resumable shard batches; ``module``: the
   LightningModule; ``callbacks``: metrics to a hook on rank 0; ``knn_monitor``: online kNN
-  accuracy; ``train``: ``pretrain`` and the ``python -m sslflow.ssl.train`` / ``torchrun``
-  entry point.
+  accuracy; ``train``: ``pretrain``; ``launch``: the ``python -m sslflow.ssl.launch`` /
+  ``torchrun`` entry point.
 """

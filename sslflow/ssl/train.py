@@ -1,5 +1,5 @@
-"""Pretrain a backbone on shards: ``pretrain(config, data, run_dir)`` or
-``python -m sslflow.ssl.train``.
+"""Pretrain a backbone on shards: ``pretrain(config, data, run_dir)`` (the command line and
+the torchrun ranks' entry point are in :mod:`sslflow.ssl.launch`).
 
 A run folder holds everything of one run::
 
@@ -17,7 +17,6 @@ and reports metrics.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -343,55 +342,3 @@ def rank_weight_difference(trainer: pl.Trainer, module: torch.nn.Module) -> floa
     )
     gathered = trainer.strategy.all_gather(sums)  # (world, tensors)
     return float((gathered - gathered[0]).abs().max())
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Pretrain a backbone on WebDataset shards (one process per rank)."
-    )
-    parser.add_argument("--config", required=True, help="JSON file with PretrainConfig fields")
-    parser.add_argument("--data", required=True, help="manifest.json or shard folder")
-    parser.add_argument(
-        "--run-dir", required=True, help="run folder (resumed if it has a checkpoint)"
-    )
-    parser.add_argument("--force", action="store_true", help="resume even if the config changed")
-    parser.add_argument(
-        "--tracking-uri", default="", help="MLflow tracking URI for per-step metrics (rank 0)"
-    )
-    parser.add_argument("--mlflow-run-id", default="", help="existing MLflow run to log metrics to")
-    parser.add_argument(
-        "--knn-train", default="", help="labelled shards (manifest) for the kNN monitor's bank"
-    )
-    parser.add_argument(
-        "--knn-test", default="", help="labelled shards (manifest) for the kNN monitor's queries"
-    )
-    return parser.parse_args(argv)
-
-
-def main(
-    argv: Sequence[str] | None = None, on_metrics: MetricsHook | None = None
-) -> PretrainResult:
-    """Entry point for ``python -m sslflow.ssl.train`` and ``torchrun -m sslflow.ssl.train``."""
-    args = parse_args(argv)
-    config = PretrainConfig.from_dict(json.loads(Path(args.config).read_text()))
-    if (
-        on_metrics is None
-        and args.tracking_uri
-        and args.mlflow_run_id
-        and int(os.environ.get("RANK", "0")) == 0
-    ):
-        from sslflow.tracking import metrics_hook  # lazy: only rank 0 of a tracked run logs
-
-        on_metrics = metrics_hook(args.tracking_uri, args.mlflow_run_id)
-    knn_data = (
-        (Manifest.load(args.knn_train), Manifest.load(args.knn_test))
-        if args.knn_train and args.knn_test
-        else None
-    )
-    return pretrain(
-        config, args.data, args.run_dir, on_metrics=on_metrics, knn_data=knn_data, force=args.force
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from sslflow.curation.hierarchical import load_hierarchy
+from sslflow.curation.hierarchy_store import load_hierarchy
 from sslflow.pipelines.assets import curation, data
 
 

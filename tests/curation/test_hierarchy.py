@@ -8,13 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sslflow.curation.hierarchical import (
-    HierarchyConfig,
-    HierarchyError,
-    build_hierarchy,
-    load_hierarchy,
-    to_csr,
-)
+from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy, to_csr
+from sslflow.curation.hierarchy_store import HierarchyError, load_hierarchy
 from sslflow.curation.incremental import assign_new
 from sslflow.curation.stats import normalised_entropy
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sslflow.curation.dedup import find_duplicates
-from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy, load_hierarchy
+from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
+from sslflow.curation.hierarchy_store import load_hierarchy
 from sslflow.curation.sampling import allocate, sample_hierarchy
 
 

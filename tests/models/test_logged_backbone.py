@@ -8,6 +8,7 @@ import pytest
 import torch
 from sslflow import tracking
 from sslflow.models import load_backbone, log_backbone, random_backbone
+from sslflow.tracking import registry
 
 
 def test_logged_backbone_loads_back_without_unpickling(
@@ -19,7 +20,7 @@ def test_logged_backbone_loads_back_without_unpickling(
     store = tracking.TrackingStore(uri, artifact_root=str(tmp_path / "artifacts"))
     backbone = random_backbone("resnet10t", seed=5)
     with store.start_run("pretrained_model", {}) as run:
-        logged = log_backbone(backbone, run.run_id, uri, tracking.registry_name("simclr"))
+        logged = log_backbone(backbone, run.run_id, uri, registry.registry_name("simclr"))
     assert (logged.registry_uri, logged.version_uri) == (
         "models:/sslflow-simclr@current",
         "models:/sslflow-simclr/1",
@@ -33,8 +34,8 @@ def test_logged_backbone_loads_back_without_unpickling(
     for spec in (logged.registry_uri, logged.version_uri, logged.model_uri):
         loaded = load_backbone(spec, tracking_uri=uri)
         assert torch.equal(loaded.embed(images), backbone.embed(images)), spec
-    assert tracking.training_run_id(logged.version_uri, uri) == run.run_id
-    assert tracking.latest_registered_model(uri) == "models:/sslflow-simclr/1"
+    assert registry.training_run_id(logged.version_uri, uri) == run.run_id
+    assert registry.latest_registered_model(uri) == "models:/sslflow-simclr/1"
 
 
 def test_unknown_model_uri_lists_the_registry(tmp_path: Path) -> None:

@@ -50,9 +50,10 @@ def test_curation_assets_materialise_in_process(
         },
     )
     assert raw.success
+    assets = dg.load_assets_from_modules([curation])
     result = dg.materialize(
-        [*curation.ASSETS, *curation.CHECKS, data.raw_shards],
-        selection=[a.key for a in curation.ASSETS],
+        [*assets, *dg.load_asset_checks_from_modules([curation]), data.raw_shards],
+        selection=[a.key for a in assets],
         instance=instance,
         resources=resources,
         run_config={"ops": {name: {"config": cfg} for name, cfg in SMALL.items()}},

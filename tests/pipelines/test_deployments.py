@@ -12,6 +12,7 @@ from dagster._core.instance.config import dagster_instance_config
 from sslflow.cli.reference import config_reference_markdown, definitions_reference_markdown
 from sslflow.pipelines.definitions import build_definitions
 from sslflow.pipelines.deployments import Deployment, current_deployment
+from sslflow.pipelines.torchrun import K8sTorchrun, SubprocessTorchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,17 @@ def test_k8s_definitions_load_and_run_config_validates(monkeypatch: pytest.Monke
     defs = build_definitions(Deployment.K8S)
     job = defs.resolve_job_def("full_pipeline")
     assert job.executor_def.name == "k8s"
-    assert set(defs.resources or {}) == {"home", "mlflow"}  # no resource that no asset uses
+    assert set(defs.resources or {}) == {"home", "mlflow", "torchrun"}  # each one used
+    launcher = (defs.resources or {})["torchrun"]
+    assert isinstance(launcher, K8sTorchrun)
+    assert (launcher.namespace, launcher.volume_claim, launcher.mount_path) == (
+        "sslflow",
+        "sslflow-home",
+        "/data/sslflow",
+    )
+    assert "MLFLOW_TRACKING_URI" in launcher.env_vars
+    local = build_definitions(Deployment.LOCAL).resources or {}
+    assert type(local["torchrun"]) is SubprocessTorchrun
     run_config = yaml.safe_load((ROOT / "deploy" / "k8s" / "run_config.yaml").read_text())
     resolved = dg.validate_run_config(job, run_config)["execution"]["k8s"]
     assert resolved["job_namespace"] == "sslflow"

@@ -5,8 +5,6 @@ MLflow run (config as params, headline metrics, small artifacts, URI + sha256 of
 returns metadata with the run id.
 """
 
-import os
-import sys
 import time
 from dataclasses import astuple
 from pathlib import Path
@@ -15,21 +13,14 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from sslflow.curation.dedup import find_duplicates
+from sslflow.curation.build import DEDUP_FILE, DedupConfig, HierarchyBuilder, cluster_pool
+from sslflow.curation.curate import CurationRound, SamplingConfig, curate
+from sslflow.curation.distributed import MODULE as DISTRIBUTED_MODULE, torchrun_builder
 from sslflow.curation.embeddings import EmbedConfig, embed_shards, load_embeddings
-from sslflow.curation.hierarchical import (
-    Hierarchy,
-    HierarchyConfig,
-    HierarchyError,
-    build_hierarchy,
-    find_invalid_rows,
-    load_hierarchy,
-)
-from sslflow.curation.report import ReportInputs, class_shares, thumbnail_rows, write_report
-from sslflow.curation.sampling import LeafStrategy, sample_hierarchy
-from sslflow.curation.shards import SelectedSource, pool_source, read_images
-from sslflow.curation.stats import normalised_entropy, size_quantiles
-from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
+from sslflow.curation.hierarchical import HierarchyConfig, find_invalid_rows
+from sslflow.curation.hierarchy_store import HierarchyError, load_hierarchy
+from sslflow.curation.shards import SelectedSource, pool_source
+from sslflow.curation.storage import load_json
 from sslflow.data import Manifest, write_shards
 from sslflow.data.manifest import sha256_file
 from sslflow.fields import attribute_docs
@@ -49,7 +40,9 @@ from sslflow.pipelines.resources import (
     latest_metadata,
     upstream_run_ids,
 )
-from sslflow.tracking import TrackedRun, earlier_runs, pin_model_uri
+from sslflow.pipelines.torchrun import TorchrunLauncher
+from sslflow.tracking import TrackedRun, earlier_runs
+from sslflow.tracking.registry import pin_model_uri
 
 GROUP = "curation"
 
@@ -189,6 +182,12 @@ def embeddings_finite(home: SslflowHome) -> dg.AssetCheckResult:
 
 # --------------------------------------------------------------------------- kmeans_hierarchy
 
+DEDUP_FIELDS = {
+    "enabled": "dedup",
+    "threshold": "dedup_threshold",
+    "neighbours": "dedup_neighbours",
+}
+
 
 class KMeansHierarchyConfig(
     derive_config(
@@ -196,7 +195,13 @@ class KMeansHierarchyConfig(
         "HierarchyFields",
         "The fields of sslflow.curation.hierarchical.HierarchyConfig, with its defaults.",
         exclude=("levels", "progress"),
-    )
+    ),
+    derive_config(
+        DedupConfig,
+        "DedupFields",
+        "The fields of sslflow.curation.build.DedupConfig, prefixed dedup.",
+        rename=DEDUP_FIELDS,
+    ),
 ):
     """Hierarchical k-means with resampling (see ``sslflow.curation.hierarchical``), after
     near-duplicate removal."""
@@ -204,15 +209,6 @@ class KMeansHierarchyConfig(
     levels: list[list[int]] = Field(
         [list(astuple(level)) for level in HierarchyConfig().levels],
         description=attribute_docs(HierarchyConfig)["levels"],
-    )
-    dedup: bool = Field(True, description="remove near-duplicates before clustering")
-    dedup_threshold: float = Field(
-        0.995,
-        description="cosine similarity at or above which two samples are near-duplicates (0.995 on pixel-PCA "
-        "embeddings removes ~0.6% of Fashion-MNIST train)",
-    )
-    dedup_neighbours: int = Field(
-        8, description="nearest neighbours searched per sample for duplicates"
     )
     processes: int = Field(
         1,
@@ -223,6 +219,29 @@ class KMeansHierarchyConfig(
     def hierarchy_config(self) -> HierarchyConfig:
         return HierarchyConfig(**core_values(self, HierarchyConfig), progress=True)
 
+    def dedup_config(self) -> DedupConfig:
+        return DedupConfig(**core_values(self, DedupConfig, DEDUP_FIELDS))
+
+
+def _hierarchy_builder(
+    context: dg.AssetExecutionContext,
+    home: SslflowHome,
+    torchrun: TorchrunLauncher,
+    config: KMeansHierarchyConfig,
+) -> HierarchyBuilder | None:
+    """None (build in this process), or ``config.processes`` torchrun ranks through Pipes."""
+    if config.processes <= 1:
+        return None
+    return torchrun_builder(
+        lambda arguments: torchrun.run_module(
+            context, DISTRIBUTED_MODULE, arguments, config.processes
+        ),
+        home.asset_dir("embeddings"),
+        home.asset_dir("kmeans_hierarchy"),
+        config.hierarchy_config(),
+        home.path() / "launch" / "kmeans_hierarchy",
+    )
+
 
 @dg.asset(group_name=GROUP, deps=["embeddings"], code_version="1", kinds={"numpy", "mlflow"})
 @skip_when_unchanged
@@ -231,67 +250,51 @@ def kmeans_hierarchy(
     config: KMeansHierarchyConfig,
     home: SslflowHome,
     mlflow: MLflowTracking,
+    torchrun: TorchrunLauncher,
 ) -> dg.MaterializeResult:
     """Centroids, assignments and CSR clusters per level (resumable per level and step)."""
     source = load_embeddings(home.asset_dir("embeddings"))
-    array, keys = source.array(), source.keys()
     out = home.asset_dir("kmeans_hierarchy")
     upstream = upstream_run_ids(context, ["raw_shards", "embeddings"])
     with mlflow.start_run(context, "kmeans_hierarchy", upstream=upstream) as run:
         run.log_params(config.model_dump())
-        started = time.perf_counter()
-        rows, dedup_info = None, {"duplicates_removed": 0, "duplicate_groups": 0, "pairs": []}
-        if config.dedup:
-            found = find_duplicates(
-                array, config.dedup_threshold, config.dedup_neighbours, progress=True
-            )
-            rows = found.keep
-            dedup_info = {
-                "duplicates_removed": found.removed,
-                "duplicate_groups": found.groups,
-                "pairs": [(keys[a], keys[b], sim) for a, b, sim in found.pairs],
-            }
-            context.log.info(
-                f"dedup: removed {found.removed} near-duplicates in {found.groups} groups"
-            )
         try:
-            if config.processes > 1:
-                hierarchy = _build_with_torchrun(context, home, config, rows)
-            else:
-                hierarchy = build_hierarchy(
-                    array, keys, out, config.hierarchy_config(), rows=rows, overwrite=True
-                )
+            built = cluster_pool(
+                source.array(),
+                source.keys(),
+                out,
+                config.hierarchy_config(),
+                config.dedup_config(),
+                _hierarchy_builder(context, home, torchrun, config),
+            )
         except HierarchyError as exc:
             raise bad_input(str(exc)) from exc
-        save_json(out / "dedup.json", dedup_info)
-        metrics: dict[str, float] = {
-            "seconds": time.perf_counter() - started,
-            "points": len(hierarchy.rows()),
-            "duplicates_removed": dedup_info["duplicates_removed"],
-        }
-        for level, stats in enumerate(hierarchy.stats):
-            metrics[f"level_{level}.inertia"] = stats["inertia"]
-            metrics[f"level_{level}.size_entropy"] = stats["size_entropy"]
-            metrics[f"level_{level}.empty_clusters"] = stats["empty_clusters"]
-            metrics.update({f"level_{level}.size_{k}": v for k, v in stats["sizes"].items()})
+        if config.dedup:
+            removed = built.dedup
+            context.log.info(
+                f"dedup: removed {removed.duplicates_removed} near-duplicates in "
+                f"{removed.duplicate_groups} groups"
+            )
+        hierarchy = built.hierarchy
+        run.log_metrics(built.metrics())
+        for level in range(len(hierarchy.stats)):
             run.log_artifact(hierarchy.level_dir(level) / "centroids.npy", f"level_{level:02d}")
             run.log_artifact(hierarchy.level_dir(level) / "stats.json", f"level_{level:02d}")
-        run.log_metrics(metrics)
-        run.log_artifact(out / "config.json")
-        run.log_artifact(out / "summary.json")
-        run.log_artifact(out / "dedup.json")
-        assignments = hierarchy.level_dir(0) / "assignments.npy"
+        for name in ("config.json", "summary.json", DEDUP_FILE):
+            run.log_artifact(out / name)
         run.set_tags(
             {
                 "sslflow.hierarchy_uri": out.as_uri(),
-                "sslflow.assignments_sha256": sha256_file(assignments),
+                "sslflow.assignments_sha256": sha256_file(
+                    hierarchy.level_dir(0) / "assignments.npy"
+                ),
                 "sslflow.embeddings_sha256": sha256_file(source.path),
             }
         )
         metadata = {
             "levels": str(config.levels),
             "points": len(hierarchy.rows()),
-            "duplicates_removed": dedup_info["duplicates_removed"],
+            "duplicates_removed": built.dedup.duplicates_removed,
             **{f"level_{i}_inertia": s["inertia"] for i, s in enumerate(hierarchy.stats)},
             "path": dg.MetadataValue.path(str(out)),
             **run_metadata(run),
@@ -317,26 +320,36 @@ def kmeans_no_empty_leaf(home: SslflowHome) -> dg.AssetCheckResult:
 # --------------------------------------------------------------------------- curated_index
 
 
-class CuratedIndexConfig(dg.Config):
+class CuratedIndexConfig(
+    derive_config(
+        SamplingConfig,
+        "SamplingFields",
+        "The fields of sslflow.curation.curate.SamplingConfig, with its defaults.",
+    )
+):
     """Balanced hierarchical sampling (see ``sslflow.curation.sampling``)."""
 
-    target_size: int = Field(
-        20_000,
-        description="samples to select (the whole pool, with a warning, if larger)",
+    def sampling_config(self) -> SamplingConfig:
+        return SamplingConfig(**core_values(self, SamplingConfig))
+
+
+def earlier_rounds(run: TrackedRun, limit: int = 10) -> list[dict[str, object]]:
+    """Rows of the earlier finished curated_index runs of the experiment, oldest first."""
+    found = earlier_runs(
+        run.client,
+        run.experiment_id,
+        {"sslflow.stage": "curated_index"},
+        run.run_id,
+        limit,
+        finished_only=True,
     )
-    strategy: str = Field(
-        "random",
-        description="inside a leaf cluster: random, closest or farthest to its centroid",
-    )
-    seed: int = Field(0, description="seeds the remainder draws and random leaf picks")
-    min_top_entropy: float = Field(
-        0.9,
-        description="asset check: minimum normalised entropy of curated counts over top-level clusters",
-    )
-    thumbnails: int = Field(
-        3,
-        description="report: thumbnails per top-level cluster (nearest samples to its centroid)",
-    )
+    return [
+        CurationRound(
+            int(r.data.tags.get("sslflow.curation_round", 0)),
+            r.data.tags.get("sslflow.embedder", ""),
+        ).row(r.data.metrics)
+        for r in reversed(found)
+    ]
 
 
 @dg.asset(
@@ -353,55 +366,27 @@ def curated_index(
     mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
     """Selected keys with their cluster path, counts per cluster per level and the HTML report."""
+    sampling = config.sampling_config()
     try:
-        strategy = LeafStrategy(config.strategy)
+        sampling.leaf_strategy()
     except ValueError as exc:
-        raise bad_input(
-            f"unknown strategy {config.strategy!r}; valid: random, closest, farthest"
-        ) from exc
+        raise bad_input(str(exc)) from exc
     source = load_embeddings(home.asset_dir("embeddings"))
-    keys, labels = source.keys(), source.labels()
     hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
+    pool = _raw_manifest(home)
     out = home.asset_dir("curated_index")
     upstream = upstream_run_ids(context, ["raw_shards", "embeddings", "kmeans_hierarchy"])
-    curation_round = int(latest_metadata(context, "embeddings", ROUND_KEY) or 0)
-    embedder = str(latest_metadata(context, "embeddings", "embedder") or "")
+    this_round = CurationRound(
+        int(latest_metadata(context, "embeddings", ROUND_KEY) or 0),
+        str(latest_metadata(context, "embeddings", "embedder") or ""),
+    )
     with mlflow.start_run(context, "curated_index", upstream=upstream) as run:
         run.log_params(config.model_dump())
-        run.set_tags({"sslflow.curation_round": curation_round, "sslflow.embedder": embedder})
-        curated = sample_hierarchy(hierarchy, keys, config.target_size, strategy, config.seed)
-        curated.save(out)
-        summary = {**curated.summary(), "min_top_entropy": config.min_top_entropy}
-        dedup = load_json(hierarchy.root / "dedup.json")
-        summary["duplicates_removed"] = dedup["duplicates_removed"]
-        if (labels >= 0).any():  # labels are only measured, never used to select
-            pool_shares, curated_shares = class_shares(labels, curated.rows, int(labels.max()) + 1)
-            summary["class_entropy_pool"] = normalised_entropy(pool_shares)
-            summary["class_entropy_curated"] = normalised_entropy(curated_shares)
-        save_json(out / "summary.json", summary)
-        thumb_rows = thumbnail_rows(hierarchy, config.thumbnails)
-        images = read_images(
-            _raw_manifest(home), {keys[r] for rs in thumb_rows.values() for r in rs}
+        run.set_tags(
+            {"sslflow.curation_round": this_round.number, "sslflow.embedder": this_round.embedder}
         )
-        thumbnails = {
-            c: [images[keys[r]] for r in rs if keys[r] in images] for c, rs in thumb_rows.items()
-        }
-        report = write_report(
-            ReportInputs(
-                hierarchy,
-                curated,
-                labels,
-                source.meta().get("classes"),
-                thumbnails,
-                extra={"duplicates_removed": dedup["duplicates_removed"]},
-                rounds=[*earlier_rounds(run), round_row(curation_round, embedder, summary)],
-            ),
-            out / "report",
-        )
-        quantiles = size_quantiles(curated.counts[0])
-        metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
-        metrics.update({f"curated_leaf_size_{k}": v for k, v in quantiles.items()})
-        run.log_metrics(metrics)
+        curation = curate(hierarchy, source, pool, out, sampling, this_round, earlier_rounds(run))
+        run.log_metrics(curation.metrics())
         run.log_artifact(out / "summary.json")
         _log_folder(run, out / "report", "report")
         run.set_tags(
@@ -411,52 +396,14 @@ def curated_index(
             }
         )
         metadata = {
-            ROUND_KEY: curation_round,
-            "selected": len(curated.rows),
-            "entropy_top_pool": summary["entropy_top_pool"],
-            "entropy_top_curated": summary["entropy_top_curated"],
-            "report": dg.MetadataValue.path(str(report)),
+            ROUND_KEY: this_round.number,
+            "selected": len(curation.curated.rows),
+            "entropy_top_pool": curation.summary["entropy_top_pool"],
+            "entropy_top_curated": curation.summary["entropy_top_curated"],
+            "report": dg.MetadataValue.path(str(curation.report)),
             **run_metadata(run),
         }
     return dg.MaterializeResult(metadata=metadata)
-
-
-ROUND_METRICS = (
-    "selected",
-    "entropy_top_pool",
-    "entropy_top_curated",
-    "class_entropy_pool",
-    "class_entropy_curated",
-)
-
-
-def round_row(curation_round: int, embedder: str, values: dict[str, object]) -> dict[str, object]:
-    """One row of the rounds table."""
-    return {
-        "round": curation_round,
-        "embedder": embedder,
-        **{k: values[k] for k in ROUND_METRICS if k in values},
-    }
-
-
-def earlier_rounds(run: TrackedRun, limit: int = 10) -> list[dict[str, object]]:
-    """Earlier finished curated_index runs of the experiment, oldest first (for the rounds table)."""
-    found = earlier_runs(
-        run.client,
-        run.experiment_id,
-        {"sslflow.stage": "curated_index"},
-        run.run_id,
-        limit,
-        finished_only=True,
-    )
-    return [
-        round_row(
-            int(r.data.tags.get("sslflow.curation_round", 0)),
-            r.data.tags.get("sslflow.embedder", ""),
-            r.data.metrics,
-        )
-        for r in reversed(found)
-    ]
 
 
 @dg.asset_check(
@@ -522,86 +469,3 @@ def curated_shards(
     return dg.MaterializeResult(
         metadata=metadata, data_version=dg.DataVersion(manifest.content_hash)
     )
-
-
-def _build_with_torchrun(
-    context: dg.AssetExecutionContext,
-    home: SslflowHome,
-    config: KMeansHierarchyConfig,
-    rows: np.ndarray | None,
-) -> Hierarchy:
-    """Build the hierarchy with ``config.processes`` torchrun ranks, launched through Dagster Pipes."""
-    launch = home.path() / "launch" / "kmeans_hierarchy"
-    launch.mkdir(parents=True, exist_ok=True)
-    save_json(launch / "config.json", config.model_dump())
-    arguments = [
-        "--embeddings",
-        str(home.asset_dir("embeddings")),
-        "--out",
-        str(home.asset_dir("kmeans_hierarchy")),
-        "--config",
-        str(launch / "config.json"),
-    ]
-    if rows is not None:
-        save_npy(launch / "rows.npy", rows)
-        arguments += ["--rows", str(launch / "rows.npy")]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={config.processes}",
-        "--standalone",
-        "-m",
-        "sslflow.pipelines.assets.curation",
-        *arguments,
-    ]
-    dg.PipesSubprocessClient().run(
-        command=command, context=context, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    return load_hierarchy(home.asset_dir("kmeans_hierarchy"))
-
-
-def hierarchy_main(argv: list[str] | None = None) -> None:
-    """Entry point of every torchrun rank; rank 0 alone opens the Dagster Pipes channel."""
-    import argparse
-
-    import torch.distributed as dist
-
-    parser = argparse.ArgumentParser(
-        description="sslflow hierarchical k-means across torch.distributed ranks"
-    )
-    parser.add_argument("--embeddings", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--config", required=True, help="kmeans_hierarchy config JSON")
-    parser.add_argument("--rows", help="sorted embedding rows to cluster (after deduplication)")
-    args = parser.parse_args(argv)
-    config = KMeansHierarchyConfig(**load_json(Path(args.config)))
-    source = load_embeddings(args.embeddings)
-    rows = load_npy(Path(args.rows)) if args.rows else None
-    dist.init_process_group("gloo")  # the sums are numpy on the CPU, whatever the accelerator
-    try:
-
-        def build() -> Hierarchy:
-            return build_hierarchy(
-                source.array(),
-                source.keys(),
-                args.out,
-                config.hierarchy_config(),
-                rows=rows,
-                overwrite=True,
-            )
-
-        if dist.get_rank() != 0:
-            build()
-            return
-        from dagster_pipes import open_dagster_pipes
-
-        with open_dagster_pipes() as pipes:
-            hierarchy = build()
-            pipes.log.info(f"built {len(hierarchy.stats)} levels on {dist.get_world_size()} ranks")
-    finally:
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    hierarchy_main()

@@ -9,7 +9,8 @@ import dagster as dg
 from pydantic import Field
 
 from sslflow.data import Manifest, WriterConfig, open_source, write_shards
-from sslflow.data.sources import ConcatSource, Source, SourceError
+from sslflow.data.samples import Source, SourceError
+from sslflow.data.sources import ConcatSource
 from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged
@@ -49,7 +50,8 @@ class SourceConfig(ShardWriterConfig):
     )
     overwrite: bool = Field(
         True,
-        description="replace the asset's shard set when the source or config changed (false: refuse, keep the old set)",
+        description="replace the asset's shard set when the source or config changed "
+        "(false: refuse, keep the old set)",
     )
 
     def open(self, split: str, download_root: Path) -> Source:
@@ -59,14 +61,15 @@ class SourceConfig(ShardWriterConfig):
 class RawShardsConfig(SourceConfig):
     split: Literal["train", "test", "all"] = Field(
         "train",
-        description="train, test or all: the official split (fashion-mnist, cifar, digits) or the train/ "
-        "or test/ sub-folder of an image folder that has both; the default keeps test images out of "
-        "pretraining. A folder without train/ and test/ is one pool (train and all read it whole)",
+        description="train, test or all: the official split (fashion-mnist, cifar, digits) or "
+        "the train/ or test/ sub-folder of an image folder that has both; the default keeps test "
+        "images out of pretraining. A folder without train/ and test/ is one pool (train and all "
+        "read it whole)",
     )
     include_inbox: bool = Field(
         True,
-        description="add every ingested inbox partition (inbox_shards) to the pool, its keys prefixed "
-        "inbox-<partition>-, so a re-curation after drift curates the new data too",
+        description="add every ingested inbox partition (inbox_shards) to the pool, its keys "
+        "prefixed inbox-<partition>-, so a re-curation after drift curates the new data too",
     )
 
 
@@ -182,7 +185,8 @@ def eval_split(
     home: SslflowHome,
     mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
-    """Labelled train and test shard sets used by the probes (Fashion-MNIST: the official 60k/10k)."""
+    """Labelled train and test shard sets used by the probes (Fashion-MNIST: the official
+    60k/10k)."""
     try:
         sources = {
             split: _split_source(config, split, home.path() / "downloads")

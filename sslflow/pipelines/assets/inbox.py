@@ -1,18 +1,16 @@
 """New shard sets arriving in the inbox: ingested per dynamic partition, then assigned to the
 existing hierarchy without re-clustering, with a drift statistic that can trigger re-curation."""
 
-import dataclasses
-import shutil
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from sslflow.curation.embeddings import EmbedConfig, embed_shards, load_embeddings
-from sslflow.curation.hierarchical import load_hierarchy
-from sslflow.curation.incremental import assign_new
+from sslflow.curation.embeddings import load_embeddings
+from sslflow.curation.hierarchy_store import load_hierarchy
+from sslflow.curation.incremental import assign_shards
 from sslflow.data import open_source, write_shards
-from sslflow.data.sources import SourceError
+from sslflow.data.samples import SourceError
 from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
@@ -101,22 +99,15 @@ def inbox_assignment(
     home: SslflowHome,
     mlflow: MLflowTracking,
 ) -> dg.MaterializeResult:
-    """New samples placed in the existing hierarchy (nearest leaf centroid) with a drift statistic."""
+    """New samples placed in the existing hierarchy (nearest leaf centroid) with a drift
+    statistic."""
     pool = load_embeddings(home.asset_dir("embeddings"))
     hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
-    identity = pool.meta()["identity"]
-    embed_config = EmbedConfig(
-        **{f.name: identity[f.name] for f in dataclasses.fields(EmbedConfig) if f.name in identity}
-    )
+    shards = home.asset_dir("inbox_shards", context.partition_key)
     out = home.asset_dir("inbox_assignment", context.partition_key)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("pca_mean.npy", "pca_components.npy"):  # the pool's projection, not a new one
-        if (pool.root / name).is_file() and not (out / name).exists():
-            shutil.copy2(pool.root / name, out / name)
     upstream = upstream_run_ids(context, ["kmeans_hierarchy", "embeddings"])
     with mlflow.start_run(context, "inbox_assignment", upstream=upstream) as run:
-        new = embed_shards(home.asset_dir("inbox_shards", context.partition_key), out, embed_config)
-        result = assign_new(hierarchy, new.array())
+        result = assign_shards(pool, hierarchy, shards, out)
         exceeded = result.drift > config.drift_threshold
         run.log_params(
             {"drift_threshold": config.drift_threshold, "partition": context.partition_key}

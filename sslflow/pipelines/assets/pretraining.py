@@ -1,11 +1,10 @@
 """Pretraining asset: a self-supervised backbone trained on the curated (or raw) shards.
 
-One process per node trains in-process. More processes per node (``devices > 1``) launch
-``torchrun`` through Dagster Pipes: every rank runs this module as a script; rank 0 alone
-opens the Pipes channel (every rank inherits the DAGSTER_PIPES_* variables, and a second
-channel makes Dagster log "unexpected message received after closed") and logs per-step
-metrics to the asset's MLflow run. Either way the asset then logs the checkpoint (URI and
-sha256) and registers the backbone as ``sslflow-<method>`` with an alias.
+One process per node trains in-process. More processes per node (``devices > 1``) run
+``sslflow.ssl.launch`` on ranks started by the ``torchrun`` resource
+(:mod:`sslflow.pipelines.torchrun`) under Dagster Pipes; rank 0 logs per-step metrics to the
+asset's MLflow run and streams its log back. Either way the asset then logs the checkpoint
+(URI and sha256) and registers the backbone as ``sslflow-<method>`` with an alias.
 
 The run folder is ``<home>/pretrained_model/<run name>`` with a default name derived from the
 training config and the data version, so re-materialising after a crash resumes the run
@@ -14,8 +13,6 @@ exactly, and re-materialising a finished run costs only the export.
 
 import hashlib
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,8 +25,10 @@ from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome, upstream_run_ids
+from sslflow.pipelines.torchrun import TorchrunLauncher
 from sslflow.ssl.config import RESUME_FREE_FIELDS, ConfigError, PretrainConfig
-from sslflow.tracking import TrackedRun, registry_name
+from sslflow.tracking import TrackedRun
+from sslflow.tracking.registry import registry_name
 
 DATA_ASSETS = ("curated_shards", "raw_shards")
 
@@ -89,7 +88,8 @@ def knn_manifests(home: SslflowHome, config: PretrainConfig) -> tuple[Path, Path
     paths = (root / "train" / "manifest.json", root / "test" / "manifest.json")
     if not all(path.exists() for path in paths):
         raise bad_input(
-            f"knn_monitor_every_n_epochs > 0 needs eval_split under {root}: materialise eval_split first"
+            f"knn_monitor_every_n_epochs > 0 needs eval_split under {root}: "
+            "materialise eval_split first"
         )
     return paths
 
@@ -105,6 +105,7 @@ def run_folder_name(config: PretrainConfig, manifest: Manifest) -> str:
 
 def _train_with_torchrun(
     context: dg.AssetExecutionContext,
+    torchrun: TorchrunLauncher,
     config: PretrainConfig,
     manifest_path: Path,
     run_dir: Path,
@@ -113,36 +114,16 @@ def _train_with_torchrun(
     force: bool,
     knn: tuple[Path, Path] | None,
 ) -> dict[str, Any]:
-    """Run ``torchrun --nproc_per_node=devices`` on this module through Dagster Pipes."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "launch_config.json"
-    config_path.write_text(json.dumps(config.to_dict(), indent=2))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={config.devices}",
-        f"--nnodes={config.num_nodes}",
-        "--standalone" if config.num_nodes == 1 else "--rdzv-backend=c10d",
-        "-m",
-        "sslflow.pipelines.assets.pretraining",
-        "--config",
-        str(config_path),
-        "--data",
-        str(manifest_path),
-        "--run-dir",
-        str(run_dir),
-        "--tracking-uri",
-        tracking_uri,
-        "--mlflow-run-id",
-        run.run_id,
-    ]
-    if force:
-        command.append("--force")
-    if knn is not None:
-        command += ["--knn-train", str(knn[0]), "--knn-test", str(knn[1])]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    dg.PipesSubprocessClient().run(command=command, context=context, env=env)
+    """Run ``sslflow.ssl.launch`` on ``devices`` ranks per node; its ``result.json``."""
+    from sslflow.ssl.launch import launch_arguments
+
+    arguments = launch_arguments(
+        config, manifest_path, run_dir, tracking_uri, run.run_id, force, knn
+    )
+    gpus = 0 if config.accelerator == "cpu" else config.devices
+    torchrun.run_module(
+        context, "sslflow.ssl.launch", arguments, config.devices, config.num_nodes, gpus
+    )
     result_path = run_dir / "result.json"
     if not result_path.exists():
         raise dg.Failure(f"torchrun finished without {result_path}; see the rank logs above")
@@ -185,8 +166,10 @@ def pretrained_model(
     config: PretrainedModelConfig,
     home: SslflowHome,
     mlflow: MLflowTracking,
+    torchrun: TorchrunLauncher,
 ) -> dg.MaterializeResult:
-    """A self-supervised backbone: checkpoints under the sslflow home, the model in the MLflow registry."""
+    """A self-supervised backbone: checkpoints under the sslflow home, the model in the MLflow
+    registry."""
     from sslflow.models import load_backbone, log_backbone
 
     data_asset, manifest_path = choose_data(home, config.data)
@@ -218,6 +201,7 @@ def pretrained_model(
             if train_config.devices > 1:
                 result = _train_with_torchrun(
                     context,
+                    torchrun,
                     train_config,
                     manifest_path,
                     run_dir,
@@ -281,38 +265,3 @@ def pretrained_model(
             **run_metadata(run),
         }
     return dg.MaterializeResult(metadata=metadata)
-
-
-def pipes_main(argv: list[str] | None = None) -> None:
-    """Entry point of every torchrun rank; rank 0 alone opens the Dagster Pipes channel."""
-    from sslflow.ssl.train import main
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        main(argv)
-        return
-    from dagster_pipes import open_dagster_pipes
-
-    with open_dagster_pipes() as pipes:
-        from sslflow.ssl.train import parse_args
-        from sslflow.tracking import metrics_hook
-
-        args = parse_args(argv)
-        log_mlflow = (
-            metrics_hook(args.tracking_uri, args.mlflow_run_id) if args.mlflow_run_id else None
-        )
-
-        def on_metrics(metrics: dict[str, float], step: int) -> None:
-            if log_mlflow is not None:
-                log_mlflow(metrics, step)
-            pipes.log.info(
-                f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
-            )
-
-        result = main(argv, on_metrics=on_metrics)
-        pipes.log.info(
-            f"trained {result.steps} steps in {result.seconds:.0f} s, loss {result.final_loss:.4f}"
-        )
-
-
-if __name__ == "__main__":
-    pipes_main()
