@@ -70,6 +70,7 @@ def kmeans_throughput(args: argparse.Namespace) -> dict[str, object]:
     """Lloyd GFLOP/s (2·N·K·D·iterations / time) vs a torch matmul roofline and faiss.Kmeans."""
     import faiss
     import torch
+
     from sslflow.curation.kmeans import KMeansConfig, kmeans
 
     n, d, k, iterations = (50_000, 128, 256, 20) if args.small else (200_000, 128, 1000, 20)

@@ -384,8 +384,9 @@ def batch_stats(batches: np.ndarray, classes: int, distribution: np.ndarray) -> 
 def _batch_labels(manifest: object, batches: int, seed: int) -> np.ndarray:
     """Labels of ``batches`` training batches of 256 from 2 DataLoader workers: (batches, 256)."""
     import torch
-    from sslflow.ssl.loader import training_dataset
     from torch.utils.data import DataLoader
+
+    from sslflow.ssl.loader import training_dataset
 
     dataset = training_dataset(manifest, batches * 256, 32, seed)  # type: ignore[arg-type]
     loader = DataLoader(

@@ -33,6 +33,8 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
 from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+
 from sslflow.data import Manifest, ShardDataset, write_shards
 from sslflow.data.datasets import ArraySource, fashion_mnist
 from sslflow.evaluation.knn import weighted_knn
@@ -42,7 +44,6 @@ from sslflow.ssl.config import PretrainConfig
 from sslflow.ssl.loader import collate_images
 from sslflow.ssl.methods import ViewSpec
 from sslflow.ssl.train import frozen_copy, pretrain
-from torch.utils.data import DataLoader, TensorDataset
 
 MEAN, STD = (0.286,), (0.353,)
 

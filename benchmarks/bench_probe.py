@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from sslflow.evaluation.knn import DEFAULT_SETTINGS, default_chunk_size, weighted_knn
 from sslflow.evaluation.linear import DEFAULT_LRS, logistic_regression_probe, sgd_probe
 

@@ -19,13 +19,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from sslflow.data import ShardDataset, write_shards
-from sslflow.data.datasets import ArraySource, fashion_mnist
-from sslflow.data.reader import decode_tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import PILToTensor
 from tqdm import tqdm
+
+from sslflow.data import ShardDataset, write_shards
+from sslflow.data.datasets import ArraySource, fashion_mnist
+from sslflow.data.reader import decode_tensor
 
 
 class PngFolder(Dataset):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from sslflow.data import Manifest, write_shards
 from sslflow.data.datasets import ArraySource, fashion_mnist
 

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 class Rows(Protocol):
     """What k-means reads: ``len``, ``shape`` and row slicing / fancy indexing (an ndarray)."""
 
-    shape: tuple[int, ...]
+    @property
+    def shape(self) -> tuple[int, ...]: ...
 
     def __len__(self) -> int: ...
 
@@ -54,7 +55,7 @@ class RowSubset:
     Reading a slice copies only that chunk, so a memmap stays on disk.
     """
 
-    data: np.ndarray
+    data: Rows
     rows: np.ndarray
 
     @property
@@ -278,7 +279,14 @@ class _Take:
     x: Rows
     index: np.ndarray
 
-    def __getitem__(self, span: slice) -> np.ndarray:
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, span: slice | np.ndarray) -> np.ndarray:
         return self.x[self.index[span]]
 
 
@@ -340,6 +348,7 @@ def kmeans(
         labels, distances, _, counts = _pass(
             x, centroids, config.chunk_size, config.spherical, True
         )
+        assert counts is not None  # an accumulating pass always counts
         counts = comm.sum(counts)
     bar.close()
     assert counts is not None

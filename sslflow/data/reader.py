@@ -109,7 +109,8 @@ class ShardDataset(IterableDataset):
             raise ValueError("ShardDataset needs at least one shard URL")
         self.mode = Mode(mode)
         if self.mode is Mode.RESAMPLED:
-            samples_per_epoch = samples_per_epoch or (self.manifest and self.manifest.total_samples)
+            if not samples_per_epoch and self.manifest is not None:
+                samples_per_epoch = self.manifest.total_samples
             if not samples_per_epoch:
                 raise ValueError("resampled mode needs samples_per_epoch (no manifest to count)")
         if decode not in ("tensor", "pil"):
@@ -220,10 +221,11 @@ class ShardDataset(IterableDataset):
             ext = next((k for k in IMAGE_KEYS if k in sample), None)
             if ext is None:
                 raise ValueError(f"no image member ({', '.join(IMAGE_KEYS)})")
-            if self.decode == "tensor":
-                image = decode_tensor(sample[ext], self.image_mode)
-            else:
-                image = decode_image(sample[ext], self.image_mode)
+            image: torch.Tensor | Image.Image = (
+                decode_tensor(sample[ext], self.image_mode)
+                if self.decode == "tensor"
+                else decode_image(sample[ext], self.image_mode)
+            )
             label = int(sample["cls"]) if "cls" in sample else NO_LABEL
         except Exception as exc:
             message = f"cannot decode sample {key!r} in shard {url}: {type(exc).__name__}: {exc}"

@@ -48,7 +48,11 @@ class Source(Protocol):
     """What ``write_shards`` needs from a source."""
 
     name: str
-    classes: list[str] | None
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names (index → name) when the source is labelled, else None."""
+        ...
 
     def __len__(self) -> int: ...
 

@@ -12,7 +12,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from sslflow.pipelines import jobs, schedules, sensors
-from sslflow.pipelines.assets import curation, data, inbox, pretraining, probing
+from sslflow.pipelines.assets import curation, data, embeddings, inbox, pretraining, probing
 from sslflow.pipelines.deployments import (
     Deployment,
     current_deployment,
@@ -22,7 +22,7 @@ from sslflow.pipelines.deployments import (
 
 T = TypeVar("T")
 
-ASSET_MODULES = (data, curation, pretraining, probing, inbox)
+ASSET_MODULES = (data, embeddings, curation, pretraining, probing, inbox)
 ASSETS = dg.load_assets_from_modules(ASSET_MODULES)
 CHECKS = dg.load_asset_checks_from_modules(ASSET_MODULES)
 

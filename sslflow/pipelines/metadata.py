@@ -7,8 +7,9 @@ from typing import Any
 import dagster as dg
 
 from sslflow.data.manifest import Manifest
-from sslflow.pipelines.resources import RUN_ID_KEY
 from sslflow.tracking import TrackedRun
+
+RUN_ID_KEY = "mlflow_run_id"  # the metadata key downstream assets read upstream run ids from
 
 
 def human_bytes(size: float) -> str:
@@ -24,7 +25,8 @@ def shards_table_markdown(manifest: Manifest, limit: int = 5) -> str:
     rows = ["| shard | samples | size | sha256 |", "|---|---:|---:|---|"]
     for shard in manifest.shards[:limit]:
         rows.append(
-            f"| {shard.name} | {shard.samples} | {human_bytes(shard.bytes)} | `{shard.sha256[:12]}` |"
+            f"| {shard.name} | {shard.samples} | {human_bytes(shard.bytes)} | "
+            f"`{shard.sha256[:12]}` |"
         )
     if len(manifest.shards) > limit:
         rows.append(f"| … {len(manifest.shards) - limit} more | | | |")

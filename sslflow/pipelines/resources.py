@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
@@ -14,7 +13,6 @@ from sslflow.paths import git_commit, sslflow_home
 from sslflow.tracking import MlflowClient, TrackedRun, TrackingStore, TrackingUnreachable
 
 UPSTREAM_TAG = "sslflow.upstream."
-RUN_ID_KEY = "mlflow_run_id"
 
 
 class SslflowHome(dg.ConfigurableResource):
@@ -95,17 +93,3 @@ class MLflowTracking(dg.ConfigurableResource):
             raise dg.Failure(f"{exc}; start it or fix MLflowTracking.tracking_uri") from exc
         with store.start_run(run_name, all_tags) as run:
             yield run
-
-
-def latest_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> Any:
-    """Value of ``key`` in the latest materialisation metadata of ``asset`` (None if absent)."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    materialization = event.asset_materialization if event else None
-    entry = materialization.metadata.get(key) if materialization else None
-    return entry.value if entry is not None else None
-
-
-def upstream_run_ids(context: dg.AssetExecutionContext, assets: list[str]) -> dict[str, str]:
-    """MLflow run ids recorded in the latest materialisation metadata of ``assets``."""
-    found = {asset: latest_metadata(context, asset, RUN_ID_KEY) for asset in assets}
-    return {asset: str(run_id) for asset, run_id in found.items() if run_id is not None}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sslflow.curation.hierarchy_store import load_hierarchy
-from sslflow.pipelines.assets import curation, data
+from sslflow.pipelines.assets import curation, data, embeddings
 
 
 @pytest.mark.slow  # two torchrun ranks each import torch, faiss and scikit-learn (~30 s)
@@ -19,7 +19,7 @@ def test_two_ranks_through_pipes_match_one_process(
     fmnist_subset: Any, resources: dict[str, object], sslflow_home: Path
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    assets = [data.raw_shards, curation.embeddings, curation.kmeans_hierarchy]
+    assets = [data.raw_shards, embeddings.embeddings, curation.kmeans_hierarchy]
     hierarchy = {"levels": [[20, 2, 5], [4, 1, 3]], "dedup": True, "dedup_threshold": 0.99}
     ops = {
         "raw_shards": {"config": {"source": "shards", "path": str(fmnist_subset.train.root)}},

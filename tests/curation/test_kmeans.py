@@ -1,4 +1,5 @@
-"""k-means: seeded determinism, quality against scikit-learn, empty clusters, distributed equality."""
+"""k-means: seeded determinism, quality against scikit-learn, empty clusters, distributed
+equality."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import free_port
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
+from conftest import free_port
 from sslflow.curation.kmeans import KMeansConfig, assign, init_centroids, kmeans
 
 

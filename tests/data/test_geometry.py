@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+
+from photo_folder import PhotoFolder, build_photo_folder
 from sslflow.data import (
     ImageGeometry,
     Manifest,
@@ -21,8 +23,6 @@ from sslflow.data import (
 )
 from sslflow.data.samples import SourceError
 from sslflow.data.tar import iter_samples
-
-from photo_folder import PhotoFolder, build_photo_folder
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
+
 from sslflow.data import Manifest, ShardDataset, ShardReadError, ShardWriteError, write_shards
 from sslflow.data.datasets import ArraySource, digits
 from sslflow.data.journal import JOURNAL_NAME
 from sslflow.data.samples import Sample, Skipped
-from torch.utils.data import DataLoader
 
 
 def collect_keys(dataset: ShardDataset, workers: int = 0) -> list[str]:
@@ -259,6 +260,7 @@ def corrupt_image_shards(tmp_path: Path) -> Manifest:
     written shard afterwards, as a shard from another tool or a bit flip on disk would hold it.
     """
     import webdataset as wds
+
     from sslflow.data.tar import iter_samples
 
     base = digits("all")

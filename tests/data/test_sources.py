@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
 from sslflow.data import ShardDataset, SourceError, open_source, write_shards
 from sslflow.data.datasets import fashion_mnist_dir
 from sslflow.data.samples import Sample

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from sslflow.data import Manifest, write_shards
 from sslflow.data.datasets import ArraySource
 from sslflow.evaluation.features import (

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from sslflow.evaluation.knn import find_result, weighted_knn
 
 

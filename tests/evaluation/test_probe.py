@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from sslflow.evaluation.config import KnnConfig, LinearConfig, ProbeConfig
 from sslflow.evaluation.linear import LinearProbeKind
 from sslflow.evaluation.probe import run_probe

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from sslflow.data.datasets import fashion_mnist
 from sslflow.evaluation.features import RawPixels
 from sslflow.evaluation.knn import weighted_knn

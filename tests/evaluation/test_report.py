@@ -6,6 +6,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+
 from sslflow.evaluation.knn import weighted_knn
 from sslflow.evaluation.linear import sgd_probe
 from sslflow.evaluation.report import ReportInput, render_report, summary_markdown

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from torch import nn
+
 from sslflow.models import (
     FrozenBackbone,
     create_backbone,
@@ -15,7 +17,6 @@ from sslflow.models import (
     save_backbone,
     timm_backbone,
 )
-from torch import nn
 
 
 def _images(batch: int = 4, channels: int = 1, size: int = 28, seed: int = 0) -> torch.Tensor:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from sslflow import tracking
 from sslflow.models import load_backbone, log_backbone, random_backbone
 from sslflow.tracking import registry

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 from mlflow.tracking import MlflowClient
+
 from sslflow.data import write_shards
 from sslflow.data.datasets import digits
 from sslflow.pipelines.pipeline_config import load_pipeline_config, remember

@@ -6,17 +6,19 @@ import dataclasses
 
 import pytest
 
+from sslflow.curation.curate import SamplingConfig
 from sslflow.curation.embeddings import EmbedConfig
 from sslflow.curation.hierarchical import HierarchyConfig
 from sslflow.data import WriterConfig
 from sslflow.evaluation.config import FeatureConfig, KnnConfig, LinearConfig, ReportConfig
 from sslflow.fields import attribute_docs
 from sslflow.pipelines.assets.curation import (
+    CuratedIndexConfig,
     CuratedShardsConfig,
-    EmbeddingsConfig,
     KMeansHierarchyConfig,
 )
 from sslflow.pipelines.assets.data import EvalSplitConfig, RawShardsConfig
+from sslflow.pipelines.assets.embeddings import EmbeddingsConfig
 from sslflow.pipelines.assets.pretraining import PretrainedModelConfig
 from sslflow.pipelines.assets.probing import (
     KnnProbeConfig,
@@ -37,6 +39,7 @@ DERIVED = [
     (EvalSplitConfig, WriterConfig, set()),
     (CuratedShardsConfig, WriterConfig, set()),
     (KMeansHierarchyConfig, HierarchyConfig, {"progress"}),
+    (CuratedIndexConfig, SamplingConfig, set()),
 ]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from sslflow.data import Manifest
-from sslflow.pipelines.assets import curation, data
+from sslflow.pipelines.assets import curation, data, embeddings
 
 SMALL = {
     "embeddings": {"dim": 16, "pca_samples": 500, "chunk_size": 512},
@@ -50,9 +50,9 @@ def test_curation_assets_materialise_in_process(
         },
     )
     assert raw.success
-    assets = dg.load_assets_from_modules([curation])
+    assets = dg.load_assets_from_modules([embeddings, curation])
     result = dg.materialize(
-        [*assets, *dg.load_asset_checks_from_modules([curation]), data.raw_shards],
+        [*assets, *dg.load_asset_checks_from_modules([embeddings, curation]), data.raw_shards],
         selection=[a.key for a in assets],
         instance=instance,
         resources=resources,

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from sslflow.data import Manifest
 from sslflow.pipelines.assets.data import eval_split, raw_shards
 from sslflow.pipelines.definitions import defs
-from sslflow.pipelines.resources import RUN_ID_KEY
+from sslflow.pipelines.metadata import RUN_ID_KEY
 
 
 def materialize(

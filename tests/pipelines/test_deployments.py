@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.instance.config import dagster_instance_config
+
 from sslflow.cli.reference import config_reference_markdown, definitions_reference_markdown
 from sslflow.pipelines.definitions import build_definitions
 from sslflow.pipelines.deployments import Deployment, current_deployment

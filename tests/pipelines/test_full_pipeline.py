@@ -1,4 +1,5 @@
-"""The whole graph in-process on a few thousand real images: MLflow runs, lineage, report, staleness."""
+"""The whole graph in-process on a few thousand real images: MLflow runs, lineage, report,
+staleness."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Any
 import dagster as dg
 import numpy as np
 from mlflow.tracking import MlflowClient
+
 from sslflow.curation.embeddings import load_embeddings
 from sslflow.data import Manifest
 from sslflow.pipelines.definitions import ASSETS, CHECKS
-from sslflow.pipelines.resources import RUN_ID_KEY, UPSTREAM_TAG
+from sslflow.pipelines.metadata import RUN_ID_KEY
+from sslflow.pipelines.resources import UPSTREAM_TAG
 
 UNPARTITIONED = [a for a in ASSETS if a.partitions_def is None]
 
@@ -169,11 +172,10 @@ def test_full_graph_tracks_lineage_and_skips_unchanged_work(
 def test_inbox_partition_is_ingested_and_assigned_with_drift(
     fmnist_subset: Any, resources: dict[str, object], sslflow_home: Path
 ) -> None:
+    from conftest import head
     from sslflow.data import write_shards
     from sslflow.data.datasets import digits, fashion_mnist
     from sslflow.pipelines.assets.inbox import inbox_partitions
-
-    from conftest import head
 
     instance = dg.DagsterInstance.ephemeral()
     curation = ("raw_shards", "embeddings", "kmeans_hierarchy")

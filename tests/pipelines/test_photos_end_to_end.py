@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from photo_folder import build_photo_folder
 
+from photo_folder import build_photo_folder
 from sslflow.cli.main import main
 from sslflow.data import Manifest
 from sslflow.models import load_backbone

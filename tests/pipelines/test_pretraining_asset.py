@@ -16,7 +16,7 @@ from sslflow.data import Manifest
 from sslflow.models import load_backbone
 from sslflow.pipelines.assets.data import raw_shards
 from sslflow.pipelines.assets.pretraining import pretrained_model
-from sslflow.pipelines.resources import RUN_ID_KEY
+from sslflow.pipelines.metadata import RUN_ID_KEY
 
 TINY = {
     "backbone": "test_resnet",

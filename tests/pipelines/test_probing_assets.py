@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+
 from sslflow.data import write_shards
 from sslflow.data.datasets import ArraySource, fashion_mnist
 from sslflow.evaluation.results import Role, load_probes, save_probes

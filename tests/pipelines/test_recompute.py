@@ -17,7 +17,7 @@ import pytest
 
 from sslflow.pipelines.definitions import ASSETS, CHECKS, defs
 from sslflow.pipelines.lineage import DATA_VERSION_TAG
-from sslflow.pipelines.resources import RUN_ID_KEY
+from sslflow.pipelines.metadata import RUN_ID_KEY
 
 UNPARTITIONED = [a for a in ASSETS if a.partitions_def is None]
 

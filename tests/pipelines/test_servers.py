@@ -16,9 +16,9 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from conftest import free_port
 from mlflow.tracking import MlflowClient
 
+from conftest import free_port
 from sslflow.pipelines.assets.data import raw_shards
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 
@@ -122,7 +122,8 @@ def test_webserver_serves_the_asset_graph_and_launches_a_run(
 
     repos = graphql(
         webserver,
-        "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }",
+        "{ repositoriesOrError { ... on RepositoryConnection "
+        "{ nodes { name location { name } } } } }",
     )
     repo = repos["repositoriesOrError"]["nodes"][0]
     params = {

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_sample_images
+
 from sslflow.ssl.augment import AugmentConfig, ViewAugment, adjust_saturation, luminance, rotate_hue
 from sslflow.ssl.methods import ViewSpec
 

@@ -6,14 +6,14 @@ import logging
 
 import pytest
 import torch
+
+from photo_folder import PhotoFolder, build_photo_folder
 from sslflow.curation.embeddings import EmbedConfig, resolve_geometry
 from sslflow.data import Manifest, ShardDataset, open_source, write_shards
 from sslflow.evaluation.features import RawPixels
 from sslflow.models import CenterCropResize, random_backbone
 from sslflow.ssl.config import ConfigError, PretrainConfig
 from sslflow.ssl.train import STATS_SAMPLES, _stats_sample, resolve_config
-
-from photo_folder import PhotoFolder, build_photo_folder
 
 
 @pytest.fixture(scope="module")

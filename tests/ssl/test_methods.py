@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from lightly.loss import NTXentLoss
+from torch import nn
+from torchvision.ops import roi_align
+
 from sslflow.data.datasets import fashion_mnist
 from sslflow.ssl.methods import METHODS, SSLMethod, ViewSpec, build_method
 from sslflow.ssl.methods.amcl import AMCL, TemperatureNet, adaptive_info_nce
 from sslflow.ssl.methods.moco import MoCo
 from sslflow.ssl.methods.swav import SwAV
-from torch import nn
-from torchvision.ops import roi_align
 
 MEAN, STD = 0.286, 0.353  # Fashion-MNIST pixel statistics
 

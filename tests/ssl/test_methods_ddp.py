@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from sslflow.ssl.methods import build_method
 from torch import nn
 
 from conftest import free_port
+from sslflow.ssl.methods import build_method
 
 # Methods whose loss gathers over ranks (NT-Xent negatives, Sinkhorn codes, AMCL negatives).
 CASES = {

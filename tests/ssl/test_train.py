@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from torchvision.ops import roi_align
+
 from sslflow.models import load_backbone
 from sslflow.ssl.augment import AugmentConfig, ViewAugment, crop_boxes
 from sslflow.ssl.config import ConfigError, PretrainConfig
@@ -20,7 +22,6 @@ from sslflow.ssl.loader import batches_per_epoch
 from sslflow.ssl.methods import METHODS, ViewSpec
 from sslflow.ssl.module import NonFiniteLossError, rng_state, set_rng_state
 from sslflow.ssl.train import pretrain
-from torchvision.ops import roi_align
 
 # A timm test model at 16 px keeps a step at a fraction of a second on a loaded 2-core machine;
 # the small stem keeps 16 px images from shrinking to 1×1 before the first block.

@@ -1,11 +1,10 @@
-"""Curation assets: embeddings → kmeans_hierarchy → curated_index → curated_shards.
+"""Curation assets: kmeans_hierarchy → curated_index → curated_shards (embeddings: its own module).
 
 Thin wrappers over ``sslflow.curation``: each writes its files under the sslflow home, logs one
 MLflow run (config as params, headline metrics, small artifacts, URI + sha256 of big files) and
 returns metadata with the run id.
 """
 
-import time
 from dataclasses import astuple
 from pathlib import Path
 
@@ -16,168 +15,34 @@ from pydantic import Field
 from sslflow.curation.build import DEDUP_FILE, DedupConfig, HierarchyBuilder, cluster_pool
 from sslflow.curation.curate import CurationRound, SamplingConfig, curate
 from sslflow.curation.distributed import MODULE as DISTRIBUTED_MODULE, torchrun_builder
-from sslflow.curation.embeddings import EmbedConfig, embed_shards, load_embeddings
-from sslflow.curation.hierarchical import HierarchyConfig, find_invalid_rows
+from sslflow.curation.embeddings import load_embeddings
+from sslflow.curation.hierarchical import HierarchyConfig
 from sslflow.curation.hierarchy_store import HierarchyError, load_hierarchy
 from sslflow.curation.shards import SelectedSource, pool_source
 from sslflow.curation.storage import load_json
-from sslflow.data import Manifest, write_shards
+from sslflow.data import write_shards
 from sslflow.data.manifest import sha256_file
 from sslflow.fields import attribute_docs
-from sslflow.pipelines.assets.data import ShardWriterConfig
+from sslflow.pipelines.assets.data import ShardWriterConfig, raw_manifest
+from sslflow.pipelines.assets.embeddings import ROUND_KEY
 from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.failures import bad_input
+from sslflow.pipelines.instance import latest_metadata, upstream_run_ids
 from sslflow.pipelines.lineage import (
-    INPUT_FINGERPRINT,
-    input_fingerprint,
-    reuse_if_unchanged,
     skip_when_unchanged,
 )
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
-from sslflow.pipelines.resources import (
-    MLflowTracking,
-    SslflowHome,
-    latest_metadata,
-    upstream_run_ids,
-)
+from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 from sslflow.pipelines.torchrun import TorchrunLauncher
 from sslflow.tracking import TrackedRun, earlier_runs
-from sslflow.tracking.registry import pin_model_uri
 
 GROUP = "curation"
-
-
-def _raw_manifest(home: SslflowHome) -> Manifest:
-    path = home.asset_dir("raw_shards") / "manifest.json"
-    if not path.is_file():
-        raise bad_input(f"no raw_shards manifest at {path}: materialise raw_shards first")
-    return Manifest.load(path)
 
 
 def _log_folder(run: TrackedRun, folder: Path, artifact_path: str) -> None:
     for path in sorted(folder.iterdir()):
         if path.is_file():
             run.log_artifact(path, artifact_path)
-
-
-# --------------------------------------------------------------------------- embeddings
-
-
-class EmbeddingsConfig(
-    derive_config(
-        EmbedConfig,
-        "EmbedFields",
-        "The fields of sslflow.curation.embeddings.EmbedConfig, with its defaults.",
-        exclude=("tracking_uri", "progress"),
-    )
-):
-    """How the pool is embedded (see ``sslflow.curation.embeddings``). ``embedder`` also takes
-    ``latest-model``: the model of the latest pretrained_model run, so round t's model curates
-    round t+1."""
-
-    def embed_config(self, tracking_uri: str, embedder: str) -> EmbedConfig:
-        values = {**core_values(self, EmbedConfig), "embedder": embedder}
-        return EmbedConfig(**values, tracking_uri=tracking_uri, progress=True)
-
-
-LATEST_MODEL = "latest-model"
-ROUND_KEY = "curation_round"
-
-
-def resolve_embedder(
-    context: dg.AssetExecutionContext, embedder: str, tracking_uri: str
-) -> tuple[str, int]:
-    """The embedder to use, a model pinned to its version, and the curation round it starts.
-
-    ``latest-model`` becomes the version-pinned ``model_uri`` of the latest pretrained_model
-    materialisation and starts the round after the latest curated_index's; an alias
-    (``models:/<name>@<alias>``) becomes the version it names now; any other embedder is round 0.
-    """
-    if embedder != LATEST_MODEL:
-        try:
-            return pin_model_uri(embedder, tracking_uri), 0
-        except ValueError as exc:
-            raise bad_input(str(exc)) from exc
-    uri = latest_metadata(context, "pretrained_model", "model_uri")
-    if not uri:
-        raise bad_input(
-            "embedder latest-model needs a pretrained model: materialise pretrained_model first"
-        )
-    previous = latest_metadata(context, "curated_index", ROUND_KEY)
-    return str(uri), int(previous or 0) + 1
-
-
-@dg.asset(group_name=GROUP, deps=["raw_shards"], code_version="1", kinds={"numpy", "mlflow"})
-def embeddings(
-    context: dg.AssetExecutionContext,
-    config: EmbeddingsConfig,
-    home: SslflowHome,
-    mlflow: MLflowTracking,
-) -> dg.MaterializeResult:
-    """N×D float16 embedding memmap of the raw pool, with keys and labels (resumable by chunk)."""
-    manifest = _raw_manifest(home)
-    out = home.asset_dir("embeddings")
-    embedder, curation_round = resolve_embedder(context, config.embedder, mlflow.resolved_uri())
-    # The pinned model is an input too: `latest-model` names a new model after each pretraining.
-    inputs = input_fingerprint(context, config, ["raw_shards"], extra={"embedder": embedder})
-    reused = reuse_if_unchanged(context, inputs, [out])
-    if reused is not None:
-        return reused
-    with mlflow.start_run(
-        context, "embeddings", upstream=upstream_run_ids(context, ["raw_shards"])
-    ) as run:
-        run.log_params({**config.model_dump(), "resolved_embedder": embedder})
-        run.log_shard_input("raw_shards", manifest, "curation")
-        run.set_tags({"sslflow.curation_round": curation_round})
-        started = time.perf_counter()
-        result = embed_shards(manifest, out, config.embed_config(mlflow.resolved_uri(), embedder))
-        seconds = time.perf_counter() - started
-        array = result.array()
-        digest = sha256_file(result.path)
-        run.log_metrics(
-            {
-                "rows": len(array),
-                "dim": array.shape[1],
-                "seconds": seconds,
-                "images_per_second": len(array) / max(seconds, 1e-9),
-            }
-        )
-        run.set_tags(
-            {
-                "sslflow.embeddings_uri": result.path.as_uri(),
-                "sslflow.embeddings_sha256": digest,
-                "sslflow.embedder_fingerprint": result.meta()["fingerprint"],
-            }
-        )
-        run.log_artifact(out / "meta.json")
-        run.log_artifact(out / "embedder.json")
-        metadata = {
-            "rows": len(array),
-            "dim": int(array.shape[1]),
-            "embedder": embedder,
-            ROUND_KEY: curation_round,
-            "path": dg.MetadataValue.path(str(result.path)),
-            "sha256": digest,
-            INPUT_FINGERPRINT: inputs,
-            **run_metadata(run),
-        }
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(digest))
-
-
-@dg.asset_check(
-    asset=embeddings, blocking=True, description="no NaN or inf in the embedding memmap"
-)
-def embeddings_finite(home: SslflowHome) -> dg.AssetCheckResult:
-    result = load_embeddings(home.asset_dir("embeddings"))
-    invalid = find_invalid_rows(result.array())
-    keys = result.keys()
-    return dg.AssetCheckResult(
-        passed=not len(invalid),
-        metadata={
-            "invalid_rows": len(invalid),
-            "example_keys": ", ".join(keys[i] for i in invalid[:10]),
-        },
-    )
 
 
 # --------------------------------------------------------------------------- kmeans_hierarchy
@@ -190,13 +55,13 @@ DEDUP_FIELDS = {
 
 
 class KMeansHierarchyConfig(
-    derive_config(
+    derive_config(  # type: ignore[misc]  # mypy cannot follow a class built at import
         HierarchyConfig,
         "HierarchyFields",
         "The fields of sslflow.curation.hierarchical.HierarchyConfig, with its defaults.",
         exclude=("levels", "progress"),
     ),
-    derive_config(
+    derive_config(  # type: ignore[misc]  # mypy cannot follow a class built at import
         DedupConfig,
         "DedupFields",
         "The fields of sslflow.curation.build.DedupConfig, prefixed dedup.",
@@ -321,7 +186,7 @@ def kmeans_no_empty_leaf(home: SslflowHome) -> dg.AssetCheckResult:
 
 
 class CuratedIndexConfig(
-    derive_config(
+    derive_config(  # type: ignore[misc]  # mypy cannot follow a class built at import
         SamplingConfig,
         "SamplingFields",
         "The fields of sslflow.curation.curate.SamplingConfig, with its defaults.",
@@ -373,7 +238,7 @@ def curated_index(
         raise bad_input(str(exc)) from exc
     source = load_embeddings(home.asset_dir("embeddings"))
     hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
-    pool = _raw_manifest(home)
+    pool = raw_manifest(home)
     out = home.asset_dir("curated_index")
     upstream = upstream_run_ids(context, ["raw_shards", "embeddings", "kmeans_hierarchy"])
     this_round = CurationRound(
@@ -446,7 +311,7 @@ def curated_shards(
     keys = frozenset(
         (home.asset_dir("curated_index") / "keys.txt").read_text(encoding="utf-8").splitlines()
     )
-    source = SelectedSource(pool_source(_raw_manifest(home)), keys)
+    source = SelectedSource(pool_source(raw_manifest(home)), keys)
     out = home.asset_dir("curated_shards")
     upstream = upstream_run_ids(context, ["raw_shards", "curated_index"])
     with mlflow.start_run(context, "curated_shards", upstream=upstream) as run:

@@ -3,7 +3,7 @@
 import hashlib
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -20,7 +20,7 @@ from sslflow.tracking import TrackedRun
 
 
 class ShardWriterConfig(
-    derive_config(
+    derive_config(  # type: ignore[misc]  # mypy cannot follow a class built at import
         WriterConfig,
         "WriterFields",
         "The fields of sslflow.data.writer.WriterConfig, with its defaults.",
@@ -111,6 +111,14 @@ def _write_tracked(
     if manifest.geometry is not None:
         context.log.info(f"{out.name}: {manifest.geometry.describe()}")
     return manifest
+
+
+def raw_manifest(home: SslflowHome) -> Manifest:
+    """The raw pool's manifest, for the assets that read raw_shards."""
+    path = home.asset_dir("raw_shards") / "manifest.json"
+    if not path.is_file():
+        raise bad_input(f"no raw_shards manifest at {path}: materialise raw_shards first")
+    return Manifest.load(path)
 
 
 @dg.asset(
@@ -215,7 +223,7 @@ def eval_split(
             split: _write_tracked(context, src, root / split, config, run)
             for split, src in sources.items()
         }
-        metadata: dict[str, object] = {
+        metadata: dict[str, Any] = {
             "samples": sum(m.total_samples for m in manifests.values()),
             "classes": ", ".join(manifests["train"].classes or []),
             INPUT_FINGERPRINT: inputs,

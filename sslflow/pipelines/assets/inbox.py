@@ -12,9 +12,10 @@ from sslflow.curation.incremental import assign_shards
 from sslflow.data import open_source, write_shards
 from sslflow.data.samples import SourceError
 from sslflow.pipelines.failures import bad_input
+from sslflow.pipelines.instance import upstream_run_ids
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
-from sslflow.pipelines.resources import MLflowTracking, SslflowHome, upstream_run_ids
+from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 
 inbox_partitions = dg.DynamicPartitionsDefinition(name="inbox")
 

@@ -22,9 +22,10 @@ from pydantic import Field
 from sslflow.data import Manifest
 from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.failures import bad_input
+from sslflow.pipelines.instance import upstream_run_ids
 from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
-from sslflow.pipelines.resources import MLflowTracking, SslflowHome, upstream_run_ids
+from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 from sslflow.pipelines.torchrun import TorchrunLauncher
 from sslflow.ssl.config import RESUME_FREE_FIELDS, ConfigError, PretrainConfig
 from sslflow.tracking import TrackedRun
@@ -34,7 +35,7 @@ DATA_ASSETS = ("curated_shards", "raw_shards")
 
 
 class PretrainedModelConfig(
-    derive_config(
+    derive_config(  # type: ignore[misc]  # mypy cannot follow a class built at import
         PretrainConfig,
         "PretrainFields",
         "The fields of sslflow.ssl.config.PretrainConfig, with its defaults.",

@@ -39,6 +39,7 @@ from sslflow.evaluation.results import (
 from sslflow.evaluation.tables import feature_table, probe_table
 from sslflow.pipelines.config import Core, core_values, derive_config
 from sslflow.pipelines.failures import bad_input
+from sslflow.pipelines.instance import latest_metadata, upstream_run_ids
 from sslflow.pipelines.lineage import (
     INPUT_FINGERPRINT,
     input_fingerprint,
@@ -46,12 +47,7 @@ from sslflow.pipelines.lineage import (
     skip_when_unchanged,
 )
 from sslflow.pipelines.metadata import run_metadata
-from sslflow.pipelines.resources import (
-    MLflowTracking,
-    SslflowHome,
-    latest_metadata,
-    upstream_run_ids,
-)
+from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 from sslflow.tracking.registry import pin_model_uri
 
 GROUP = "probing"
