@@ -144,6 +144,8 @@ def bench_step(
     config = PretrainConfig(
         backbone=backbone,
         small_stem=small_stem,
+        image_size=28,  # Fashion-MNIST as it is (auto would measure the same from the manifest)
+        in_chans=1,
         batch_size=128,
         max_steps=steps + skip,
         epochs=1,

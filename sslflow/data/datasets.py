@@ -83,6 +83,14 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _idx_array(folder: Path, stem: str) -> np.ndarray:
+    """The idx file ``stem`` of a Fashion-MNIST folder (``.gz`` or not), read."""
+    path = _find_idx(folder, stem)
+    if path is None:
+        raise SourceError(f"{folder} has no {stem}[.gz]: the Fashion-MNIST folder is incomplete")
+    return _read_idx(path)
+
+
 def fashion_mnist_dir(path: str | os.PathLike[str] | None = None) -> Path | None:
     """Locate Fashion-MNIST idx files: ``path``, then ``$SSLFLOW_DATA``, then Debian's package.
 
@@ -131,8 +139,8 @@ def fashion_mnist(
             "train-images-idx3-ubyte.gz etc., set SSLFLOW_DATA, or pass --download."
         )
     parts = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}[check_split(split)]
-    images = np.concatenate([_read_idx(_find_idx(folder, f"{p}-images-idx3-ubyte")) for p in parts])  # type: ignore[arg-type]
-    labels = np.concatenate([_read_idx(_find_idx(folder, f"{p}-labels-idx1-ubyte")) for p in parts])  # type: ignore[arg-type]
+    images = np.concatenate([_idx_array(folder, f"{p}-images-idx3-ubyte") for p in parts])
+    labels = np.concatenate([_idx_array(folder, f"{p}-labels-idx1-ubyte") for p in parts])
     return ArraySource(
         name="fashion-mnist",
         images=images,
