@@ -6,7 +6,7 @@ need); this one imports only the light ``dagster_pipes``. Rank 0 opens the Pipes
 forwards the ``sslflow`` loggers' records to the launching asset's log; the other ranks just
 run the entry point (every rank inherits the DAGSTER_PIPES_* variables, and a second channel
 makes Dagster log "unexpected message received after closed"). ``<module>.main(args)`` is a
-core entry point (``sslflow.ssl.train``, ``sslflow.curation.distributed``).
+core entry point (``sslflow.ssl.launch``, ``sslflow.curation.distributed``).
 """
 
 from __future__ import annotations
