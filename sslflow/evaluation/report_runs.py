@@ -32,7 +32,7 @@ class RunLogger(Protocol):
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
-    def log_artifact(self, path: str, artifact_path: str | None = None) -> None: ...
+    def log_folder(self, folder: Path, artifact_path: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,3 @@ def earlier_reports(run: RunLogger, limit: int = 10) -> list[EarlierRun]:
         link = RunLink(label, info.run_id, run_url(ui_url, run.experiment_id, info.run_id))
         found.append(EarlierRun(link, started, dict(earlier.data.metrics)))
     return found
-
-
-def log_report(run: RunLogger, page: Path) -> None:
-    """Attach the report folder (HTML and every PNG) to the run under ``report/``."""
-    for path in sorted(page.parent.iterdir()):
-        if path.is_file():
-            run.log_artifact(str(path), artifact_path="report")

@@ -21,7 +21,6 @@ from sslflow.evaluation.report_runs import (
     RunLink,
     RunLogger,
     earlier_reports,
-    log_report,
     report_tags,
     run_links,
 )
@@ -100,5 +99,5 @@ def write_probe_report(
         run.set_tags(report_tags(index))
         run.log_params(params or {})
         run.log_metrics(probe_metrics(probes))
-        log_report(run, page)
+        run.log_folder(page.parent, "report")  # the HTML and every PNG
     return page, summary_markdown(report)

@@ -75,6 +75,12 @@ class TrackedRun:
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_folder(self, folder: Path, artifact_path: str) -> None:
+        """Every file directly in ``folder`` (a report and its plots) under ``artifact_path``."""
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                self.log_artifact(path, artifact_path)
+
     def log_shard_input(self, name: str, manifest: Any, context: str) -> None:
         """Record a shard set this run read as an MLflow dataset input (MLflow's lineage view).
 

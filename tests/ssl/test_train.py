@@ -56,6 +56,12 @@ class StopAt(pl.Callback):
             raise SimulatedKill(f"simulated kill at step {self.step}")
 
 
+def _last_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """The Lightning checkpoint a run would resume from."""
+    path = run_dir / "checkpoints" / "last.ckpt"
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _backbone_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_backbone(run_dir / "backbone.pt").module.state_dict()
 
@@ -159,9 +165,7 @@ def test_nan_loss_stops_with_step_and_lr_and_keeps_last_checkpoint(
     config = dataclasses.replace(TINY, max_steps=8, samples_per_epoch=320)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at step 4 .* with lr "):
         pretrain(config, fmnist_subset.train, tmp_path / "run", callbacks=[PoisonWeights()])
-    saved = torch.load(
-        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
-    )
+    saved = _last_checkpoint(tmp_path / "run")
     assert saved["global_step"] == 4
     assert all(
         torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point()
@@ -274,9 +278,7 @@ def test_nan_weights_on_a_checkpoint_step_are_never_saved(
     config = dataclasses.replace(TINY, max_steps=12, samples_per_epoch=480)
     with pytest.raises(NonFiniteLossError, match=r"non-finite weights at step 8 .*not saved"):
         pretrain(config, fmnist_subset.train, tmp_path / "run", callbacks=[PoisonAfterUpdate()])
-    saved = torch.load(
-        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
-    )
+    saved = _last_checkpoint(tmp_path / "run")
     assert saved["global_step"] == 4
     assert all(
         torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point()

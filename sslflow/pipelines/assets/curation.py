@@ -6,7 +6,6 @@ returns metadata with the run id.
 """
 
 from dataclasses import astuple
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -37,12 +36,6 @@ from sslflow.pipelines.torchrun import TorchrunLauncher
 from sslflow.tracking import TrackedRun, earlier_runs
 
 GROUP = "curation"
-
-
-def _log_folder(run: TrackedRun, folder: Path, artifact_path: str) -> None:
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            run.log_artifact(path, artifact_path)
 
 
 # --------------------------------------------------------------------------- kmeans_hierarchy
@@ -253,7 +246,7 @@ def curated_index(
         curation = curate(hierarchy, source, pool, out, sampling, this_round, earlier_rounds(run))
         run.log_metrics(curation.metrics())
         run.log_artifact(out / "summary.json")
-        _log_folder(run, out / "report", "report")
+        run.log_folder(out / "report", "report")
         run.set_tags(
             {
                 "sslflow.curated_index_uri": out.as_uri(),
