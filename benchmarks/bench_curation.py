@@ -1,22 +1,28 @@
-"""Curation benchmarks (issue 3): rings toy, k-means throughput, memory, curation effect.
+"""Curation benchmarks: rings toy, k-means throughput, memory, copy detection, curation effect.
 
 Run: ``.venv/bin/python benchmarks/bench_curation.py [--small] [--only
-rings,kmeans,memory,effect]``.
+rings,kmeans,memory,dedup,effect] [--embedders pixels,resnet18]``.
 Every ratio is against a baseline measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # photo_folder
 
 
 def rings(args: argparse.Namespace) -> dict[str, object]:
@@ -189,20 +195,46 @@ def memory(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def curation_effect(args: argparse.Namespace) -> dict[str, object]:
-    """Imbalanced Fashion-MNIST pool + near-duplicates → random vs curated vs oracle 3k subsets."""
-    from sslflow.curation.dedup import find_duplicates
-    from sslflow.curation.embeddings import EmbedConfig, embed_shards
-    from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
-    from sslflow.curation.sampling import allocate, sample_hierarchy
-    from sslflow.curation.stats import normalised_entropy
-    from sslflow.data import write_shards
-    from sslflow.data.datasets import ArraySource, fashion_mnist
+# ----------------------------------------------------------------- pools with planted copies
+
+
+@dataclass
+class Pool:
+    """Images (uint8 (H, W) or (H, W, 3)), class labels, and the original each planted copy
+    copies (-1 for an original)."""
+
+    name: str
+    images: list[np.ndarray]
+    labels: np.ndarray
+    copy_of: np.ndarray
+    classes: list[str]
+
+
+def _shifted(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``image`` moved by (dx, dy) px; the uncovered strip is black, content pushed off is lost."""
+    out = np.zeros_like(image)
+    h, w = image.shape[:2]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+
+
+def _fashion_pool(name: str, per_class: np.ndarray, copy_share: float, seed: int) -> Pool:
+    """Fashion-MNIST train with ``per_class`` images of each (seeded) class, plus
+    ``copy_share`` near-duplicates: half re-encoded with ±3 noise, half shifted by 2 px."""
+    from sslflow.data.datasets import fashion_mnist
 
     source = fashion_mnist(split="train")
-    rng = np.random.default_rng(0)
-    scale = 0.5 if args.small else 1.0
-    per_class = np.round(6000 * scale * 100.0 ** (-np.arange(10) / 9)).astype(int)  # 6000 … 60
+    rng = np.random.default_rng(seed)
     order = rng.permutation(10)  # which class is frequent is arbitrary
     chosen = np.concatenate(
         [
@@ -210,87 +242,308 @@ def curation_effect(args: argparse.Namespace) -> dict[str, object]:
             for i, c in enumerate(order)
         ]
     )
-    originals = source.images[chosen]
-    copies_of = rng.choice(len(chosen), len(chosen) // 10, replace=False)
-    noise = rng.integers(-3, 4, size=(len(copies_of), 28, 28))
-    copies = np.clip(originals[copies_of].astype(int) + noise, 0, 255).astype(np.uint8)
-    images = np.concatenate([originals, copies])
-    labels = np.concatenate([source.labels[chosen], source.labels[chosen][copies_of]])
-    is_copy = np.r_[np.zeros(len(chosen), bool), np.ones(len(copies_of), bool)]
-    target = 1500 if args.small else 3000
-    with tempfile.TemporaryDirectory() as folder:
-        pool = ArraySource(
-            "imbalanced-fmnist", images, labels, "pool", {"bench": "curation"}, source.classes
-        )
-        manifest = write_shards(pool, Path(folder) / "shards", shard_size=5000, progress=False)
+    images = [source.images[r] for r in chosen]
+    labels = list(source.labels[chosen])
+    of = rng.choice(len(chosen), round(len(chosen) * copy_share), replace=False)
+    for number, row in enumerate(of):
+        image = images[row]
+        if number % 2:
+            copy = _shifted(image, *[int(v) for v in rng.choice([-2, 2], 2)])
+        else:
+            noise = rng.integers(-3, 4, image.shape)
+            copy = _jpeg(np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8), 90)
+        images.append(copy)
+        labels.append(labels[row])
+    copy_of = np.r_[np.full(len(chosen), -1), of]
+    return Pool(name, images, np.array(labels), copy_of, list(source.classes or []))
+
+
+def _photo_pool(scale: float, seed: int) -> Pool:
+    """Crops of the photos shipped with scikit-learn (and scikit-image where installed), one class
+    per photo third, class sizes falling exponentially 300 → 30, plus 10 % re-encoded copies."""
+    from photo_folder import _random_crop, _regions, sample_photos
+
+    rng = np.random.default_rng(seed)
+    regions = _regions(sample_photos())
+    classes = sorted(regions)
+    sizes = np.round(300 * scale * 10.0 ** (-np.arange(len(classes)) / (len(classes) - 1)))
+    order = rng.permutation(len(classes))
+    images, labels = [], []
+    for rank, label in enumerate(order):
+        for _ in range(int(sizes[rank])):
+            images.append(np.asarray(_random_crop(regions[classes[label]], rng, 48, 200)))
+            labels.append(label)
+    of = rng.choice(len(images), len(images) // 10, replace=False)
+    for number, row in enumerate(of):
+        image = images[row]
+        if number % 2:
+            height, width = image.shape[:2]
+            copy = _jpeg(image[: height * 19 // 20, : width * 19 // 20], 75)  # 90 % of the area
+        else:
+            copy = _jpeg(image, 60)
+        images.append(copy)
+        labels.append(labels[row])
+    copy_of = np.r_[np.full(len(images) - len(of), -1), of]
+    return Pool("photos", images, np.array(labels), copy_of, classes)
+
+
+def pools(args: argparse.Namespace) -> list[Pool]:
+    """(a) exponential 100:1, (b) step 3 × 5000 + 7 × 150 with 10 % copies, (c) photos."""
+    scale = 0.5 if args.small else 1.0
+    exponential = np.round(6000 * scale * 100.0 ** (-np.arange(10) / 9)).astype(int)
+    step = np.array([round(5000 * scale)] * 3 + [round(150 * scale)] * 7)
+    return [
+        _fashion_pool("exponential-100:1", exponential, 0.1, seed=0),
+        _fashion_pool("step-3x5000-7x150", step, 0.1, seed=1),
+        _photo_pool(scale, seed=2),
+    ]
+
+
+def _write_pool(pool: Pool, folder: Path) -> Any:
+    """The pool as shards: an image folder of PNG (small) or JPEG files whose names give the
+    pool row and, for a copy, its original's row."""
+    from PIL import Image
+
+    from sslflow.data import write_shards
+    from sslflow.data.sources import image_folder
+
+    for row, (image, label) in enumerate(zip(pool.images, pool.labels, strict=True)):
+        target = folder / "files" / pool.classes[label]
+        target.mkdir(parents=True, exist_ok=True)
+        suffix = "png" if image.shape[0] <= 32 else "jpg"
+        original = pool.copy_of[row]
+        name = f"{row:06d}{f'-copy-of-{original:06d}' if original >= 0 else ''}.{suffix}"
+        Image.fromarray(image).save(target / name, quality=95)
+    source = image_folder(folder / "files")
+    return write_shards(source, folder / "shards", shard_size=5000, progress=False)
+
+
+# ----------------------------------------------------------------- dedup quality
+
+
+def dedup_quality(args: argparse.Namespace) -> dict[str, object]:
+    """Recall on planted copies (per kind) and false positives among distinct images."""
+    import torch
+
+    from photo_folder import sample_photos
+    from sslflow.curation.dedup import CopyRule, find_duplicates
+    from sslflow.curation.fingerprints import CopyFeatures
+    from sslflow.data.datasets import fashion_mnist
+
+    rng = np.random.default_rng(0)
+    n, m = (5000, 500) if args.small else (20000, 2000)
+    kinds = ("exact", "noise+-3", "shift 1px", "shift 2px", "jpeg q75")
+    source = fashion_mnist(split="train")
+    small = list(source.images[rng.choice(len(source.images), n, replace=False)])
+    photos = list(sample_photos().values())
+    large, boxes = [], []
+    for number in range(n // 4):
+        photo = photos[number % len(photos)]
+        side = int(rng.integers(64, min(photo.shape[:2]) // 2))
+        top = int(rng.integers(0, photo.shape[0] - side + 1))
+        left = int(rng.integers(0, photo.shape[1] - side + 1))
+        large.append(np.ascontiguousarray(photo[top : top + side, left : left + side]))
+        boxes.append((number % len(photos), left, top, side))
+    photo_kinds = ("exact", "jpeg q60", "shift 2px", "rescale 0.85", "crop 90% area")
+    results: dict[str, object] = {}
+    for name, originals, kind_names in (
+        ("fashion-mnist 28 px", small, kinds),
+        ("photo crops 64-200 px", large, photo_kinds),
+    ):
+        count = len(originals)
+        of = rng.choice(count, m if name.startswith("fashion") else m // 4, replace=False)
+        copies = [_plant(originals[row], kind_names[i % 5], rng) for i, row in enumerate(of)]
+        images = originals + copies
+        tensors = [
+            torch.from_numpy(np.array(i[None] if i.ndim == 2 else i.transpose(2, 0, 1)))
+            for i in images
+        ]
         started = time.perf_counter()
-        emb = embed_shards(manifest, Path(folder) / "emb", EmbedConfig(dim=64, progress=False))
-        x, keys = emb.array(), emb.keys()
-        found = find_duplicates(x, threshold=args.dedup_threshold)
-        levels = json.loads(args.levels)
-        config = HierarchyConfig(levels=levels, spherical=args.spherical)
-        hierarchy = build_hierarchy(x, keys, Path(folder) / "h", config, rows=found.keep)
-        curated = sample_hierarchy(hierarchy, keys, target, seed=0).rows
+        features = CopyFeatures.of_images(tensors)
+        fingerprint_seconds = time.perf_counter() - started
+        found = find_duplicates(features, CopyRule())
         seconds = time.perf_counter() - started
-    random_rows = rng.choice(len(images), target, replace=False)
-    class_sizes = np.bincount(labels, minlength=10)
-    oracle_counts = allocate(class_sizes, target, rng)
-
-    def describe(rows: np.ndarray | None, counts: np.ndarray | None = None) -> dict[str, float]:
-        counts = np.bincount(labels[rows], minlength=10) if counts is None else counts
-        smallest = int(np.argmin(class_sizes))
-        return {
-            "class_entropy": round(normalised_entropy(counts), 4),
-            "smallest_class_share": round(float(counts[smallest] / counts.sum()), 4),
-            "duplicate_share": round(float(is_copy[rows].mean()), 4)
-            if rows is not None
-            else float("nan"),
+        linked = {(p.a, p.b) for p in found.pairs}
+        hit = np.array([(int(row), count + i) in linked for i, row in enumerate(of)])
+        kind = np.arange(len(of)) % 5
+        if name.startswith("fashion"):
+            false = {r for p in found.pairs if p.b < count for r in (p.a, p.b)}
+            overlapping = 0
+        else:  # two crops of one photo that overlap by half or more are copies in part
+            pairs = [p for p in found.pairs if p.b < count]
+            overlapping = sum(_overlap(boxes[p.a], boxes[p.b]) >= 0.5 for p in pairs)
+            false = {r for p in pairs if _overlap(boxes[p.a], boxes[p.b]) < 0.5 for r in (p.a, p.b)}
+        results[name] = {
+            "distinct": count,
+            "planted": len(of),
+            "recall": round(float(hit.mean()), 4),
+            "recall_by_kind": {
+                k: round(float(hit[kind == i].mean()), 3) for i, k in enumerate(kind_names)
+            },
+            "false_positive_share": round(len(false) / count, 4),
+            "overlapping_crop_pairs_linked": int(overlapping),
+            "removed_by_method": found.removed,
+            "seconds_per_10k": round(seconds / len(images) * 10_000, 1),
+            "fingerprint_seconds_per_10k": round(fingerprint_seconds / len(images) * 10_000, 1),
         }
+        print(f"dedup {name}: {results[name]}")
+    return results
 
-    random_stats, curated_stats, oracle_stats = (
-        describe(random_rows),
-        describe(curated),
-        describe(None, oracle_counts),
+
+def _plant(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    if kind == "exact":
+        return image.copy()
+    if kind == "noise+-3":
+        return np.clip(image.astype(int) + rng.integers(-3, 4, image.shape), 0, 255).astype(
+            np.uint8
+        )
+    if kind == "shift 1px":
+        return _shifted(image, 1, 0)
+    if kind == "shift 2px":
+        return _shifted(image, *[int(v) for v in rng.choice([-2, 2], 2)])
+    if kind == "jpeg q75":
+        return _jpeg(image, 75)
+    if kind == "jpeg q60":
+        return _jpeg(image, 60)
+    if kind == "rescale 0.85":
+        return np.asarray(
+            Image.fromarray(image).resize((round(width * 0.85), round(height * 0.85)))
+        )
+    side = round(height * 0.95)  # crop keeping 90 % of the area, at a seeded corner
+    top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+    return np.ascontiguousarray(image[top : top + side, left : left + side])
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two square crops (photo, left, top, side); 0 across photos."""
+    if a[0] != b[0]:
+        return 0.0
+    width = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    height = max(0, min(a[2] + a[3], b[2] + b[3]) - max(a[2], b[2]))
+    inter = width * height
+    return inter / (a[3] ** 2 + b[3] ** 2 - inter)
+
+
+# ----------------------------------------------------------------- curation effect
+
+
+def _curate(manifest: Any, folder: Path, embedder: str, target: int) -> tuple[Any, Any, Any]:
+    """Embed, remove copies, build the hierarchy (levels auto) and sample ``target`` rows."""
+    from sslflow.curation.build import DedupConfig, remove_copies
+    from sslflow.curation.embeddings import EmbedConfig, embed_shards
+    from sslflow.curation.fingerprints import fingerprint_shards
+    from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
+    from sslflow.curation.sampling import sample_hierarchy
+
+    # a random network gets the 3×3 stride-1 stem: the auto image size is small on these pools
+    config = EmbedConfig(embedder=embedder, small_stem=embedder != "pixels", progress=False)
+    emb = embed_shards(manifest, folder / f"emb-{embedder}", config)
+    keys = emb.keys()
+    copies = fingerprint_shards(manifest, folder / "fingerprints", progress=False)
+    rows, removed = remove_copies(copies.features(), keys, DedupConfig(decontaminate=False))
+    hierarchy = build_hierarchy(
+        emb.array(), keys, folder / f"h-{embedder}", HierarchyConfig(levels="auto"), rows=rows
     )
-    gap_closed = (curated_stats["class_entropy"] - random_stats["class_entropy"]) / (
-        oracle_stats["class_entropy"] - random_stats["class_entropy"]
-    )
-    out = {
-        "pool": len(images),
-        "duplicates_planted": int(is_copy.sum()),
-        "duplicates_removed": found.removed,
-        "target": target,
-        "levels": levels,
-        "dedup_threshold": args.dedup_threshold,
-        "spherical": args.spherical,
-        "random": random_stats,
-        "curated": curated_stats,
-        "oracle": oracle_stats,
-        "entropy_gap_closed": round(gap_closed, 3),
-        "smallest_share_ratio": round(
-            curated_stats["smallest_class_share"] / max(random_stats["smallest_class_share"], 1e-9),
-            2,
-        ),
-        "seconds": round(seconds, 1),
+    curated = sample_hierarchy(hierarchy, keys, target, seed=0)
+    return emb, curated, (removed, hierarchy.config["levels"])
+
+
+def _copy_groups(keys: list[str]) -> np.ndarray:
+    """Per embedding row, the pool row of its original (a copy and its original share one)."""
+    found = [re.search(r"(\d{6})(?:-copy-of-(\d{6}))?", key) for key in keys]
+    return np.array([int(m.group(2) or m.group(1)) for m in found if m])
+
+
+def _describe(
+    counts: np.ndarray, smallest: int, group: np.ndarray, rows: np.ndarray | None
+) -> dict[str, float]:
+    """Normalised class entropy, the pool's smallest class's share, and the duplicate share:
+    the share of selected images whose original or copy is selected too."""
+    from sslflow.curation.stats import normalised_entropy
+
+    duplicate = 0.0
+    if rows is not None:
+        _, inverse, sizes = np.unique(group[rows], return_inverse=True, return_counts=True)
+        duplicate = round(float((sizes[inverse] > 1).mean()), 4)
+    return {
+        "class_entropy": round(normalised_entropy(counts), 4),
+        "smallest_class_share": round(float(counts[smallest] / counts.sum()), 4),
+        "duplicate_share": duplicate,
     }
-    print(
-        f"curation effect (pool {len(images)}, {is_copy.sum()} near-duplicates, {found.removed} "
-        "removed): "
-        f"class entropy random {random_stats['class_entropy']} / curated "
-        f"{curated_stats['class_entropy']} / "
-        f"oracle {oracle_stats['class_entropy']} → {gap_closed:.0%} of the gap closed; smallest "
-        "class share "
-        f"{random_stats['smallest_class_share']} → {curated_stats['smallest_class_share']}; "
-        "duplicate share "
-        f"{random_stats['duplicate_share']} → {curated_stats['duplicate_share']} ({seconds:.1f} s)"
-    )
-    return out
+
+
+def curation_effect(args: argparse.Namespace) -> dict[str, object]:
+    """Each pool × embedder: class entropy and smallest-class share of random / curated / oracle
+    subsets, and the share of planted copies in each."""
+    from sslflow.curation.sampling import allocate
+
+    results: dict[str, object] = {}
+    for pool in pools(args):
+        target = max(100, round(len(pool.images) * 0.2))
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            manifest = _write_pool(pool, folder)
+            for embedder in args.embedders.split(","):
+                started = time.perf_counter()
+                emb, curated, (removed, levels) = _curate(manifest, folder, embedder, target)
+                seconds = time.perf_counter() - started
+                keys = emb.keys()
+                labels = emb.labels()
+                group = _copy_groups(keys)
+                classes = len(pool.classes)
+                sizes = np.bincount(labels, minlength=classes)
+                rng = np.random.default_rng(0)
+                random_rows = rng.choice(len(keys), len(curated.rows), replace=False)
+                oracle = allocate(sizes, len(curated.rows), rng)
+                smallest = int(np.argmin(sizes))
+
+                stats = {
+                    "random": _describe(
+                        np.bincount(labels[random_rows], minlength=classes),
+                        smallest,
+                        group,
+                        random_rows,
+                    ),
+                    "curated": _describe(
+                        np.bincount(labels[curated.rows], minlength=classes),
+                        smallest,
+                        group,
+                        curated.rows,
+                    ),
+                    "oracle": _describe(oracle, smallest, group, None),
+                }
+                gap = stats["oracle"]["class_entropy"] - stats["random"]["class_entropy"]
+                closed = (
+                    stats["curated"]["class_entropy"] - stats["random"]["class_entropy"]
+                ) / gap
+                row = {
+                    "pool": len(keys),
+                    "planted_copies": int(len(keys) - len(np.unique(group))),
+                    "removed": removed.duplicates_removed,
+                    "target": len(curated.rows),
+                    "levels": levels,
+                    **stats,
+                    "entropy_gap_closed": round(float(closed), 3),
+                    "smallest_share_ratio": round(
+                        stats["curated"]["smallest_class_share"]
+                        / max(stats["random"]["smallest_class_share"], 1e-9),
+                        2,
+                    ),
+                    "seconds": round(seconds, 1),
+                }
+                results[f"{pool.name} / {embedder}"] = row
+                print(f"effect {pool.name} / {embedder}: {row}")
+    return results
 
 
 BENCHMARKS = {
     "rings": rings,
     "kmeans": kmeans_throughput,
     "memory": memory,
+    "dedup": dedup_quality,
     "effect": curation_effect,
 }
 
@@ -307,12 +560,8 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--levels", default="[[150, 3, 10], [15, 3, 5]]", help="effect: hierarchy levels (JSON)"
+        "--embedders", default="pixels,resnet18", help="effect: comma-separated embedders"
     )
-    parser.add_argument(
-        "--dedup-threshold", type=float, default=0.98, help="effect: cosine threshold"
-    )
-    parser.add_argument("--spherical", action="store_true", help="effect: spherical k-means")
     args = parser.parse_args()
     results = {}
     for name in args.only.split(","):

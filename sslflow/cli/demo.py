@@ -104,6 +104,8 @@ def run_demo(
 
 
 def _summary(result: Any, root: Path, dagster: Path, minutes: float) -> str:
+    from sslflow.cli.checks import check_lines
+
     lines = [f"\nsslflow demo finished in {minutes:.1f} min (Dagster run {result.run_id})."]
     for event in result.get_asset_materialization_events():
         meta = event.materialization.metadata
@@ -120,9 +122,14 @@ def _summary(result: Any, root: Path, dagster: Path, minutes: float) -> str:
                 "    top-1: "
                 + ", ".join(f"{k.removesuffix('_top1')} {v:.3f}" for k, v in headline.items())
             )
+        balance = meta.get("class_balance")
+        if balance is not None:
+            lines.append(f"    {balance.value}")
         report = meta.get("report")
         if report is not None:
             lines.append(f"    report: {report.value}")
+    checks = check_lines(result)
+    lines += ["Asset checks:", *(f"  {line}" for line in checks)] if checks else []
     lines += [
         f"Files:   {root}",
         f"MLflow:  sqlite:///{root / 'mlflow.db'} (artifacts in {root / 'mlartifacts'})",

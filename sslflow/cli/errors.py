@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from dagster._utils.error import SerializableErrorInfo
 
 DEBUG_HINT = "rerun with --debug for the traceback"
+# what Dagster raises in the step of a blocking asset check that failed
+BLOCKING_CHECK_ERROR = "DagsterAssetCheckFailedError"
 
 
 class CliError(Exception):
@@ -31,11 +33,15 @@ def _is_dagster_wrapper(error: SerializableErrorInfo) -> bool:
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
-    """``step: message`` per failed step: a Failure's description, else the first non-Dagster
-    error."""
-    messages = []
+    """Each failed check (:func:`~sslflow.cli.checks.failed_check_messages`), then ``step:
+    message`` per other failed step: a Failure's description, else the first non-Dagster error."""
+    from sslflow.cli.checks import failed_check_messages
+
+    messages = failed_check_messages(result)
     for event in result.get_step_failure_events():
         data = event.step_failure_data
+        if data.error is not None and data.error.cls_name == BLOCKING_CHECK_ERROR:
+            continue  # a blocking check that failed: its evaluation is reported above
         if data.user_failure_data is not None and data.user_failure_data.description:
             messages.append(f"{event.step_key}: {data.user_failure_data.description}")
             continue
@@ -49,6 +55,15 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
             f"{event.step_key}: {rest if sep and qualified.startswith('sslflow.') else text}"
         )
     return messages or [f"Dagster run {result.run_id} failed"]
+
+
+def raise_if_failed(result: dg.ExecuteInProcessResult) -> None:
+    """Raise :class:`RunFailedError` when a step or an ERROR asset check (blocking or not)
+    failed; a failed WARN check only warns (see :mod:`sslflow.cli.checks`)."""
+    from sslflow.cli.checks import is_error
+
+    if not result.success or any(map(is_error, result.get_asset_check_evaluations())):
+        raise RunFailedError(failure_messages(result), result.run_id)
 
 
 def _config_message(message: str) -> str:

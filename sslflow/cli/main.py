@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sslflow.cli.errors import RunFailedError, error_report, failure_messages
+from sslflow.cli.errors import error_report, raise_if_failed
 from sslflow.cli.parser import PRETRAIN_FLAGS, SOURCE_FLAGS, build_parser, load_run_config
 from sslflow.pipelines.stages import CURATION, EVAL_SPLIT, INGEST, PRETRAINING, PROBING
 
@@ -22,8 +22,9 @@ from sslflow.pipelines.stages import CURATION, EVAL_SPLIT, INGEST, PRETRAINING, 
 def _materialize(
     selection: Sequence[str], config: dict[str, dict[str, Any]], args: argparse.Namespace
 ) -> int:
-    """Run the assets; a failed run raises (``--debug``: the step's exception, else
-    RunFailedError)."""
+    """Run the assets, print what they made and their checks; a failed step or check raises
+    (``--debug``: a failed step's exception, else RunFailedError)."""
+    from sslflow.cli.checks import check_lines
     from sslflow.cli.runner import materialize_assets
 
     debug = args.debug
@@ -34,11 +35,16 @@ def _materialize(
         materialization = event.materialization
         meta = {k: v.value for k, v in materialization.metadata.items()}
         shown = {
-            k: meta[k] for k in ("samples", "shards", "total_size", "mlflow_run_id") if k in meta
+            k: meta[k]
+            for k in ("samples", "selected", "shards", "total_size", "mlflow_run_id")
+            if k in meta
         }
         print(f"{materialization.asset_key.to_user_string()}: {shown}")
-    if not result.success:
-        raise RunFailedError(failure_messages(result), result.run_id)
+        if "class_balance" in meta:
+            print(f"  {meta['class_balance']}")
+    for line in check_lines(result):
+        print(line)
+    raise_if_failed(result)
     return 0
 
 
@@ -81,9 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from sslflow.cli.demo import run_demo
 
-        result = run_demo(args.home, args.source, debug=args.debug)
-        if not result.success:
-            raise RunFailedError(failure_messages(result), result.run_id)
+        raise_if_failed(run_demo(args.home, args.source, debug=args.debug))
         return 0
     if args.command == "ingest":
         return _materialize(

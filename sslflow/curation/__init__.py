@@ -4,7 +4,7 @@ hierarchical sampling, deduplication, incremental assignment and a report. Plain
 Heavy modules (embedders, report plotting) are imported from their submodules on use.
 """
 
-from sslflow.curation.dedup import DedupResult, find_duplicates
+from sslflow.curation.dedup import CopyRule, DedupResult, find_copies_of, find_duplicates
 from sslflow.curation.hierarchical import HierarchyConfig, Level, build_hierarchy
 from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError, load_hierarchy
 from sslflow.curation.incremental import Assignment, assign_new
@@ -14,6 +14,7 @@ from sslflow.curation.stats import normalised_entropy
 
 __all__ = [
     "Assignment",
+    "CopyRule",
     "CuratedIndex",
     "DedupResult",
     "Hierarchy",
@@ -28,6 +29,7 @@ __all__ = [
     "assign",
     "assign_new",
     "build_hierarchy",
+    "find_copies_of",
     "find_duplicates",
     "kmeans",
     "load_hierarchy",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, astuple
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from sslflow.curation.build import HierarchyBuilder
 from sslflow.curation.embeddings import load_embeddings
 from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
 from sslflow.curation.hierarchy_store import Hierarchy, load_hierarchy
+from sslflow.curation.levels import levels_value
 from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,13 @@ def launch_arguments(
     rows: np.ndarray | None,
     launch_dir: Path,
 ) -> list[str]:
-    """Write the config (and the rows to cluster) into ``launch_dir``; the ranks' arguments."""
+    """Write the config (and the rows to cluster) into ``launch_dir``; the ranks' arguments.
+
+    ``levels="auto"`` stays ``"auto"``: every rank resolves it alike in ``build_hierarchy``,
+    against the rows clustered.
+    """
     launch_dir.mkdir(parents=True, exist_ok=True)
-    body = {**asdict(config), "levels": [list(astuple(level)) for level in config.levels]}
+    body = {**asdict(config), "levels": levels_value(config.levels)}
     save_json(launch_dir / "config.json", body)
     arguments = ["--embeddings", str(embeddings_dir), "--out", str(out)]
     arguments += ["--config", str(launch_dir / "config.json")]

@@ -15,7 +15,9 @@ Because each cluster contributes at most ``r`` points to the pool, dense regions
 outweigh sparse ones, and the centroids spread more uniformly over the data's modes.
 Level 0's input is the embeddings; level ``i+1``'s input is level ``i``'s centroids.
 
-The folder a build writes, and its reader, are in :mod:`sslflow.curation.hierarchy_store`.
+The folder a build writes, and its reader, are in :mod:`sslflow.curation.hierarchy_store`;
+level parsing, checks and ``levels="auto"`` (levels sized to the pool) in
+:mod:`sslflow.curation.levels`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ import numpy as np
 
 from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError
 from sslflow.curation.kmeans import KMeansConfig, RankComm, Rows, RowSubset, assign, kmeans
+from sslflow.curation.levels import (
+    Level,
+    check_levels,
+    levels_value,
+    parse_levels,
+    resolve_levels,
+    small_clusters_message,
+)
 from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
 
@@ -40,32 +50,17 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Level:
-    """One level: K clusters, m resampling steps, r points per cluster in each resampling pool."""
-
-    n_clusters: int
-    n_resampling_steps: int = 0
-    sample_size: int = 1
-
-    @classmethod
-    def parse(cls, value: Level | Sequence[int]) -> Level:
-        if isinstance(value, Level):
-            return value
-        if len(value) != 3:
-            raise HierarchyError(
-                f"a level is (n_clusters, n_resampling_steps, sample_size), got {list(value)}"
-            )
-        return cls(*(int(v) for v in value))
-
-
-@dataclass(frozen=True)
 class HierarchyConfig:
     """How to build the hierarchy.
 
     Attributes:
-        levels: (n_clusters, n_resampling_steps, sample_size) per level, from the finest
-            (level 0, clusters of the embeddings) to the coarsest; the number of clusters must
-            strictly decrease.
+        levels: "auto" (levels sized to the clustered pool of N points: level 0 gets N/75
+            clusters, each level above 8x fewer while it keeps 10 or more, at most 4 levels,
+            3 resampling steps, sample size 15 at level 0 and 5 above; e.g. N = 60,000 gives
+            [[800,3,15],[100,3,5],[12,3,5]]), or explicit [n_clusters, n_resampling_steps,
+            sample_size] per level, from the finest (level 0, clusters of the embeddings) to
+            the coarsest, with strictly decreasing n_clusters. A built hierarchy records the
+            resolved levels.
         seed: base seed; step ``s`` of level ``i`` seeds its k-means with ``seed + 1000 i + s``.
         spherical: cosine k-means on L2-normalised embeddings.
         max_iter: Lloyd iterations per k-means run.
@@ -75,7 +70,7 @@ class HierarchyConfig:
         progress: show progress bars.
     """
 
-    levels: tuple[Level, ...] = (Level(200, 3, 10), Level(20, 3, 5))
+    levels: str | tuple[Level, ...] = "auto"
     seed: int = 0
     spherical: bool = False
     max_iter: int = 50
@@ -85,12 +80,14 @@ class HierarchyConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "levels", tuple(Level.parse(v) for v in self.levels))
+        object.__setattr__(self, "levels", parse_levels(self.levels))
 
     def identity(self) -> dict[str, Any]:
         """The fields that change the result (a resumed build must match them)."""
         return {
-            "levels": [asdict(level) for level in self.levels],
+            "levels": self.levels
+            if isinstance(self.levels, str)
+            else [asdict(level) for level in self.levels],
             "seed": self.seed,
             "spherical": self.spherical,
             "max_iter": self.max_iter,
@@ -119,32 +116,6 @@ def check_keys(keys: Sequence[str]) -> None:
         )
 
 
-def check_levels(levels: Sequence[Level], n_points: int) -> None:
-    """Fail before any work when the levels cannot be built on ``n_points`` rows."""
-    if not levels:
-        raise HierarchyError("at least one level is needed, e.g. [(1000, 10, 15)]")
-    available = n_points
-    for index, level in enumerate(levels):
-        if level.n_clusters < 1 or level.n_resampling_steps < 0 or level.sample_size < 1:
-            raise HierarchyError(
-                f"level {index} {asdict(level)}: n_clusters and sample_size must be ≥ 1 and "
-                "n_resampling_steps ≥ 0"
-            )
-        if index and level.n_clusters >= levels[index - 1].n_clusters:
-            sizes = [lv.n_clusters for lv in levels]
-            raise HierarchyError(
-                f"levels must have strictly decreasing n_clusters (level {index - 1} → {index}: "
-                f"{sizes}); order them from the finest level to the coarsest"
-            )
-        if level.n_clusters > available:
-            what = "rows" if index == 0 else f"level {index - 1} centroids"
-            raise HierarchyError(
-                f"level {index} asks for {level.n_clusters} clusters but has only {available} "
-                f"{what} to cluster; use n_clusters ≤ {available} (e.g. {max(1, available // 10)})"
-            )
-        available = level.n_clusters
-
-
 def build_hierarchy(
     embeddings: np.ndarray,
     keys: Sequence[str],
@@ -159,7 +130,8 @@ def build_hierarchy(
         embeddings: (N, D) rows, e.g. a float16 memmap; read in chunks.
         keys: N sample keys (checked for duplicates).
         out_dir: the hierarchy folder (see the module docstring for its layout).
-        config: levels and k-means options.
+        config: levels and k-means options; ``levels="auto"`` is resolved against the rows
+            clustered (``rows`` less dropped NaN/inf rows), and the resolved levels are saved.
         rows: sorted embedding rows to cluster (e.g. after deduplication); None = all.
         overwrite: delete an existing hierarchy built with another config instead of failing.
 
@@ -182,7 +154,12 @@ def build_hierarchy(
             f"{[keys[i] for i in invalid[:5]]}; fix the embedder or pass drop_invalid=True"
         )
     selected = np.setdiff1d(selected, invalid)
-    check_levels(config.levels, len(selected))
+    levels = resolve_levels(config.levels, len(selected))
+    auto = levels != config.levels
+    if auto:  # "auto": the resolved levels are what config.json records
+        log.info("levels: auto on %d rows → %s", len(selected), levels_value(levels))
+        config = replace(config, levels=levels)
+    check_levels(levels, len(selected))
     identity = {
         **config.identity(),
         "dim": int(embeddings.shape[1]),
@@ -200,7 +177,7 @@ def build_hierarchy(
         embeddings if rows is None and not len(invalid) else RowSubset(embeddings, selected)
     )
     stats: list[dict[str, Any]] = []
-    for index, level in enumerate(config.levels):
+    for index, level in enumerate(levels):
         # Level 0 reads all N rows: each rank takes a consecutive slice. Upper levels cluster
         # centroids (a few thousand rows): every rank computes them alike, rank 0 writes.
         level_comm = comm if index == 0 else RankComm(enabled=False)
@@ -212,7 +189,8 @@ def build_hierarchy(
         comm.barrier()
         data = load_npy(out / f"level_{index:02d}" / "centroids.npy")
     if comm.rank == 0:
-        save_json(out / "summary.json", {"dropped_invalid": len(invalid), "levels": stats})
+        summary = {"dropped_invalid": len(invalid), "auto_levels": auto, "levels": stats}
+        save_json(out / "summary.json", summary)
     comm.barrier()
     return Hierarchy(root=out, config=identity, stats=stats)
 
@@ -338,6 +316,9 @@ def _build_level(
         "seconds": time.perf_counter() - started,
         "ranks": comm.world,
     }
+    warning = small_clusters_message(index, level, stats["sizes"]["p50"], len(labels))
+    if warning and write:
+        log.warning(warning)
     if not write:
         return stats
     save_npy(folder / "centroids.npy", centroids)

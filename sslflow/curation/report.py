@@ -97,6 +97,9 @@ class ReportInputs:
         thumbnails: top-level cluster → a few uint8 images (H, W) or (H, W, C).
         extra: headline numbers shown in the summary table.
         rounds: one row per curation round (earlier rounds and this one), shown side by side.
+        class_balance: a sentence on the class balance against a random subset
+            (:func:`class_balance_sentence`), shown above the summary table.
+        sections: further HTML sections, shown after the levels (e.g. the removed copies).
     """
 
     hierarchy: Hierarchy
@@ -106,6 +109,23 @@ class ReportInputs:
     thumbnails: dict[int, list[np.ndarray]] | None = None
     extra: dict[str, Any] | None = None
     rounds: list[dict[str, Any]] | None = None
+    class_balance: str | None = None
+    sections: list[str] | None = None
+
+
+def class_balance_sentence(summary: dict[str, Any]) -> str | None:
+    """Whether curation improved the class balance against a random subset of the same size,
+    with the numbers; None without labels (no ``class_balance_vs_random`` in ``summary``)."""
+    verdict = summary.get("class_balance_vs_random")
+    if verdict is None:
+        return None
+    return (
+        f"Class balance {verdict} against a random subset of the same size: normalised class "
+        f"entropy {summary['class_entropy_curated']:.3f} vs {summary['class_entropy_random']:.3f}"
+        f" (pool {summary['class_entropy_pool']:.2f}); smallest class "
+        f"({summary['smallest_class']}) share {summary['smallest_class_share_curated']:.1%} vs "
+        f"{summary['smallest_class_share_random']:.1%}."
+    )
 
 
 def thumbnail_rows(hierarchy: Hierarchy, per_cluster: int) -> dict[int, list[int]]:
@@ -274,12 +294,13 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
         plot_centroids(inputs, out / "centroids.png"),
         plot_classes(inputs, out / "class_shares.png"),
     ]
-    summary = {**inputs.curated.summary(), **(inputs.extra or {})}
+    summary = inputs.curated.summary()
     if inputs.labels is not None and (inputs.labels >= 0).any():
         n_classes = int(inputs.labels.max()) + 1
         pool, curated = class_shares(inputs.labels, inputs.curated.rows, n_classes)
         summary["class_entropy_pool"] = normalised_entropy(pool)
         summary["class_entropy_curated"] = normalised_entropy(curated)
+    summary.update(inputs.extra or {})
     rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in summary.items()
     )
@@ -293,15 +314,17 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
         f'<p><img src="{p.name}" alt="{p.stem}" style="max-width:100%"></p>' for p in images if p
     )
     rounds = _rounds_table(inputs.rounds) if inputs.rounds else ""
+    balance = f"<p>{html.escape(inputs.class_balance)}</p>" if inputs.class_balance else ""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>sslflow curation report</title>
 <style>{STYLE}</style>
 </head><body>
 <h1>Curation report</h1>
-<h2>Summary</h2><table>{rows}</table>
+<h2>Summary</h2>{balance}<table>{rows}</table>
 <h2>Levels</h2><table><tr><th>level</th><th>K</th><th>resampling steps</th><th>sample size</th>
 <th>inertia</th><th>size entropy</th><th>empty</th></tr>{level_rows}</table>
 {rounds}
+{"".join(inputs.sections or [])}
 <h2>Plots</h2>{figures}
 </body></html>
 """

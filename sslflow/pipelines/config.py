@@ -7,7 +7,7 @@ stage flags) and the Dagster UI share the same defaults, and every core field is
 Fields that only the asset has (which data to train on, the registry alias ...) are declared
 on the asset's subclass; fields that only make sense in Python (progress bars, callbacks)
 are left out by name. A stage built from two core configs inherits from both derived classes,
-renaming fields whose names alone would not say which config they set (``dedup_threshold``).
+renaming fields whose names alone would not say which config they set (``dedup_max_shift``).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def test_two_ranks_through_pipes_match_one_process(
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
     assets = [data.raw_shards, embeddings.embeddings, curation.kmeans_hierarchy]
-    hierarchy = {"levels": [[20, 2, 5], [4, 1, 3]], "dedup": True, "dedup_threshold": 0.99}
+    hierarchy = {"levels": [[20, 2, 5], [4, 1, 3]], "dedup": True}
     ops = {
         "raw_shards": {"config": {"source": "shards", "path": str(fmnist_subset.train.root)}},
         "embeddings": {"config": {"dim": 16, "pca_samples": 1000}},

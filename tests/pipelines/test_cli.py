@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -196,6 +197,58 @@ def test_bad_config_names_the_field_briefly(
 
     assert main(["ingest", "--set", "shard_size=3"]) == 1
     assert "error: --set 'shard_size=3': expected ASSET.FIELD=VALUE" in capsys.readouterr().err
+
+
+CURATE_SMALL = [
+    "--set",
+    "embeddings.dim=16",
+    "--set",
+    "embeddings.pca_samples=300",
+    "--set",
+    "kmeans_hierarchy.levels=[[20, 1, 4], [4, 1, 2]]",
+    "--set",
+    "curated_index.target_size=150",
+]
+
+
+def test_failed_balance_check_fails_curate_and_blocks_the_shards(
+    cli_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sslflow curate` prints every asset check; curated_top_entropy is blocking: when it
+    fails the command exits 1 naming the check, its numbers and the fix, and curated_shards
+    does not run. Within reach of the threshold it passes and the shards are written."""
+    home = ["--home", str(cli_home)]
+    assert main(["ingest", "--source", "digits", "--split", "test", *home]) == 0
+    capsys.readouterr()
+    impossible = ["--set", "curated_index.min_top_entropy=1.01"]
+    assert main(["curate", *CURATE_SMALL, *impossible, *home]) == 1
+    captured = capsys.readouterr()
+    assert "embeddings check embeddings_finite: passed {'invalid_rows': 0" in captured.out
+    assert (
+        "curated_index check curated_top_entropy: FAILED {'entropy_top_curated': " in captured.out
+        and "'threshold': 1.01" in captured.out
+    )
+    assert "Class balance " in captured.out and "against a random subset" in captured.out
+    err = captured.err
+    assert "sslflow curate: error: curated_index check curated_top_entropy failed: " in err
+    assert "entropy_top_curated 0." in err and "< min_top_entropy 1.01 (pool 0." in err
+    assert "lower curated_index.min_top_entropy" in err and "kmeans_hierarchy.levels" in err
+    assert "(blocking: not run: curated_shards)" in err and "Traceback" not in err
+    assert "Blocking check" not in err and "blocking asset check" not in err  # Dagster's own
+    assert not (cli_home / "curated_shards" / "manifest.json").exists()
+    event = dg.DagsterInstance.get().get_latest_materialization_event(dg.AssetKey("curated_shards"))
+    assert event is None
+
+    assert main(["curate", *CURATE_SMALL, "--set", "curated_index.min_top_entropy=0.5", *home]) == 0
+    out = capsys.readouterr().out
+    assert "curated_index: {'selected': 150" in out
+    assert "curated_index check curated_top_entropy: passed {'entropy_top_curated': " in out
+    assert "'threshold': 0.5" in out and "curated_shards: {'samples': 150" in out
+    report = (cli_home / "curated_index" / "report" / "index.html").read_text()
+    assert "against a random subset of the same size: normalised class entropy" in report
+    summary = json.loads((cli_home / "curated_index" / "summary.json").read_text())
+    assert summary["class_balance_vs_random"] in {"improved", "worsened", "unchanged"}
+    assert 0 < summary["class_entropy_random"] <= 1
 
 
 def test_dagster_definitions_validate_loads_the_workspace(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ import dagster as dg
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from sslflow.data import Manifest
+from sslflow.curation.build import DedupSummary
+from sslflow.data import Manifest, write_shards
+from sslflow.data.datasets import ArraySource, fashion_mnist
 from sslflow.pipelines.assets import curation, data, embeddings
 
 SMALL = {
@@ -108,3 +110,42 @@ def test_curation_assets_materialise_in_process(
     shards = runs["curated_shards"]
     assert shards.data.metrics["samples"] == 500
     assert shards.data.tags["sslflow.upstream.curated_index"] == index.info.run_id
+
+
+def test_copies_of_evaluation_images_leave_the_pool_and_show_in_the_report(
+    fmnist_subset, resources, sslflow_home: Path, tmp_path: Path
+) -> None:
+    """eval_split's test images planted in the raw pool (10 exact, 10 shifted by 1 px) are
+    removed before clustering, counted in dedup.json and shown in the report."""
+    train, test = fashion_mnist(split="train"), fashion_mnist(split="test")
+    planted = [test.images[i] for i in range(10)]
+    planted += [np.roll(test.images[i], 1, axis=1) for i in range(10, 20)]
+    images = np.concatenate([train.images[:600], np.stack(planted)])
+    labels = np.concatenate([train.labels[:600], test.labels[:20]])
+    pool = ArraySource("pool", images, labels, "pool", {"test": "decontamination"}, train.classes)
+    write_shards(pool, tmp_path / "pool", shard_size=400, progress=False)
+    selected = [data.raw_shards, data.eval_split, embeddings.embeddings, curation.kmeans_hierarchy]
+    selected.append(curation.curated_index)
+    config = {
+        "raw_shards": {"source": "shards", "path": str(tmp_path / "pool")},
+        "eval_split": {"source": "shards", "path": str(fmnist_subset.train.root.parent)},
+        "embeddings": SMALL["embeddings"],
+        "kmeans_hierarchy": {"levels": [[20, 1, 5], [4, 1, 3]], "max_iter": 10},
+        "curated_index": {"target_size": 200, "min_top_entropy": 0.5, "thumbnails": 1},
+    }
+    result = dg.materialize(
+        selected,
+        instance=dg.DagsterInstance.ephemeral(),
+        resources=resources,
+        run_config={"ops": {name: {"config": cfg} for name, cfg in config.items()}},
+    )
+    assert result.success
+    dedup = DedupSummary.load(sslflow_home / "kmeans_hierarchy")
+    removed = {a for a, _, _, _ in dedup.contaminated}
+    assert dedup.contaminated_removed >= 20
+    assert removed and removed <= {f"pool-{600 + i:06d}" for i in range(20)}
+    rows = set(np.load(sslflow_home / "kmeans_hierarchy" / "rows.npy").tolist())
+    assert not rows & set(range(600, 620))
+    report = sslflow_home / "curated_index" / "report"
+    assert (report / "eval_copies.png").is_file()
+    assert "copies of evaluation images" in (report / "index.html").read_text()

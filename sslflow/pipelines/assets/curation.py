@@ -5,11 +5,11 @@ MLflow run (config as params, headline metrics, small artifacts, URI + sha256 of
 returns metadata with the run id.
 """
 
-from dataclasses import astuple
+from typing import Any
 
 import dagster as dg
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from sslflow.curation.build import DEDUP_FILE, DedupConfig, HierarchyBuilder, cluster_pool
 from sslflow.curation.curate import CurationRound, SamplingConfig, curate
@@ -17,6 +17,7 @@ from sslflow.curation.distributed import MODULE as DISTRIBUTED_MODULE, torchrun_
 from sslflow.curation.embeddings import load_embeddings
 from sslflow.curation.hierarchical import HierarchyConfig
 from sslflow.curation.hierarchy_store import HierarchyError, load_hierarchy
+from sslflow.curation.levels import levels_value, parse_levels
 from sslflow.curation.shards import SelectedSource, pool_source
 from sslflow.curation.storage import load_json
 from sslflow.data import write_shards
@@ -26,6 +27,7 @@ from sslflow.pipelines.assets.data import ShardWriterConfig, raw_manifest
 from sslflow.pipelines.assets.embeddings import ROUND_KEY
 from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.failures import bad_input
+from sslflow.pipelines.fingerprints import eval_copies, pool_copies
 from sslflow.pipelines.instance import latest_metadata, upstream_run_ids
 from sslflow.pipelines.lineage import (
     skip_when_unchanged,
@@ -42,8 +44,13 @@ GROUP = "curation"
 
 DEDUP_FIELDS = {
     "enabled": "dedup",
-    "threshold": "dedup_threshold",
+    "decontaminate": "dedup_eval",
     "neighbours": "dedup_neighbours",
+    "max_shift": "dedup_max_shift",
+    "pixel_tolerance": "dedup_pixel_tolerance",
+    "max_differing": "dedup_max_differing",
+    "min_correlation": "dedup_min_correlation",
+    "examples": "dedup_examples",
 }
 
 
@@ -62,10 +69,12 @@ class KMeansHierarchyConfig(
     ),
 ):
     """Hierarchical k-means with resampling (see ``sslflow.curation.hierarchical``), after
-    near-duplicate removal."""
+    removing copies of evaluation images and duplicates (``sslflow.curation.dedup``)."""
 
-    levels: list[list[int]] = Field(
-        [list(astuple(level)) for level in HierarchyConfig().levels],
+    # str | list[list[int]]: Dagster's config schema has no such union, so the field is Any
+    # and the validator below accepts exactly those two forms.
+    levels: Any = Field(
+        levels_value(HierarchyConfig().levels),
         description=attribute_docs(HierarchyConfig)["levels"],
     )
     processes: int = Field(
@@ -73,6 +82,16 @@ class KMeansHierarchyConfig(
         description="processes for level 0 (the pass over every embedding); > 1 launches torchrun "
         "through Dagster Pipes, each rank clustering a slice of the memmap (gloo all-reduce)",
     )
+
+    @field_validator("levels")
+    @classmethod
+    def _check_levels(cls, value: Any) -> str | list[list[int]]:
+        """``"auto"`` or ``[[n_clusters, n_resampling_steps, sample_size], ...]``; anything else
+        fails here, naming the field, before any work."""
+        try:
+            return levels_value(parse_levels(value))
+        except HierarchyError as exc:
+            raise ValueError(f"kmeans_hierarchy.{exc}") from exc
 
     def hierarchy_config(self) -> HierarchyConfig:
         return HierarchyConfig(**core_values(self, HierarchyConfig), progress=True)
@@ -101,7 +120,12 @@ def _hierarchy_builder(
     )
 
 
-@dg.asset(group_name=GROUP, deps=["embeddings"], code_version="1", kinds={"numpy", "mlflow"})
+@dg.asset(
+    group_name=GROUP,
+    deps=["embeddings", "raw_shards", "eval_split"],  # copies are found on the pool's pixels
+    code_version="2",
+    kinds={"numpy", "mlflow"},
+)
 @skip_when_unchanged
 def kmeans_hierarchy(
     context: dg.AssetExecutionContext,
@@ -110,19 +134,26 @@ def kmeans_hierarchy(
     mlflow: MLflowTracking,
     torchrun: TorchrunLauncher,
 ) -> dg.MaterializeResult:
-    """Centroids, assignments and CSR clusters per level (resumable per level and step)."""
+    """Centroids, assignments and CSR clusters per level (resumable per level and step), built
+    after copies of evaluation images and duplicates left the pool."""
     source = load_embeddings(home.asset_dir("embeddings"))
     out = home.asset_dir("kmeans_hierarchy")
     upstream = upstream_run_ids(context, ["raw_shards", "embeddings"])
+    dedup = config.dedup_config()
+    keys = source.keys()
+    copies = pool_copies(home, keys) if dedup.enabled else None
+    evaluation = eval_copies(context, home) if dedup.enabled and dedup.decontaminate else None
     with mlflow.start_run(context, "kmeans_hierarchy", upstream=upstream) as run:
         run.log_params(config.model_dump())
         try:
             built = cluster_pool(
                 source.array(),
-                source.keys(),
+                keys,
                 out,
                 config.hierarchy_config(),
-                config.dedup_config(),
+                dedup,
+                copies,
+                evaluation,
                 _hierarchy_builder(context, home, torchrun, config),
             )
         except HierarchyError as exc:
@@ -130,8 +161,10 @@ def kmeans_hierarchy(
         if config.dedup:
             removed = built.dedup
             context.log.info(
-                f"dedup: removed {removed.duplicates_removed} near-duplicates in "
-                f"{removed.duplicate_groups} groups"
+                f"dedup: removed {removed.contaminated_removed} copies of evaluation images "
+                f"({removed.decontaminated_against or 'no evaluation set'}) and "
+                f"{removed.duplicates_removed} duplicates in {removed.duplicate_groups} groups "
+                f"({', '.join(f'{m} {n}' for m, n in removed.removed_by_method.items())})"
             )
         hierarchy = built.hierarchy
         run.log_metrics(built.metrics())
@@ -153,6 +186,7 @@ def kmeans_hierarchy(
             "levels": str(config.levels),
             "points": len(hierarchy.rows()),
             "duplicates_removed": built.dedup.duplicates_removed,
+            "contaminated_removed": built.dedup.contaminated_removed,
             **{f"level_{i}_inertia": s["inertia"] for i, s in enumerate(hierarchy.stats)},
             "path": dg.MetadataValue.path(str(out)),
             **run_metadata(run),
@@ -258,6 +292,8 @@ def curated_index(
             "selected": len(curation.curated.rows),
             "entropy_top_pool": curation.summary["entropy_top_pool"],
             "entropy_top_curated": curation.summary["entropy_top_curated"],
+            "min_top_entropy": curation.summary["min_top_entropy"],
+            **curation.class_balance(),
             "report": dg.MetadataValue.path(str(curation.report)),
             **run_metadata(run),
         }
@@ -265,17 +301,32 @@ def curated_index(
 
 
 @dg.asset_check(
-    asset=curated_index, description="curated counts are balanced over top-level clusters"
+    asset=curated_index,
+    blocking=True,
+    description="curated counts are balanced over top-level clusters (normalised entropy ≥ "
+    "min_top_entropy); an unbalanced selection is what curation exists to avoid, so "
+    "curated_shards and pretraining do not run on it",
 )
 def curated_top_entropy(home: SslflowHome) -> dg.AssetCheckResult:
     summary = load_json(home.asset_dir("curated_index") / "summary.json")
+    curated, threshold = summary["entropy_top_curated"], summary["min_top_entropy"]
+    passed = curated >= threshold
     return dg.AssetCheckResult(
-        passed=summary["entropy_top_curated"] >= summary["min_top_entropy"],
+        passed=passed,
         metadata={
-            "entropy_top_curated": summary["entropy_top_curated"],
+            "entropy_top_curated": curated,
+            "threshold": threshold,
             "entropy_top_pool": summary["entropy_top_pool"],
-            "threshold": summary["min_top_entropy"],
         },
+        description=None
+        if passed
+        else (
+            f"entropy_top_curated {curated:.4f} < min_top_entropy {threshold:g} (pool "
+            f"{summary['entropy_top_pool']:.4f}): the selection is unbalanced over the top-level "
+            "clusters. Fix: raise kmeans_hierarchy.levels (more clusters or resampling steps), "
+            "use a stronger embedder (embeddings.embedder), curate fewer samples "
+            "(curated_index.target_size) or lower curated_index.min_top_entropy"
+        ),
     )
 
 
