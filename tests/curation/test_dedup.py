@@ -104,7 +104,7 @@ def test_planted_copies_of_photos_are_found() -> None:
     planted = [
         jpeg(originals[0], 60),
         np.asarray(Image.fromarray(originals[1]).resize((150, 150))),
-        shifted(originals[2], 2, 0),
+        jpeg(np.asarray(Image.fromarray(originals[2]).resize((170, 170))), 75),
         originals[3].copy(),
     ]
     images = crops + planted

@@ -149,7 +149,7 @@ def test_ingest_order_is_shuffled_and_seeded(photos: PhotoFolder) -> None:
     labels = [item.label for item in source.iter_items()]
     assert labels != sorted(labels)  # a folder listed by class would give sorted labels
     first_shard = labels[: len(labels) // 4]
-    assert len(set(first_shard)) >= len(photos.classes) - 1
+    assert len(set(first_shard)) >= 0.8 * len(photos.classes)
     again = [item.label for item in open_source("image-folder", path=str(photos.root)).iter_items()]
     assert again == labels
 

@@ -56,6 +56,11 @@ CHANGES = [
     ("raw_shards", "max_side", 6),  # the 8×8 digits stored at 6 px: every image changes
 ]
 
+# kmeans_hierarchy removes copies of eval_split's test images, so an eval_split change reruns
+# the curation; the selection is the same, so the curated shards keep their content (their data
+# version holds) and pretrained_model, keyed on it, is reused.
+HELD = {"eval_split": ({"curated_shards"}, {"pretrained_model"})}
+
 
 def downstream(asset: str) -> set[str]:
     """``asset`` and every asset that depends on it, directly or not."""
@@ -102,15 +107,18 @@ def test_each_changed_input_recomputes_it_and_its_downstream_only(
     for asset, field, value in CHANGES:
         config.setdefault(asset, {})[field] = value
         current = materialise(instance, resources, config)
-        expected = downstream(asset)
+        held, reused = HELD.get(asset, (set(), set()))
+        expected = downstream(asset) - reused
         recomputed = {name for name, state in current.items() if not state["reused"]}
         assert recomputed == expected, (asset, field)
-        for name in expected:
+        for name in expected - held:
             assert current[name]["run"] != previous[name]["run"], (asset, name)  # a new MLflow run
             assert current[name]["version"] != previous[name]["version"], (
                 asset,
                 name,
             )  # a new data version
+        for name in held:
+            assert current[name]["version"] == previous[name]["version"], (asset, name)
         for name in set(current) - expected:
             assert current[name] == {**previous[name], "reused": True}, (asset, name)
         previous = current
