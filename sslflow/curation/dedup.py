@@ -229,9 +229,10 @@ def find_duplicates(features: CopyFeatures, rule: CopyRule, progress: bool = Fal
     kept = np.zeros(n, bool)
     kept[keep] = True
     for pair in pairs:  # each dropped row is counted under the first method that linked it
-        if not kept[pair.b]:
-            kept[pair.b] = True
-            removed[pair.method] += 1
+        for row in (pair.a, pair.b):
+            if not kept[row]:
+                kept[row] = True
+                removed[pair.method] += 1
     return DedupResult(
         keep=keep,
         removed={"all": n - len(keep), **removed},

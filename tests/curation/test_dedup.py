@@ -81,6 +81,9 @@ def test_planted_copies_of_small_images_are_found_and_distinct_images_kept(
     assert len(distinct_linked) / n <= 0.01
     assert not np.isin(n + np.flatnonzero(found), result.keep).any()
     assert result.removed["all"] == len(images) - len(result.keep)
+    assert result.removed["all"] == sum(
+        result.removed[m] for m in ("exact", "pixels", "correlation")
+    )
     assert result.removed["exact"] == 60 and result.removed["pixels"] >= 0.9 * 240
 
 
