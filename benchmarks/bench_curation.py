@@ -8,7 +8,6 @@ Every ratio is against a baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import resource
@@ -22,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # photo_folder
+# photo_folder and planted_copies live beside the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from planted_copies import jpeg, shifted
 
 
 def rings(args: argparse.Namespace) -> dict[str, object]:
@@ -210,24 +212,6 @@ class Pool:
     classes: list[str]
 
 
-def _shifted(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """``image`` moved by (dx, dy) px; the uncovered strip is black, content pushed off is lost."""
-    out = np.zeros_like(image)
-    h, w = image.shape[:2]
-    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
-        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-    ]
-    return out
-
-
-def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
-
-
 def _fashion_pool(name: str, per_class: np.ndarray, copy_share: float, seed: int) -> Pool:
     """Fashion-MNIST train with ``per_class`` images of each (seeded) class, plus
     ``copy_share`` near-duplicates: half re-encoded with ±3 noise, half shifted by 2 px."""
@@ -248,10 +232,10 @@ def _fashion_pool(name: str, per_class: np.ndarray, copy_share: float, seed: int
     for number, row in enumerate(of):
         image = images[row]
         if number % 2:
-            copy = _shifted(image, *[int(v) for v in rng.choice([-2, 2], 2)])
+            copy = shifted(image, *[int(v) for v in rng.choice([-2, 2], 2)])
         else:
             noise = rng.integers(-3, 4, image.shape)
-            copy = _jpeg(np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8), 90)
+            copy = jpeg(np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8), 90)
         images.append(copy)
         labels.append(labels[row])
     copy_of = np.r_[np.full(len(chosen), -1), of]
@@ -278,9 +262,9 @@ def _photo_pool(scale: float, seed: int) -> Pool:
         image = images[row]
         if number % 2:
             height, width = image.shape[:2]
-            copy = _jpeg(image[: height * 19 // 20, : width * 19 // 20], 75)  # 90 % of the area
+            copy = jpeg(image[: height * 19 // 20, : width * 19 // 20], 75)  # 90 % of the area
         else:
-            copy = _jpeg(image, 60)
+            copy = jpeg(image, 60)
         images.append(copy)
         labels.append(labels[row])
     copy_of = np.r_[np.full(len(images) - len(of), -1), of]
@@ -401,13 +385,13 @@ def _plant(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray
             np.uint8
         )
     if kind == "shift 1px":
-        return _shifted(image, 1, 0)
+        return shifted(image, 1, 0)
     if kind == "shift 2px":
-        return _shifted(image, *[int(v) for v in rng.choice([-2, 2], 2)])
+        return shifted(image, *[int(v) for v in rng.choice([-2, 2], 2)])
     if kind == "jpeg q75":
-        return _jpeg(image, 75)
+        return jpeg(image, 75)
     if kind == "jpeg q60":
-        return _jpeg(image, 60)
+        return jpeg(image, 60)
     if kind == "rescale 0.85":
         return np.asarray(
             Image.fromarray(image).resize((round(width * 0.85), round(height * 0.85)))

@@ -69,10 +69,10 @@ def copy_thumbnail(grey: np.ndarray) -> np.ndarray:
     fill = float(background(image))
     weight = ((image - fill).abs() - BACKGROUND_TOLERANCE).clamp_(min=0)
     total = float(weight.sum())
-    centre_y = float((weight.sum(1) * torch.arange(height)).sum()) / total if total else 0.0
-    centre_x = float((weight.sum(0) * torch.arange(width)).sum()) / total if total else 0.0
-    if not total:
-        centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
+    centre_y, centre_x = (height - 1) / 2, (width - 1) / 2  # a blank image stays where it is
+    if total:
+        centre_y = float((weight.sum(1) * torch.arange(height)).sum()) / total
+        centre_x = float((weight.sum(0) * torch.arange(width)).sum()) / total
     side = THUMB_SIDE
     canvas = torch.full((3 * side, 3 * side), fill)
     top = side + round((side - 1) / 2 - centre_y)

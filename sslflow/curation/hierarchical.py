@@ -54,13 +54,13 @@ class HierarchyConfig:
     """How to build the hierarchy.
 
     Attributes:
-        levels: "auto" (levels sized to the clustered pool of N points: level 0 gets N/75
-            clusters, each level above 8x fewer while it keeps 10 or more, at most 4 levels,
+        levels: "auto" (levels sized to the clustered pool of N points: level 0 gets N/150
+            clusters, each level above 10x fewer while it keeps 10 or more, at most 4 levels,
             3 resampling steps, sample size 15 at level 0 and 5 above; e.g. N = 60,000 gives
-            [[800,3,15],[100,3,5],[12,3,5]]), or explicit [n_clusters, n_resampling_steps,
-            sample_size] per level, from the finest (level 0, clusters of the embeddings) to
-            the coarsest, with strictly decreasing n_clusters. A built hierarchy records the
-            resolved levels.
+            [[400,3,15],[40,3,5]]; see sslflow.curation.levels.auto_levels), or explicit
+            [n_clusters, n_resampling_steps, sample_size] per level, from the finest (level 0,
+            clusters of the embeddings) to the coarsest, with strictly decreasing n_clusters.
+            A built hierarchy records the resolved levels.
         seed: base seed; step ``s`` of level ``i`` seeds its k-means with ``seed + 1000 i + s``.
         spherical: cosine k-means on L2-normalised embeddings.
         max_iter: Lloyd iterations per k-means run.

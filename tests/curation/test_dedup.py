@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -11,27 +10,12 @@ import torch
 from PIL import Image
 
 from photo_folder import sample_photos
+from planted_copies import jpeg, shifted
 from sslflow.curation.build import DedupConfig, DedupSummary, EvalCopies, remove_copies
 from sslflow.curation.dedup import CopyRule, find_copies_of, find_duplicates
 from sslflow.curation.fingerprints import CopyFeatures, fingerprint_shards
 from sslflow.data import write_shards
 from sslflow.data.datasets import ArraySource, fashion_mnist
-
-
-def shifted(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """``image`` moved by (dx, dy) px, the uncovered strip black (content pushed off is lost)."""
-    out = np.zeros_like(image)
-    h, w = image.shape[:2]
-    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
-        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-    ]
-    return out
-
-
-def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
 
 
 def tensors(images: list[np.ndarray]) -> list[torch.Tensor]:
