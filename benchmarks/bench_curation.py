@@ -275,12 +275,17 @@ def pools(args: argparse.Namespace) -> list[Pool]:
     """(a) exponential 100:1, (b) step 3 × 5000 + 7 × 150 with 10 % copies, (c) photos."""
     scale = 0.5 if args.small else 1.0
     exponential = np.round(6000 * scale * 100.0 ** (-np.arange(10) / 9)).astype(int)
-    step = np.array([round(5000 * scale)] * 3 + [round(150 * scale)] * 7)
     return [
         _fashion_pool("exponential-100:1", exponential, 0.1, seed=0),
-        _fashion_pool("step-3x5000-7x150", step, 0.1, seed=1),
+        step_pool(scale),
         _photo_pool(scale, seed=2),
     ]
+
+
+def step_pool(scale: float = 1.0) -> Pool:
+    """Pool (b): 3 frequent Fashion-MNIST classes × 5000, 7 rare × 150, 10 % copies."""
+    step = np.array([round(5000 * scale)] * 3 + [round(150 * scale)] * 7)
+    return _fashion_pool("step-3x5000-7x150", step, 0.1, seed=1)
 
 
 def _write_pool(pool: Pool, folder: Path) -> Any:
@@ -414,16 +419,53 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> floa
 # ----------------------------------------------------------------- curation effect
 
 
-def _curate(manifest: Any, folder: Path, embedder: str, target: int) -> tuple[Any, Any, Any]:
-    """Embed, remove copies, build the hierarchy (levels auto) and sample ``target`` rows."""
+SSL_EMBEDDER = "ssl"  # round 1 of the curation loop: SimCLR trained on the raw pool itself
+
+
+def ssl_round_one(
+    manifest: Any, folder: Path, steps: int, seed: int = 0, image_size: int = 0
+) -> str:
+    """Pretrain SimCLR (resnet10t, batch 256, lr 0.3) for ``steps`` on ``manifest``, as the
+    curation loop's round 1 does on the raw pool; the exported backbone's path."""
+    from sslflow.ssl.config import PretrainConfig
+    from sslflow.ssl.train import pretrain
+
+    config = PretrainConfig(
+        method="simclr",
+        image_size=image_size,
+        lr=0.3,
+        max_steps=steps,
+        epochs=1000,
+        samples_per_epoch=manifest.total_samples,
+        warmup_epochs=min(1.0, 0.05 * steps * 256 / manifest.total_samples),
+        checkpoint_every_n_steps=100_000,
+        progress_bar=False,
+        seed=seed,
+    )
+    return str(pretrain(config, manifest, folder / f"ssl-{seed}").backbone_path)
+
+
+def _curate(
+    manifest: Any, folder: Path, embedder: str, target: int, ssl_steps: int = 0
+) -> tuple[Any, Any, Any]:
+    """Embed, remove copies, build the hierarchy (levels auto) and sample ``target`` rows.
+
+    ``embedder`` ``ssl`` first trains the round-1 model on the pool (``ssl_steps``)."""
     from sslflow.curation.build import DedupConfig, remove_copies
     from sslflow.curation.embeddings import EmbedConfig, embed_shards
     from sslflow.curation.fingerprints import fingerprint_shards
     from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
     from sslflow.curation.sampling import sample_hierarchy
 
+    model = embedder
+    if embedder == SSL_EMBEDDER:
+        # photos train at 32 px (auto would pick ~50 px: 2.5x the CPU time per step)
+        small = max(manifest.geometry.long_sides) <= 32
+        model = ssl_round_one(manifest, folder, ssl_steps, image_size=0 if small else 32)
     # a random network gets the 3×3 stride-1 stem: the auto image size is small on these pools
-    config = EmbedConfig(embedder=embedder, small_stem=embedder != "pixels", progress=False)
+    config = EmbedConfig(
+        embedder=model, small_stem=embedder not in ("pixels", SSL_EMBEDDER), progress=False
+    )
     emb = embed_shards(manifest, folder / f"emb-{embedder}", config)
     keys = emb.keys()
     copies = fingerprint_shards(manifest, folder / "fingerprints", progress=False)
@@ -472,7 +514,9 @@ def curation_effect(args: argparse.Namespace) -> dict[str, object]:
             manifest = _write_pool(pool, folder)
             for embedder in args.embedders.split(","):
                 started = time.perf_counter()
-                emb, curated, (removed, levels) = _curate(manifest, folder, embedder, target)
+                emb, curated, (removed, levels) = _curate(
+                    manifest, folder, embedder, target, args.ssl_steps
+                )
                 seconds = time.perf_counter() - started
                 keys = emb.keys()
                 labels = emb.labels()
@@ -544,7 +588,12 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--embedders", default="pixels,resnet18", help="effect: comma-separated embedders"
+        "--embedders",
+        default="pixels,resnet18,ssl",
+        help="effect: comma-separated embedders (ssl: SimCLR pretrained on the pool first)",
+    )
+    parser.add_argument(
+        "--ssl-steps", type=int, default=600, help="effect: training steps of the ssl embedder"
     )
     args = parser.parse_args()
     results = {}

@@ -14,13 +14,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sslflow.cli.errors import error_report, raise_if_failed
+from sslflow.cli.errors import CliError, error_report, raise_if_failed
 from sslflow.cli.parser import PRETRAIN_FLAGS, SOURCE_FLAGS, build_parser, load_run_config
 from sslflow.pipelines.stages import CURATION, EVAL_SPLIT, INGEST, PRETRAINING, PROBING
 
 
 def _materialize(
-    selection: Sequence[str], config: dict[str, dict[str, Any]], args: argparse.Namespace
+    selection: Sequence[str],
+    config: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
+    tags: dict[str, str] | None = None,
 ) -> int:
     """Run the assets, print what they made and their checks; a failed step or check raises
     (``--debug``: a failed step's exception, else RunFailedError)."""
@@ -29,7 +32,7 @@ def _materialize(
 
     debug = args.debug
     result = materialize_assets(
-        selection, config, home=args.home, raise_on_error=debug, brief_errors=not debug
+        selection, config, home=args.home, tags=tags, raise_on_error=debug, brief_errors=not debug
     )
     for event in result.get_asset_materialization_events():
         materialization = event.materialization
@@ -45,6 +48,35 @@ def _materialize(
     for line in check_lines(result):
         print(line)
     raise_if_failed(result)
+    return 0
+
+
+def _rounds(args: argparse.Namespace) -> int:
+    """Round 0 when the home has no pretrained model, then ``--rounds`` curation rounds, each a
+    Dagster run of the round's assets (see :mod:`sslflow.pipelines.rounds`)."""
+    import dagster as dg
+
+    from sslflow.cli.runner import dagster_home
+    from sslflow.paths import sslflow_home
+    from sslflow.pipelines import rounds
+
+    if args.rounds < 1:
+        raise CliError(f"--rounds {args.rounds}: give at least 1 curation round")
+    config = load_run_config(args, "pretrained_model", PRETRAIN_FLAGS)
+    try:
+        bootstrap = rounds.with_round_fields(config, rounds.BOOTSTRAP_CONFIG)
+        each_round = rounds.with_round_fields(config, rounds.ROUND_CONFIG)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    dagster_home(sslflow_home(args.home))
+    instance = dg.DagsterInstance.get()
+    if not rounds.has_pretrained_model(instance):
+        print("round 0: pretraining on raw_shards (no pretrained model in this home yet)")
+        _materialize(rounds.BOOTSTRAP_ASSETS, bootstrap, args, {rounds.ROUND_TAG: "0"})
+    for _ in range(args.rounds):
+        number = rounds.latest_round(instance) + 1
+        print(f"round {number}: embed with the latest model, curate, pretrain on curated_shards")
+        _materialize(rounds.ROUND_ASSETS, each_round, args, {rounds.ROUND_TAG: str(number)})
     return 0
 
 
@@ -101,6 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         return _materialize(
             PRETRAINING, load_run_config(args, "pretrained_model", PRETRAIN_FLAGS), args
         )
+    if args.command == "rounds":
+        return _rounds(args)
     if args.command == "probe":
         return _materialize(PROBING, load_run_config(args, "probe_features", ("model",)), args)
     if args.command == "materialize":

@@ -167,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(pretrain, PretrainConfig, PRETRAIN_FLAGS)
     _add_common(pretrain)
 
+    rounds = sub.add_parser(
+        "rounds",
+        help="the curation loop: pretrain on the raw pool (round 0, once), then per round embed "
+        "the pool with the latest model, curate, and pretrain on the curated shards",
+        description="Round 0 runs only when the home has no pretrained model yet. Every field "
+        "of sslflow.ssl.config.PretrainConfig is a flag (VALUE is YAML) and applies to every "
+        "round's pretraining.",
+    )
+    rounds.add_argument(
+        "--rounds", type=int, default=1, help="curation rounds after round 0 (default 1)"
+    )
+    _add_dataclass_flags(rounds, PretrainConfig, PRETRAIN_FLAGS)
+    _add_common(rounds)
+
     probe = sub.add_parser(
         "probe",
         help=(

@@ -11,8 +11,8 @@ Embedders (``EmbedConfig.embedder``):
 * ``pixels``: grey/RGB pixels resized and centre-cropped to ``image_size``² (auto: at most
   32 px), scaled to [0, 1], projected by a PCA to ``dim`` fitted (scikit-learn, seeded
   randomised SVD) on ``pca_samples`` seeded images. The offline default: no weights needed.
-* a timm model name: ``pretrained=True`` loads its weights (hub cache or a local file given
-  as ``weights``); otherwise a seeded random initialisation.
+* a timm model name: ``pretrained=True`` loads its weights (``weights``, else a local hub
+  cache: :mod:`sslflow.models.hub_weights`); otherwise a seeded random initialisation.
 * an sslflow checkpoint file or an MLflow model URI (``models:/…``, ``runs:/…``), as produced
   by sslflow's pretraining, so round t's model curates round t+1.
 
@@ -67,8 +67,9 @@ class EmbedConfig:
         image_mode: ``L`` (grey), ``RGB``, or ``auto``: RGB when any image is colour.
         in_chans: input channels of a timm model; 0 = auto: 1 for grey sets, 3 for colour
             (checkpoints carry their own).
-        pretrained: load a timm model's pretrained weights (from the local cache or ``weights``).
-        weights: a local weights file for the timm model ("" = timm's cache).
+        pretrained: load a timm model's pretrained weights: ``weights``, else timm's default
+            ones from a local hub cache, downloaded only when the hub answers.
+        weights: a timm-format state dict file of the model (``.safetensors``/``.pth``).
         small_stem: timm ResNets get a 3×3 stride-1 stem without max-pool (small images).
         pca_samples: images the PCA is fitted on (seeded choice).
         batch_size: images per forward pass.

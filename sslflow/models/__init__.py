@@ -9,6 +9,7 @@ One concept per module:
 - ``frozen``: ``FrozenBackbone`` (uint8 (B, C, H, W) → float32 (B, feature_dim)), its
   checkpoint format and constructors, and loading/logging through MLflow.
 - ``embedder``: the ``Embedder`` protocol every feature extractor satisfies.
+- ``hub_weights``: timm's pretrained weights from a local cache, or a fast failure offline.
 """
 
 from sslflow.models.backbones import check_backbone_name, create_backbone, is_vit, vit_patch_size

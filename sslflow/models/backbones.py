@@ -22,6 +22,8 @@ from typing import Any, cast
 import timm
 from torch import nn
 
+from sslflow.models.hub_weights import resolve_pretrained
+
 # Modules of timm model entry points that build ``VisionTransformer`` (they accept
 # ``img_size`` and ``patch_size``).
 _VIT_MODULES = frozenset({"timm.models.vision_transformer", "timm.models.deit"})
@@ -84,7 +86,8 @@ def create_backbone(
         small_stem: for ResNets, use a 3×3 stride-1 first conv and no max-pool (for images
             below ~64 px). ViTs ignore it (their patch size already follows ``image_size``);
             other architectures raise, since a silently ignored option would mislead.
-        pretrained: ``False``, ``True`` (timm's hub weights) or a local weights file
+        pretrained: ``False``, ``True`` (timm's hub weights: from the local Hugging Face or
+            torch hub cache when there, else downloaded if the hub answers) or a local weights file
             (``.pth``/``.safetensors`` in timm's format) loaded through timm's
             ``pretrained_cfg_overlay=dict(file=...)``, which adapts RGB filters to ``in_chans``
             and drops the classifier.
@@ -93,7 +96,8 @@ def create_backbone(
         ``(module, feature_dim)``: ``module`` maps float (B, in_chans, H, W) to (B, feature_dim).
 
     Raises:
-        ValueError: unknown model name (with close timm names), a missing weights file, or
+        ValueError: unknown model name (with close timm names), a missing weights file,
+            ``pretrained=True`` with nothing cached and the hub unreachable, or
             ``small_stem`` on an architecture that has no small stem here.
     """
     check_backbone_name(name)
@@ -103,6 +107,9 @@ def create_backbone(
         patch = vit_patch_size(image_size)
         if patch is not None:
             kwargs["patch_size"] = patch
+    if pretrained is True:  # a cached file loads without the network; else timm downloads
+        cached = resolve_pretrained(name)
+        pretrained = str(cached) if cached is not None else True
     if isinstance(pretrained, str):
         path = Path(pretrained).expanduser()
         if not path.is_file():

@@ -4,6 +4,8 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from sslflow.pipelines.assets.inbox import inbox_assignment, inbox_partitions, inbox_shards
+from sslflow.pipelines.pipeline_config import AssetConfig, run_config_for_assets
+from sslflow.pipelines.rounds import ROUND_ASSETS, ROUND_CONFIG
 from sslflow.pipelines.stages import CURATION, EVAL_SPLIT, INGEST, PRETRAINING, PROBING
 
 CURATION_ASSETS = INGEST + CURATION
@@ -15,13 +17,20 @@ PROBING_ASSETS = EVAL_SPLIT + PROBING
 RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
 
-def _job(name: str, assets: tuple[str, ...], description: str) -> UnresolvedAssetJobDefinition:
+def _job(
+    name: str,
+    assets: tuple[str, ...],
+    description: str,
+    config: AssetConfig | None = None,
+) -> UnresolvedAssetJobDefinition:
+    """An asset job; ``config`` becomes its Launchpad default (``{asset: {field: value}}``)."""
     # AssetSelection objects, never selection strings: see docs/troubleshooting.md (antlr4).
     return dg.define_asset_job(
         name,
         selection=dg.AssetSelection.assets(*assets),
         description=description,
         op_retry_policy=RETRY,
+        config=None if config is None else run_config_for_assets(config),
     )
 
 
@@ -37,6 +46,14 @@ probing_job = _job(
     "probing_job",
     PROBING_ASSETS,
     "Probe the latest model with kNN and linear probes; write the report.",
+)
+curation_round_job = _job(
+    "curation_round_job",
+    ROUND_ASSETS,
+    "One round of the curation loop: embed the pool with the latest pretrained model, curate, "
+    "pretrain on the curated shards (round 0: pretraining_job with pretrained_model.data "
+    "raw_shards, or `sslflow rounds`).",
+    ROUND_CONFIG,
 )
 full_pipeline = _job(
     "full_pipeline",

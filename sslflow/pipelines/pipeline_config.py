@@ -72,8 +72,9 @@ def run_config_for(
     """
     wanted = set(assets)
     config = merged(load_pipeline_config(home), overrides or {})
-    return {
-        "ops": {
-            asset: {"config": fields} for asset, fields in sorted(config.items()) if asset in wanted
-        }
-    }
+    return run_config_for_assets({a: f for a, f in config.items() if a in wanted})
+
+
+def run_config_for_assets(config: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``{asset: {field: value}}`` as Dagster run config (``ops: {asset: {config: ...}}``)."""
+    return {"ops": {asset: {"config": dict(fields)} for asset, fields in sorted(config.items())}}

@@ -12,21 +12,23 @@ from sslflow.data import write_shards
 from sslflow.data.datasets import digits
 from sslflow.pipelines.pipeline_config import load_pipeline_config, remember
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
-from sslflow.pipelines.schedules import nightly_pretraining, weekly_curation
+from sslflow.pipelines.schedules import (
+    nightly_pretraining,
+    weekly_curation,
+    weekly_curation_round,
+)
 from sslflow.pipelines.sensors import drift_sensor, inbox_sensor, new_model_sensor
 
 
 def test_schedules_ship_stopped_with_configured_cron() -> None:
-    assert nightly_pretraining.default_status == dg.DefaultScheduleStatus.STOPPED
-    assert weekly_curation.default_status == dg.DefaultScheduleStatus.STOPPED
-    assert (
-        nightly_pretraining.cron_schedule == "0 2 * * *"
-        and weekly_curation.cron_schedule == "0 3 * * 0"
-    )
-    assert (
-        nightly_pretraining.job_name == "pretraining_job"
-        and weekly_curation.job_name == "curation_job"
-    )
+    schedules = (nightly_pretraining, weekly_curation, weekly_curation_round)
+    assert all(s.default_status == dg.DefaultScheduleStatus.STOPPED for s in schedules)
+    assert [s.cron_schedule for s in schedules] == ["0 2 * * *", "0 3 * * 0", "0 4 * * 0"]
+    assert [s.job_name for s in schedules] == [
+        "pretraining_job",
+        "curation_job",
+        "curation_round_job",
+    ]
 
 
 def make_inbox(home: Path) -> Path:

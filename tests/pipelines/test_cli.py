@@ -35,6 +35,7 @@ def test_help_lists_every_command_and_debug() -> None:
         "eval-split",
         "curate",
         "pretrain",
+        "rounds",
         "probe",
         "materialize",
         "assets",
