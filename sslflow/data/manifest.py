@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sslflow.data.geometry import ImageGeometry
+from sslflow.data.tar import SHARD_SUFFIXES
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -156,7 +157,7 @@ def resolve_urls(spec: str) -> tuple[list[str], Manifest | None]:
             return [f"{base}/{s.name}" for s in manifest.shards], manifest
         manifest = Manifest.load(spec)
         return manifest.urls(), manifest
-    if Path(spec).is_file() and not spec.endswith(".tar"):
+    if Path(spec).is_file() and not spec.endswith(SHARD_SUFFIXES):
         lines = [ln.strip() for ln in Path(spec).read_text().splitlines()]
         return [u for ln in lines if ln and not ln.startswith("#") for u in expand_braces(ln)], None
     parts = [p for p in re.split(r"[\s,]+(?![^{]*})", spec) if p]

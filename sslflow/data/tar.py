@@ -7,13 +7,13 @@ time of a photo downscaled to 128 px). The parser handles what tar writers put i
 ustar, GNU long names and pax headers, and it checks every header checksum so a corrupt or
 truncated shard is reported, not misread. The writer emits plain POSIX ustar members, which
 tar, tarfile and webdataset all read. Streams are opened with webdataset's ``gopen`` (files,
-http(s)://, ``pipe:``).
+http(s)://, ``pipe:``); gzip-compressed shards are recognised by their magic bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, Self, cast
 
 BLOCK = 512
 
@@ -156,8 +156,49 @@ def iter_samples(stream: IO[bytes], url: str) -> Iterator[dict[str, Any]]:
         yield current
 
 
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _Stream:
+    """A byte stream with its first bytes put back, closing the streams under it."""
+
+    def __init__(self, head: bytes, inner: IO[bytes], closes: tuple[IO[bytes], ...]) -> None:
+        self._head, self._inner, self._closes = head, inner, closes
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._head:
+            return self._inner.read(size)
+        if size < 0:
+            data, self._head = self._head + self._inner.read(), b""
+            return data
+        data, self._head = self._head[:size], self._head[size:]
+        return data + self._inner.read(size - len(data)) if len(data) < size else data
+
+    def close(self) -> None:
+        for stream in self._closes:
+            stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def open_url(url: str) -> IO[bytes]:
-    """Open a local path, http(s):// URL or ``pipe:`` command as a byte stream."""
+    """Open a local path, http(s):// URL or ``pipe:`` command as a byte stream of tar data.
+
+    Gzip-compressed shards (``.tar.gz``, ``.tgz``, or any name starting with gzip's magic
+    bytes) are decompressed on the fly, so they read like plain ones.
+    """
+    import gzip
+
     from webdataset.gopen import gopen
 
-    return gopen(url, "rb")
+    raw = gopen(url, "rb")
+    head = raw.read(len(GZIP_MAGIC))
+    if head != GZIP_MAGIC:
+        return cast(IO[bytes], _Stream(head, raw, (raw,)))
+    unzipped = gzip.GzipFile(fileobj=cast(IO[bytes], _Stream(head, raw, ())), mode="rb")
+    return cast(IO[bytes], _Stream(b"", cast(IO[bytes], unzipped), (unzipped, raw)))

@@ -363,3 +363,62 @@ def test_shards_read_with_tarfile_and_webdataset(digit_shards: Manifest) -> None
     np.testing.assert_array_equal(
         np.array(Image.open(io.BytesIO(theirs[7]["png"]))), ours[7]["image"][0].numpy()
     )
+
+
+# --------------------------------------------------------------------------- compressed shards
+
+
+def _gzipped(digit_shards: Manifest, folder: Path) -> list[Path]:
+    """The digit shards gzip-compressed: the first as .tgz (by Python's gzip), the others as
+    .tar.gz written by tarfile's own ``w:gz`` mode from the members (as other tools do)."""
+    import gzip
+    import tarfile
+
+    folder.mkdir()
+    paths = []
+    for number, url in enumerate(digit_shards.urls()):
+        if number == 0:
+            target = folder / "shard-000000.tgz"
+            target.write_bytes(gzip.compress(Path(url).read_bytes()))
+        else:
+            target = folder / f"shard-{number:06d}.tar.gz"
+            with tarfile.open(url) as source, tarfile.open(target, "w:gz") as out:
+                for member in source.getmembers():
+                    out.addfile(member, source.extractfile(member))
+        paths.append(target)
+    return paths
+
+
+def test_gzip_shards_read_like_plain_ones(digit_shards: Manifest, tmp_path: Path) -> None:
+    paths = _gzipped(digit_shards, tmp_path / "gz")
+    plain = list(ShardDataset(digit_shards))
+    ours = list(ShardDataset([str(p) for p in paths]))
+    assert [s["key"] for s in ours] == [s["key"] for s in plain]
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(ours, plain, strict=True))
+    single = ShardDataset(str(paths[1]))  # one local .tar.gz path is a shard, not a URL list
+    assert [s["key"] for s in single] == [s["key"] for s in plain[250:500]]
+
+
+def test_gzip_shards_over_http(digit_shards: Manifest, tmp_path: Path) -> None:
+    paths = _gzipped(digit_shards, tmp_path / "gz")
+    handler = functools.partial(QuietHandler, directory=str(tmp_path / "gz"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        root = f"http://127.0.0.1:{server.server_address[1]}"
+        keys = collect_keys(ShardDataset([f"{root}/{p.name}" for p in paths]), workers=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sorted(keys) == sorted(s["key"] for s in ShardDataset(digit_shards))
+
+
+def test_corrupt_gzip_shard_names_the_shard(digit_shards: Manifest, tmp_path: Path) -> None:
+    import gzip
+
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(gzip.compress(Path(digit_shards.urls()[0]).read_bytes())[:3000])
+    with pytest.raises(ShardReadError, match="broken.tar.gz"):
+        list(ShardDataset([str(broken)]))
+    skipping = ShardDataset([str(broken)], on_error="skip")
+    assert 0 < len(list(skipping)) < 250 and skipping.errors.corrupt_shards == 1
