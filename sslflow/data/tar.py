@@ -200,5 +200,6 @@ def open_url(url: str) -> IO[bytes]:
     head = raw.read(len(GZIP_MAGIC))
     if head != GZIP_MAGIC:
         return cast(IO[bytes], _Stream(head, raw, (raw,)))
-    unzipped = gzip.GzipFile(fileobj=cast(IO[bytes], _Stream(head, raw, ())), mode="rb")
-    return cast(IO[bytes], _Stream(b"", cast(IO[bytes], unzipped), (unzipped, raw)))
+    rewound = cast(IO[bytes], _Stream(head, raw, ()))
+    unzipped = cast(IO[bytes], gzip.GzipFile(fileobj=rewound, mode="rb"))
+    return cast(IO[bytes], _Stream(b"", unzipped, (unzipped, raw)))
