@@ -507,7 +507,10 @@ def curation_effect(args: argparse.Namespace) -> dict[str, object]:
     from sslflow.curation.sampling import allocate
 
     results: dict[str, object] = {}
+    chosen = args.pools.split(",") if args.pools else None
     for pool in pools(args):
+        if chosen is not None and pool.name.split("-")[0] not in chosen:
+            continue
         target = max(100, round(len(pool.images) * 0.2))
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -591,6 +594,9 @@ def main() -> None:
         "--embedders",
         default="pixels,resnet18,ssl",
         help="effect: comma-separated embedders (ssl: SimCLR pretrained on the pool first)",
+    )
+    parser.add_argument(
+        "--pools", default="", help="effect: exponential,step,photos (default: all three)"
     )
     parser.add_argument(
         "--ssl-steps", type=int, default=600, help="effect: training steps of the ssl embedder"

@@ -1,8 +1,8 @@
 """Downstream effect of curation: pretrain on a random and on a curated subset of one size of
 the step-imbalanced pool (b), then weighted kNN on Fashion-MNIST's official balanced split.
 
-Run: ``.venv/bin/python benchmarks/bench_downstream.py [--steps 500] [--seeds 0,1]
-[--embedders pixels,ssl] [--ssl-steps 600]``. Every subset trains the same SimCLR recipe for
+Run: ``.venv/bin/python benchmarks/bench_downstream.py [--steps 250] [--seeds 0,1]
+[--embedders pixels,ssl] [--ssl-steps 300]``. Every subset trains the same SimCLR recipe for
 the same number of steps; two seeds per subset measure the run-to-run noise.
 """
 
@@ -71,10 +71,14 @@ def _knn(backbone_path: str, rare: np.ndarray) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=500, help="training steps per subset")
+    parser.add_argument("--steps", type=int, default=250, help="training steps per subset")
     parser.add_argument("--seeds", default="0,1", help="training seeds per subset")
-    parser.add_argument("--embedders", default=f"pixels,{SSL_EMBEDDER}")
-    parser.add_argument("--ssl-steps", type=int, default=600, help="steps of the ssl embedder")
+    parser.add_argument(
+        "--embedders",
+        default="pixels",
+        help=f"curation embedders (pixels, resnet18, {SSL_EMBEDDER})",
+    )
+    parser.add_argument("--ssl-steps", type=int, default=300, help="steps of the ssl embedder")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     pool = step_pool()

@@ -41,7 +41,6 @@ from sslflow.evaluation.knn import weighted_knn
 from sslflow.models import FrozenBackbone, create_backbone, load_backbone
 from sslflow.ssl.augment import ViewAugment
 from sslflow.ssl.config import PretrainConfig
-from sslflow.ssl.loader import collate_images
 from sslflow.ssl.methods import ViewSpec
 from sslflow.ssl.train import frozen_copy, pretrain
 
@@ -181,32 +180,48 @@ def _drain(loader: DataLoader, batches: int) -> float:
     started = time.perf_counter()
     seen = 0
     for _ in range(batches):
-        seen += len(next(iterator))
+        batch = next(iterator)
+        seen += len(batch["image"] if isinstance(batch, dict) else batch)
     return seen / (time.perf_counter() - started)
 
 
-def bench_loader(manifest: Manifest, images: torch.Tensor, batches: int) -> None:
-    dataset = ShardDataset(
-        manifest, mode="resampled", samples_per_epoch=256 * (batches + 8), decode="tensor"
-    )
-    shards = _drain(
-        DataLoader(dataset, batch_size=256, num_workers=2, collate_fn=collate_images), batches
-    )
-    memory = TensorDataset(images)
-    in_memory = _drain(
-        DataLoader(
-            memory,
+def bench_loader(source: ArraySource, folder: Path, images: torch.Tensor, batches: int) -> None:
+    """Shards in both layouts against an in-memory uint8 tensor, batch 256, 2 workers: three
+    interleaved rounds, medians (bursts of other load hit one round, not one contender)."""
+    manifests = {
+        layout: write_shards(
+            source, folder / f"loader-{layout}", shard_size=2000, progress=False, layout=layout
+        )
+        for layout in ("blocks", "samples")
+    }
+
+    def shards(manifest: Manifest) -> DataLoader:  # as training reads them (ShardBatches)
+        dataset = ShardDataset(
+            manifest, mode="resampled", samples_per_epoch=256 * (batches + 8), batch_size=256
+        )
+        return DataLoader(dataset, batch_size=None, num_workers=2)
+
+    def memory() -> DataLoader:
+        return DataLoader(
+            TensorDataset(images),
             batch_size=256,
             num_workers=2,
             shuffle=True,
             collate_fn=lambda s: torch.stack([x[0] for x in s]),
-        ),
-        batches,
-    )
+        )
+
+    rates: dict[str, list[float]] = {"blocks": [], "samples": [], "in-memory": []}
+    for _ in range(3):
+        for layout, manifest in manifests.items():
+            rates[layout].append(_drain(shards(manifest), batches))
+        rates["in-memory"].append(_drain(memory(), batches))
+    median = {name: _median(values) for name, values in rates.items()}
     print(
-        f"loader   batch 256, 2 workers: shards {shards:.0f} img/s, in-memory tensor "
-        f"{in_memory:.0f} img/s "
-        f"→ {shards / in_memory:.2f}×"
+        f"loader   batch 256, 2 workers, median of 3: block shards {median['blocks']:.0f} img/s "
+        f"({median['blocks'] / median['in-memory']:.2f}×), per-sample shards "
+        f"{median['samples']:.0f} img/s ({median['samples'] / median['in-memory']:.2f}×), "
+        f"in-memory tensor {median['in-memory']:.0f} img/s",
+        flush=True,
     )
 
 
@@ -452,7 +467,7 @@ def main() -> None:
         if "step" in chosen:
             bench_step(manifest, images, 10 if args.small else 30, args.backbone, args.small_stem)
         if "loader" in chosen:
-            bench_loader(manifest, images, 20 if args.small else 100)
+            bench_loader(_subset(source, count), Path(folder), images, 20 if args.small else 100)
         if "quality" in chosen:
             bench_quality(manifest, args, Path(folder))
 

@@ -65,9 +65,13 @@ def read_images(manifest: Manifest, keys: set[str]) -> dict[str, np.ndarray]:
     """Decode the images of ``keys`` (uint8 (H, W) or (H, W, C)) in one pass over the shards."""
     found: dict[str, np.ndarray] = {}
     for item in pool_source(manifest).iter_items():
-        if isinstance(item, Sample) and item.key in keys and isinstance(item.image, EncodedImage):
+        if not isinstance(item, Sample) or item.key not in keys:
+            continue
+        if isinstance(item.image, EncodedImage):
             with Image.open(io.BytesIO(item.image.data)) as opened:
                 found[item.key] = np.asarray(opened.convert("L" if opened.mode == "L" else "RGB"))
-            if len(found) == len(keys):
-                break
+        else:  # a block's pixels
+            found[item.key] = np.asarray(item.image)
+        if len(found) == len(keys):
+            break
     return found

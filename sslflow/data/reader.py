@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
 
+from sslflow.data.batches import Chunk, shuffled_batches
+from sslflow.data.blocks import BlockError, is_block, read_block
 from sslflow.data.geometry import AUTO, ImageGeometry
 from sslflow.data.manifest import Manifest, resolve_urls
 from sslflow.data.tar import iter_samples, open_url
@@ -87,6 +90,10 @@ class ShardDataset(IterableDataset):
         shuffle_buffer: samples held for shuffling in resampled mode; at most the manifest's
             total, so a small set of large photos is not decoded several times over before
             the first sample comes out.
+        batch_size: resampled mode only: yield ``{"image": uint8 (B, C, H, W), "label": (B,)}``
+            batches (no keys) cut from whole blocks, ``samples_per_epoch // slots // B`` per
+            DataLoader worker (use ``DataLoader(batch_size=None)``); ``transform`` then gets
+            whole blocks (B, C, H, W) and must crop them to one shape, as CenterCropResize does.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class ShardDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         shuffle_buffer: int = 1000,
+        batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.urls, self.manifest = _resolve(shards)
@@ -115,6 +123,8 @@ class ShardDataset(IterableDataset):
                 raise ValueError("resampled mode needs samples_per_epoch (no manifest to count)")
         if decode not in ("tensor", "pil"):
             raise ValueError(f"decode must be 'tensor' or 'pil', got {decode!r}")
+        if batch_size is not None and (self.mode is not Mode.RESAMPLED or decode != "tensor"):
+            raise ValueError("batch_size needs mode='resampled' and decode='tensor'")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.samples_per_epoch = samples_per_epoch
@@ -134,6 +144,7 @@ class ShardDataset(IterableDataset):
         total = self.manifest.total_samples if self.manifest else shuffle_buffer
         self.shuffle_buffer = max(1, min(shuffle_buffer, total))
         self.errors = ReadErrors()
+        self.batch_size = batch_size
 
     def __len__(self) -> int:
         """Samples per epoch over all ranks (finite: the manifest's total)."""
@@ -154,6 +165,8 @@ class ShardDataset(IterableDataset):
         slot, slots = _worker_slot(rank, world)
         if self.mode is Mode.FINITE:
             return self._finite(slot, slots)
+        if self.batch_size:
+            return self._batches(slot, slots)
         return self._resampled(slot, slots)
 
     def _finite(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
@@ -165,43 +178,68 @@ class ShardDataset(IterableDataset):
         for url in self.urls:
             for sample in self._samples(url, raw=True):
                 if position % slots == slot:
-                    decoded = self._decode(sample)
+                    decoded = self._decode(sample) if "__key__" in sample else sample
                     if decoded is not None:
                         yield decoded
                 position += 1
 
-    def _resampled(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+    def _slot_stream(self, slot: int, slots: int) -> tuple[int, random.Random]:
+        """This slot's share of the epoch's samples and its seeded random stream."""
         total = int(self.samples_per_epoch or 0)
         quota = total // slots + (1 if slot < total % slots else 0)
-        rng = random.Random(f"{self.seed}-{self.epoch}-{slot}")
-        buffer: list[dict[str, Any]] = []
-        yielded = empty_draws = 0
-        while yielded < quota:
+        return quota, random.Random(f"{self.seed}-{self.epoch}-{slot}")
+
+    def _drawn(self, rng: random.Random) -> Iterator[Any]:
+        """Items of shards drawn with replacement, forever (100 empty shards in a row raise)."""
+        empty_draws = 0
+        while True:
             drawn = False
-            for sample in self._samples(rng.choice(self.urls)):
+            for item in self._samples(rng.choice(self.urls)):
                 drawn = True
-                if len(buffer) < self.shuffle_buffer:
-                    buffer.append(sample)
-                    continue
-                index = rng.randrange(len(buffer))
-                buffer[index], sample = sample, buffer[index]
-                yield sample
-                yielded += 1
-                if yielded >= quota:
-                    return
+                yield item
             empty_draws = 0 if drawn else empty_draws + 1
             if empty_draws >= 100:
                 raise ShardReadError(f"100 shards in a row gave no sample among {self.urls[:3]}...")
 
+    def _resampled(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+        quota, rng = self._slot_stream(slot, slots)
+        buffer: list[dict[str, Any]] = []
+        yielded = 0
+        for sample in self._drawn(rng):
+            if yielded >= quota:
+                return
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(sample)
+                continue
+            index = rng.randrange(len(buffer))
+            buffer[index], sample = sample, buffer[index]
+            yield sample
+            yielded += 1
+
+    def _batches(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+        """``quota // batch_size`` batches cut from whole chunks (see ``sslflow.data.batches``)."""
+        quota, rng = self._slot_stream(slot, slots)
+        generator = torch.Generator().manual_seed(rng.getrandbits(63))
+        chunks = (
+            item
+            if isinstance(item, Chunk)
+            else Chunk(item["image"].unsqueeze(0), torch.tensor([item["label"]]))
+            for item in self._drawn(rng)
+        )
+        size = int(self.batch_size or 0)
+        return shuffled_batches(chunks, quota // size, size, self.shuffle_buffer, generator)
+
     def _samples(self, url: str, raw: bool = False) -> Iterator[dict[str, Any]]:
-        """Samples of one shard; a read error raises or skips the shard's remainder."""
+        """Samples of one shard; a read error raises or skips the shard's remainder.
+
+        ``raw`` leaves per-sample members undecoded (a block's samples come decoded anyway)."""
         last_key = None
         try:
             with open_url(url) as stream:
                 for sample in iter_samples(stream, url):
                     last_key = sample["__key__"]
-                    if raw:
-                        yield sample
+                    if is_block(sample) or raw:
+                        yield from self._block_samples(sample) if is_block(sample) else [sample]
                         continue
                     decoded = self._decode(sample)
                     if decoded is not None:
@@ -214,6 +252,37 @@ class ShardDataset(IterableDataset):
                 raise ShardReadError(message + "; pass on_error='skip' to skip it") from exc
             self.errors.corrupt_shards += 1
             log.warning("skipping rest of shard: %s", message)
+
+    def _block_samples(self, record: dict[str, Any]) -> Iterator[Any]:
+        """The samples of a block member, as views of its pixels (no per-image decoding); in
+        batched mode one ``Chunk`` of them, the transform applied to the whole block."""
+        try:
+            block = read_block(record)
+        except BlockError as exc:
+            message = f"{exc} in shard {record.get('__url__')}"
+            if self.on_error == "raise":
+                raise ShardReadError(message + "; pass on_error='skip' to skip it") from exc
+            self.errors.bad_samples += 1
+            log.warning("skipping %s", message)
+            return
+        if self.batch_size:
+            pixels = block_tensor(block.pixels, self.image_mode)
+            transformed = pixels if self.transform is None else self.transform(pixels)
+            yield Chunk(transformed, torch.tensor(block.labels))
+            return
+        if self.decode == "pil":
+            images: Sequence[Any] | torch.Tensor = [
+                decode_image_array(pixels, self.image_mode) for pixels in block.pixels
+            ]
+        else:
+            images = block_tensor(block.pixels, self.image_mode)
+        transform = self.transform
+        for key, image, label in zip(block.keys, images, block.labels, strict=True):
+            yield {
+                "key": key,
+                "image": image if transform is None else transform(image),
+                "label": label,
+            }
 
     def _decode(self, sample: dict[str, Any]) -> dict[str, Any] | None:
         key, url = sample.get("__key__"), sample.get("__url__")
@@ -245,6 +314,29 @@ def decode_image(data: bytes, mode: str | None = None) -> Image.Image:
         image = ImageOps.exif_transpose(opened)
         target = mode or (image.mode if image.mode in ("L", "RGB") else "RGB")
         return image.convert(target) if image.mode != target else image.copy()
+
+
+def block_tensor(pixels: np.ndarray, mode: str | None = None) -> torch.Tensor:
+    """uint8 (B, H, W[, 3]) block pixels as a contiguous (B, C, H, W) tensor in ``mode``.
+
+    RGB becomes L by ITU-R 601 weights rounded as PIL's ``convert("L")`` does; L becomes RGB by
+    repeating the channel."""
+    tensor = torch.from_numpy(pixels)
+    if tensor.ndim == 3:
+        tensor = tensor.unsqueeze(1)
+        return tensor.expand(-1, 3, -1, -1).contiguous() if mode == "RGB" else tensor
+    tensor = tensor.permute(0, 3, 1, 2)
+    if mode == "L":
+        weights = torch.tensor([19595, 38470, 7471], dtype=torch.int32).view(1, 3, 1, 1)
+        grey = ((tensor.to(torch.int32) * weights).sum(1, keepdim=True) + 0x8000) >> 16
+        return grey.to(torch.uint8)
+    return tensor.contiguous()
+
+
+def decode_image_array(pixels: np.ndarray, mode: str | None = None) -> Image.Image:
+    """One block image (uint8 (H, W) or (H, W, 3)) as PIL, converted to ``mode``."""
+    image = Image.fromarray(pixels)
+    return image.convert(mode) if mode and image.mode != mode else image
 
 
 def decode_tensor(data: bytes, mode: str | None = None) -> torch.Tensor:

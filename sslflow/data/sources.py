@@ -38,7 +38,7 @@ class ImageFolderSource:
 
     Files are listed in a seeded shuffled order (``order_seed``), so consecutive samples, and
     so each shard, mix the classes of a folder sorted by class. Files are read as bytes; the
-    shard writer decodes each once (see ``sslflow.data.writer.stored_image``): RGB and L files
+    shard writer decodes each once (see ``sslflow.data.encoding.stored_image``): RGB and L files
     keep their bytes, other modes (CMYK, P, RGBA, I;16 ...) become RGB PNGs.
 
     Attributes:
@@ -173,6 +173,9 @@ class ShardSource:
     def iter_items(self, start: int = 0) -> Iterator[Sample | Skipped]:
         import json
 
+        from PIL import Image
+
+        from sslflow.data.blocks import is_block, read_block
         from sslflow.data.tar import iter_samples, open_url
 
         def stream() -> Iterator[dict[str, Any]]:
@@ -180,8 +183,24 @@ class ShardSource:
                 with open_url(url) as handle:
                     yield from iter_samples(handle, url)
 
-        for position, raw in enumerate(stream()):
-            if position < start:
+        position = 0
+        for raw in stream():
+            if is_block(raw):  # images stored as pixels: one Sample each, blocked again on write
+                block = read_block(raw)
+                metas = block.meta()
+                for index, key in enumerate(block.keys):
+                    if position >= start:
+                        stored = block.labels[index]
+                        yield Sample(
+                            key=key,
+                            image=Image.fromarray(block.pixels[index]),
+                            label=None if stored < 0 else stored,
+                            meta={**metas[index], "shard": raw.get("__url__")},
+                        )
+                    position += 1
+                continue
+            position += 1
+            if position <= start:
                 continue
             ext = next((e for e in ("png", "jpg", "jpeg", "webp") if e in raw), None)
             if ext is None:

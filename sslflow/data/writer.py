@@ -8,7 +8,6 @@ the same config resumes after the last complete shard. ``manifest.json`` appears
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -17,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import numpy as np
 
-from sslflow.data.geometry import ImageGeometry, unified_mode
+from sslflow.data.blocks import BLOCK_SIZE, LAYOUTS, PendingBlock, block_bytes, block_pixels
+from sslflow.data.encoding import UNREADABLE, StoredImage, stored_image
+from sslflow.data.geometry import ImageGeometry
 from sslflow.data.journal import (
     append_journal,
     clear_own_files,
@@ -28,7 +29,7 @@ from sslflow.data.journal import (
     resume_state,
 )
 from sslflow.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, sha256_file
-from sslflow.data.samples import EncodedImage, Sample, Skipped, Source
+from sslflow.data.samples import Sample, Skipped, Source
 from sslflow.data.tar import end_archive, write_member
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,11 @@ class WriterConfig:
             orientation applied, re-encoded as JPEG at jpeg_quality); 0 = store every image as
             it is. 512 suits phone photos.
         jpeg_quality: JPEG quality of images downscaled by max_side.
+        layout: ``auto`` stores images that arrive as pixels with sides up to 64 px in block
+            members of many images (read at memory speed, see ``sslflow.data.blocks``) and
+            every other image as its own member; ``samples`` gives every image its own member
+            (the plain WebDataset layout other tools read); ``blocks`` blocks every image that
+            arrives as pixels.
     """
 
     shard_size: int = 5000
@@ -60,6 +66,7 @@ class WriterConfig:
     png_compress_level: int = 1
     max_side: int = 0
     jpeg_quality: int = 90
+    layout: str = "auto"
 
     def check(self) -> None:
         if self.shard_size < 1:
@@ -72,92 +79,13 @@ class WriterConfig:
             )
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
-
-
-# What a decode failure of a source file raises; the writer skips such a sample and counts it.
-UNREADABLE = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
-
-
-# Modes whose encoded bytes are stored as they are; any other is converted to RGB explicitly.
-KEPT_MODES = frozenset({"L", "RGB"})
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    """The bytes written for one image, with the geometry the manifest records."""
-
-    ext: str
-    data: bytes
-    mode: str
-    width: int
-    height: int
-    original_mode: str
-    original_size: tuple[int, int]
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
 
 def fingerprint(source_description: dict[str, Any], config: WriterConfig) -> str:
     body = json.dumps({"source": source_description, "writer": vars(config)}, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()
-
-
-def _downscaled(image: Image.Image, config: WriterConfig) -> StoredImage:
-    """Longer side to ``max_side`` (aspect kept, EXIF orientation applied), as JPEG.
-
-    ``draft`` lets the JPEG decoder decode at 1/2, 1/4 or 1/8 scale when that still covers the
-    target, so a 12-megapixel photo is never decoded at full size.
-    """
-    original = (image.mode, image.size)  # before draft, which shrinks ``image.size``
-    scale = config.max_side / max(image.size)
-    target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    mode = unified_mode(image.mode)
-    if image.format == "JPEG":
-        image.draft(mode, target)
-    upright = ImageOps.exif_transpose(image).convert(mode)
-    if upright.size != image.size:  # rotated by EXIF: the target turns with it
-        target = target[::-1]
-    resized = upright.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    buffer = io.BytesIO()
-    resized.save(buffer, format="JPEG", quality=config.jpeg_quality)
-    return StoredImage("jpg", buffer.getvalue(), mode, *target, *original)
-
-
-def _png(
-    image: Image.Image, mode: str, config: WriterConfig, original: tuple[str, tuple[int, int]]
-) -> StoredImage:
-    buffer = io.BytesIO()
-    image.convert(mode).save(buffer, format="PNG", compress_level=config.png_compress_level)
-    return StoredImage("png", buffer.getvalue(), mode, *image.size, *original)
-
-
-def stored_image(image: Image.Image | EncodedImage, config: WriterConfig) -> StoredImage:
-    """What is written for ``image``, decoding it once: its own bytes when its mode is L or RGB
-    and it fits ``max_side``, a downscaled JPEG when it does not fit, else an RGB (or L) PNG.
-
-    Encoded bytes are fully decoded, so a truncated or corrupt file is skipped at ingest rather
-    than failing a training run later.
-
-    Raises:
-        One of ``UNREADABLE`` when the image cannot be decoded.
-    """
-    too_big = config.max_side > 0
-    if isinstance(image, EncodedImage):
-        with Image.open(io.BytesIO(image.data)) as opened:
-            original = (opened.mode, opened.size)
-            if too_big and max(opened.size) > config.max_side:
-                return _downscaled(opened, config)
-            opened.load()
-            if opened.mode in KEPT_MODES:
-                return StoredImage(image.ext, image.data, opened.mode, *opened.size, *original)
-            return _png(opened, unified_mode(opened.mode), config, original)
-    original = (image.mode, image.size)
-    if too_big and max(image.size) > config.max_side:
-        return _downscaled(image, config)
-    return _png(
-        image,
-        image.mode if image.mode in KEPT_MODES else unified_mode(image.mode),
-        config,
-        original,
-    )
 
 
 def encode_sample(sample: Sample, stored: StoredImage) -> dict[str, Any]:
@@ -197,6 +125,7 @@ def write_shards(
     max_side: int = WriterConfig.max_side,
     jpeg_quality: int = WriterConfig.jpeg_quality,
     png_compress_level: int = WriterConfig.png_compress_level,
+    layout: str = WriterConfig.layout,
 ) -> Manifest:
     """Write ``source`` into ``out_dir`` as WebDataset shards plus ``manifest.json``.
 
@@ -213,11 +142,12 @@ def write_shards(
             EXIF orientation applied) and store them as JPEG; 0 keeps every image as it is.
         jpeg_quality: JPEG quality of downscaled images.
         png_compress_level: zlib level of PNGs written for decoded pixels (see ``WriterConfig``).
+        layout: ``auto``, ``samples`` or ``blocks`` (see ``WriterConfig``).
 
     Returns:
         The manifest; unchanged and nothing written when the same config is already complete.
     """
-    config = WriterConfig(shard_size, max_bytes, png_compress_level, max_side, jpeg_quality)
+    config = WriterConfig(shard_size, max_bytes, png_compress_level, max_side, jpeg_quality, layout)
     config.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,18 +204,43 @@ class _OpenShard:
         self.count = 0
         self.bytes = 0
         self.geometry = ImageGeometry()
+        self.block = PendingBlock()
+        self.blocks = 0
+
+    @property
+    def size(self) -> int:
+        """Tar bytes written plus those of the pending block."""
+        return self.bytes + self.block.nbytes
+
+    def _members(self, record: dict[str, Any]) -> None:
+        key = record["__key__"]
+        for field in sorted(k for k in record if not k.startswith("__")):  # webdataset's order
+            self.bytes += write_member(self.handle, f"{key}.{field}", record[field])
 
     def write(self, record: dict[str, Any], stored: StoredImage) -> None:
-        key = record["__key__"]
-        for field in sorted(
-            k for k in record if not k.startswith("__")
-        ):  # webdataset's member order
-            self.bytes += write_member(self.handle, f"{key}.{field}", record[field])
+        self._members(record)
         self.count += 1
         self.geometry.add(stored.mode, stored.width, stored.height)
 
+    def add_to_block(self, sample: Sample, pixels: np.ndarray) -> None:
+        """Gather ``pixels`` into the pending block, written when full or the shape changes."""
+        if not self.block.fits(pixels):
+            self.flush_block()
+        self.block.add(sample, pixels)
+        self.count += 1
+        self.geometry.add("L" if pixels.ndim == 2 else "RGB", pixels.shape[1], pixels.shape[0])
+        if len(self.block) >= BLOCK_SIZE:
+            self.flush_block()
+
+    def flush_block(self) -> None:
+        if len(self.block):
+            self._members(self.block.members(self.blocks))
+            self.blocks += 1
+            self.block = PendingBlock()
+
     def finish(self) -> ShardInfo:
         """End the archive, fsync, hash and rename: the shard is visible only when complete."""
+        self.flush_block()
         end_archive(self.handle, self.bytes)
         self.handle.flush()
         os.fsync(self.handle.fileno())
@@ -348,10 +303,11 @@ def _write_remaining(
     )
     try:
         for item in source.iter_items(position):
-            stored = None
+            stored = pixels = None
             if isinstance(item, Sample):
                 try:
-                    stored = stored_image(item.image, config)
+                    pixels = block_pixels(item.image, config.layout, config.max_side)
+                    stored = stored_image(item.image, config) if pixels is None else None
                 except UNREADABLE as exc:
                     item = Skipped(
                         where=item.meta.get("path", item.key), reason=f"{type(exc).__name__}: {exc}"
@@ -359,17 +315,20 @@ def _write_remaining(
             if isinstance(item, Skipped):
                 pending_skips.append({"where": item.where, "reason": item.reason})
                 log.warning("skipped %s: %s", item.where, item.reason)
-            elif stored is not None:
-                record = encode_sample(item, stored)
-                size = tar_bytes(record)
+            else:
+                record = encode_sample(item, stored) if stored is not None else {}
+                size = tar_bytes(record) if pixels is None else block_bytes(item, pixels)
                 if shard is not None and (
-                    shard.count >= config.shard_size or shard.bytes + size > config.max_bytes
+                    shard.count >= config.shard_size or shard.size + size > config.max_bytes
                 ):
                     finish(shard, position)  # the full shard ends before this sample
                     shard = None
                 if shard is None:
                     shard = _OpenShard(out / (SHARD_PATTERN % len(shards)))
-                shard.write(record, stored)
+                if pixels is not None:
+                    shard.add_to_block(item, pixels)
+                elif stored is not None:
+                    shard.write(record, stored)
             position += 1
             bar.update(1)
         if shard is not None:

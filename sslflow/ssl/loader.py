@@ -72,6 +72,11 @@ class ShardBatches:
                 f"an epoch holds no full batch of {batch_size} per rank: raise samples_per_epoch "
                 f"({dataset.samples_per_epoch}) or lower batch_size / num_workers"
             )
+        if dataset.batch_size != batch_size:
+            raise ValueError(
+                f"ShardBatches of {batch_size} needs a ShardDataset cutting batches of that size, "
+                f"got batch_size={dataset.batch_size}"
+            )
         # Not called ``dataset``: Lightning would then warn that an IterableDataset's length may
         # be wrong across workers, which is what ``batches_per_epoch`` already accounts for.
         self.shards = dataset
@@ -90,10 +95,8 @@ class ShardBatches:
         self.shards.set_epoch(epoch)
         loader = DataLoader(
             self.shards,
-            batch_size=self.batch_size,
+            batch_size=None,  # the workers cut whole batches (ShardDataset's batch_size)
             num_workers=self.num_workers,
-            collate_fn=collate_images,
-            drop_last=True,
             pin_memory=torch.cuda.is_available(),
             prefetch_factor=4 if self.num_workers else None,
         )
@@ -101,7 +104,7 @@ class ShardBatches:
         for _ in range(skip):
             next(iterator)
         for _ in range(self.length - skip):
-            yield next(iterator)
+            yield next(iterator)["image"]
 
 
 def training_dataset(
@@ -110,10 +113,12 @@ def training_dataset(
     image_size: int,
     seed: int,
     shuffle_buffer: int = 1000,
+    batch_size: int | None = None,
 ) -> ShardDataset:
     """The resampled shard stream used for pretraining: uint8 tensors in the set's one colour
-    mode, each resized and centre-cropped to ``image_size`` in the worker (views are cut later,
-    batched, by :class:`~sslflow.ssl.augment.ViewAugment`)."""
+    mode, resized and centre-cropped to ``image_size`` in the worker (views are cut later,
+    batched, by :class:`~sslflow.ssl.augment.ViewAugment`); with ``batch_size``, whole batches
+    cut from blocks (what :class:`ShardBatches` reads)."""
     return ShardDataset(
         manifest,
         mode="resampled",
@@ -123,4 +128,5 @@ def training_dataset(
         transform=CenterCropResize(image_size),
         on_error="skip",
         shuffle_buffer=shuffle_buffer,
+        batch_size=batch_size,
     )

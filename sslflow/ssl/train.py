@@ -241,7 +241,9 @@ def pretrain(
     samples = config.samples_per_epoch or manifest.total_samples
     rank_batches = batches_per_epoch(samples, config.rank_batch_size, world, config.num_workers)
     length, steps_per_epoch, total_steps = steps_for(config, rank_batches)
-    dataset = training_dataset(manifest, samples, config.image_size, config.seed)
+    dataset = training_dataset(
+        manifest, samples, config.image_size, config.seed, batch_size=config.rank_batch_size
+    )
     batches = ShardBatches(dataset, config.rank_batch_size, config.num_workers, length)
     module = PretrainModule(config, method, augment, batches, steps_per_epoch, total_steps)
     module.force_resume = force

@@ -29,9 +29,14 @@ def collect_keys(dataset: ShardDataset, workers: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def digit_shards(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
-    """All 1,797 digits in 8 shards of 250 (the last one shorter)."""
+    """All 1,797 digits in 8 shards of 250 (the last one shorter), one member per image (the
+    block layout has its own tests in test_blocks.py)."""
     return write_shards(
-        digits("all"), tmp_path_factory.mktemp("digits"), shard_size=250, progress=False
+        digits("all"),
+        tmp_path_factory.mktemp("digits"),
+        shard_size=250,
+        progress=False,
+        layout="samples",
     )
 
 
@@ -171,7 +176,9 @@ def test_interrupted_write_leaves_no_partial_final_files_and_resumes(tmp_path: P
 
 def test_rerun_with_same_config_does_nothing(digit_shards: Manifest) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in digit_shards.root.iterdir()}
-    again = write_shards(digits("all"), digit_shards.root, shard_size=250, progress=False)
+    again = write_shards(
+        digits("all"), digit_shards.root, shard_size=250, progress=False, layout="samples"
+    )
     assert again.fingerprint == digit_shards.fingerprint
     assert {p.name: p.stat().st_mtime_ns for p in digit_shards.root.iterdir()} == before
 
@@ -218,7 +225,12 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
 
 def test_max_bytes_starts_new_shards(tmp_path: Path) -> None:
     manifest = write_shards(
-        digits("test"), tmp_path, shard_size=10_000, max_bytes=100_000, progress=False
+        digits("test"),
+        tmp_path,
+        shard_size=10_000,
+        max_bytes=100_000,
+        progress=False,
+        layout="samples",
     )
     assert len(manifest.shards) > 1
     assert all(
@@ -267,7 +279,7 @@ def corrupt_image_shards(tmp_path: Path) -> Manifest:
     source = ArraySource(
         base.name, base.images[:8], base.labels[:8], base.key_prefix, base.origin, base.classes
     )
-    manifest = write_shards(source, tmp_path, shard_size=4, progress=False)
+    manifest = write_shards(source, tmp_path, shard_size=4, progress=False, layout="samples")
     shard = tmp_path / "shard-000000.tar"
     with open(shard, "rb") as handle:
         samples = list(iter_samples(handle, str(shard)))

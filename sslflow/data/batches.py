@@ -1,0 +1,77 @@
+"""Shuffled batches cut from whole tensors: the resampled training stream without per-image work.
+
+``ShardDataset(mode="resampled", batch_size=B)`` hands each shard's images over as chunks
+(a block member is one chunk of up to 512 images, a per-sample member a chunk of one) and
+this module keeps them in a shuffle buffer of rows: every batch is ``B`` slots drawn at random
+from the buffer, which are then refilled with the next rows. Python does a fixed amount of
+work per batch, so small images stream at memory speed (see docs/benchmarks.md, loader).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive images of one shard: uint8 (n, C, H, W) with their (n,) int64 labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+class _Rows:
+    """The rows of a chunk stream, handed out ``n`` at a time as numpy arrays."""
+
+    def __init__(self, chunks: Iterator[Chunk]) -> None:
+        self.chunks = chunks
+        self.images: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.held = 0
+
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        while self.held < count:
+            chunk = next(self.chunks)
+            self.images.append(chunk.images.numpy())
+            self.labels.append(chunk.labels.numpy())
+            self.held += len(chunk.images)
+        shapes = {i.shape[1:] for i in self.images}
+        if len(shapes) > 1:
+            raise ValueError(f"images of different shapes {sorted(shapes)} cannot be batched")
+        images, labels = np.concatenate(self.images), np.concatenate(self.labels)
+        self.images, self.labels = [images[count:]], [labels[count:]]
+        self.held -= count
+        return images[:count], labels[:count]
+
+
+def shuffled_batches(
+    chunks: Iterator[Chunk],
+    batches: int,
+    batch_size: int,
+    buffer_size: int,
+    generator: torch.Generator,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """``batches`` batches ``{"image": (B, C, H, W), "label": (B,)}``, each ``B`` random slots
+    of a pool of ``buffer_size + B`` rows, whose slots are then refilled from ``chunks``.
+
+    Gathers and refills go through numpy (row copies: ~30 µs for 256 images of 28 px, where
+    torch's advanced indexing takes ~600 µs).
+
+    Raises:
+        ValueError: chunks of different image shapes (set a transform that crops to one size).
+    """
+    rows = _Rows(chunks)
+    capacity = buffer_size + batch_size
+    pool_images, pool_labels = (array.copy() for array in rows.take(capacity))
+    for number in range(batches):
+        slots = torch.randperm(capacity, generator=generator)[:batch_size].numpy()
+        yield {
+            "image": torch.from_numpy(pool_images[slots]),
+            "label": torch.from_numpy(pool_labels[slots]),
+        }
+        if number + 1 < batches:
+            pool_images[slots], pool_labels[slots] = rows.take(batch_size)
