@@ -183,17 +183,15 @@ def make_embedder(config: EmbedConfig, manifest: Manifest, out: Path) -> Embedde
         return PixelsEmbedder.fit(manifest, config, out)
     from sslflow import models
 
-    spec = config.embedder
+    spec, size, chans = config.embedder, config.image_size, config.in_chans
     if _is_model_uri(spec) or Path(spec).expanduser().is_file():
-        return models.load_backbone(spec, config.tracking_uri or None)
-    if config.pretrained:
+        backbone = models.load_backbone(spec, config.tracking_uri or None)
+    elif config.pretrained:
         weights: bool | str = config.weights or True
-        return models.timm_backbone(
-            spec, weights, config.in_chans, config.image_size, config.small_stem
-        )
-    return models.random_backbone(
-        spec, config.in_chans, config.image_size, config.seed, config.small_stem
-    )
+        backbone = models.timm_backbone(spec, weights, chans, size, config.small_stem)
+    else:
+        backbone = models.random_backbone(spec, chans, size, config.seed, config.small_stem)
+    return backbone.to(models.compute_device())
 
 
 def _is_model_uri(spec: str) -> bool:

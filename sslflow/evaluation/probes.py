@@ -24,6 +24,7 @@ from sslflow.evaluation.linear import (
     sgd_probe,
 )
 from sslflow.evaluation.results import ModelProbe
+from sslflow.models import compute_device
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ def knn_probe(
     for entry in index.entries:
         train, test = entry.load()
         started = time.perf_counter()
-        results = weighted_knn(
-            torch.from_numpy(np.array(train.features)),
+        results = weighted_knn(  # runs where the bank is: the GPU when there is one
+            torch.from_numpy(np.array(train.features)).to(compute_device()),
             torch.from_numpy(train.labels),
             torch.from_numpy(np.array(test.features)),
             torch.from_numpy(test.labels),

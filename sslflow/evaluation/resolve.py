@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from sslflow.data.geometry import ImageGeometry
-from sslflow.models import FrozenBackbone, load_backbone, random_backbone
+from sslflow.models import FrozenBackbone, compute_device, load_backbone, random_backbone
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,11 @@ def resolve_model(
             spec = latest
     if spec.startswith(RANDOM_PREFIX):
         in_chans, size = (images.channels, images.image_size()) if images else (1, 28)
-        return ResolvedModel(
-            random_backbone(spec[len(RANDOM_PREFIX) :], in_chans, size, small_stem=small_stem), spec
-        )
+        random = random_backbone(spec[len(RANDOM_PREFIX) :], in_chans, size, small_stem=small_stem)
+        return ResolvedModel(random.to(compute_device()), spec)
     pinned = pin_model_uri(spec, tracking_uri)  # reports name the version, not a moving alias
-    return ResolvedModel(load_backbone(pinned, tracking_uri=tracking_uri), pinned)
+    loaded = load_backbone(pinned, tracking_uri=tracking_uri)
+    return ResolvedModel(loaded.to(compute_device()), pinned)
 
 
 def training_summary(spec: str, tracking_uri: str | None) -> dict[str, str]:

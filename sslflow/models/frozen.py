@@ -14,6 +14,7 @@ checkpoint, so loading a model URI never unpickles code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -138,8 +139,9 @@ class FrozenBackbone:
 
         Images are resized and centre-cropped to ``image_size`` when needed, scaled to [0, 1],
         channels converted (RGB → grey by luminance, grey → RGB by expansion) and normalised.
+        On a CUDA device the forward pass runs under bf16 autocast where the GPU supports it.
         """
-        with torch.inference_mode():
+        with torch.inference_mode(), inference_autocast(self._device):
             return self.module(self.preprocess(images)).float().cpu()
 
     def fingerprint(self) -> str:
@@ -151,6 +153,18 @@ class FrozenBackbone:
                 tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
             )
         return digest.hexdigest()
+
+
+def compute_device() -> torch.device:
+    """Where embedding, feature extraction and kNN run: CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def inference_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on a CUDA device that supports it; otherwise float32 as the weights are."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _frozen(

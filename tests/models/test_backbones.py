@@ -134,3 +134,20 @@ def test_bad_inputs_are_explained(tmp_path: Path) -> None:
     module, dim = create_backbone("resnet10t")
     with pytest.raises(ValueError, match="mean/std need 1 values"):
         FrozenBackbone(module, "resnet10t", 1, 28, (0.5, 0.5), (0.5,), dim)
+
+
+def test_compute_device_is_cuda_only_when_there_is_one() -> None:
+    from sslflow.models import compute_device
+
+    assert compute_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_features_match_the_cpu_path() -> None:
+    backbone = random_backbone("resnet10t", seed=5)
+    images = _images(size=28)
+    on_cpu = backbone.embed(images)
+    on_gpu = backbone.to("cuda").embed(images)
+    assert on_gpu.device.type == "cpu" and on_gpu.dtype == torch.float32
+    cosine = torch.nn.functional.cosine_similarity(on_cpu, on_gpu, dim=1)
+    assert float(cosine.min()) > 0.99  # bf16 autocast: same features within bf16 rounding
