@@ -238,20 +238,27 @@ class ShardDataset(IterableDataset):
             with open_url(url) as stream:
                 for sample in iter_samples(stream, url):
                     last_key = sample["__key__"]
-                    if is_block(sample) or raw:
-                        yield from self._block_samples(sample) if is_block(sample) else [sample]
-                        continue
-                    decoded = self._decode(sample)
-                    if decoded is not None:
+                    if is_block(sample):
+                        yield from self._block_samples(sample)
+                    elif raw:
+                        yield sample
+                    elif (decoded := self._decode(sample)) is not None:
                         yield decoded
         except ShardReadError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - raised or skipped by on_error
             message = f"corrupt or unreadable shard {url} (after sample {last_key!r}): {exc}"
-            if self.on_error == "raise":
-                raise ShardReadError(message + "; pass on_error='skip' to skip it") from exc
+            self._skip_or_raise(message, exc, shard=True)
+
+    def _skip_or_raise(self, message: str, exc: Exception, shard: bool) -> None:
+        """``on_error="raise"``: a ShardReadError with ``message``; ``skip``: count and warn."""
+        if self.on_error == "raise":
+            raise ShardReadError(message + "; pass on_error='skip' to skip it") from exc
+        if shard:
             self.errors.corrupt_shards += 1
-            log.warning("skipping rest of shard: %s", message)
+        else:
+            self.errors.bad_samples += 1
+        log.warning("skipping %s%s", "rest of shard: " if shard else "", message)
 
     def _block_samples(self, record: dict[str, Any]) -> Iterator[Any]:
         """The samples of a block member, as views of its pixels (no per-image decoding); in
@@ -259,11 +266,7 @@ class ShardDataset(IterableDataset):
         try:
             block = read_block(record)
         except BlockError as exc:
-            message = f"{exc} in shard {record.get('__url__')}"
-            if self.on_error == "raise":
-                raise ShardReadError(message + "; pass on_error='skip' to skip it") from exc
-            self.errors.bad_samples += 1
-            log.warning("skipping %s", message)
+            self._skip_or_raise(f"{exc} in shard {record.get('__url__')}", exc, shard=False)
             return
         if self.batch_size:
             pixels = block_tensor(block.pixels, self.image_mode)
@@ -296,12 +299,9 @@ class ShardDataset(IterableDataset):
                 else decode_image(sample[ext], self.image_mode)
             )
             label = int(sample["cls"]) if "cls" in sample else NO_LABEL
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - raised or skipped by on_error
             message = f"cannot decode sample {key!r} in shard {url}: {type(exc).__name__}: {exc}"
-            if self.on_error == "raise":
-                raise ShardReadError(message + "; pass on_error='skip' to skip it") from exc
-            self.errors.bad_samples += 1
-            log.warning("skipping %s", message)
+            self._skip_or_raise(message, exc, shard=False)
             return None
         if self.transform is not None:
             image = self.transform(image)
