@@ -75,7 +75,11 @@ def rings(args: argparse.Namespace) -> dict[str, object]:
 
 
 def kmeans_throughput(args: argparse.Namespace) -> dict[str, object]:
-    """Lloyd GFLOP/s (2·N·K·D·iterations / time) vs a torch matmul roofline and faiss.Kmeans."""
+    """Lloyd GFLOP/s (2·N·K·D·passes / time) vs a torch matmul roofline and faiss.Kmeans.
+
+    The three run interleaved, ``--rounds`` times each: on a shared machine, ratios of runs
+    made side by side (their median) and of the best runs compare the kernels, not the load.
+    """
     import faiss
     import torch
 
@@ -85,41 +89,54 @@ def kmeans_throughput(args: argparse.Namespace) -> dict[str, object]:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, d), dtype=np.float32)
     init = x[rng.choice(n, k, replace=False)].copy()
-    flop = 2.0 * n * k * d * iterations
     chunk = 16384
-
     xt, ct = torch.from_numpy(x), torch.from_numpy(init)
     buffer = torch.empty(chunk, k)
-    started = time.perf_counter()
-    for _ in range(iterations):
-        for start in range(0, n, chunk):
-            rows = xt[start : start + chunk]
-            torch.mm(rows, ct.T, out=buffer[: len(rows)])
-    roofline = flop / (time.perf_counter() - started) / 1e9
 
-    started = time.perf_counter()
-    result = kmeans(x, KMeansConfig(n_clusters=k, max_iter=iterations, chunk_size=chunk), init=init)
-    ours_seconds = time.perf_counter() - started
-    passes = result.n_iter + (0 if result.converged else 1)  # the final assignment pass counts too
-    ours = 2.0 * n * k * d * passes / ours_seconds / 1e9
+    def matmul() -> int:
+        for _ in range(iterations):
+            for start in range(0, n, chunk):
+                rows = xt[start : start + chunk]
+                torch.mm(rows, ct.T, out=buffer[: len(rows)])
+        return iterations
 
-    trainer = faiss.Kmeans(d, k, niter=iterations, seed=0, max_points_per_centroid=n, verbose=False)
-    started = time.perf_counter()
-    trainer.train(x, init_centroids=init)
-    faiss_gflops = flop / (time.perf_counter() - started) / 1e9
+    def ours() -> int:
+        config = KMeansConfig(n_clusters=k, max_iter=iterations, chunk_size=chunk, device="cpu")
+        result = kmeans(x, config, init=init)
+        return result.n_iter + (0 if result.converged else 1)  # the final pass counts too
+
+    def reference() -> int:
+        trainer = faiss.Kmeans(d, k, niter=iterations, seed=0, max_points_per_centroid=n)
+        trainer.train(x, init_centroids=init)
+        return iterations
+
+    runs: dict[str, list[float]] = {"roofline": [], "ours": [], "faiss": []}
+    for _ in range(args.rounds):
+        for name, run in (("roofline", matmul), ("ours", ours), ("faiss", reference)):
+            started = time.perf_counter()
+            passes = run()
+            runs[name].append(2.0 * n * k * d * passes / (time.perf_counter() - started) / 1e9)
+    best = {name: max(values) for name, values in runs.items()}
+    # per round, ours against the baselines measured beside it; the median over rounds
+    over_faiss = float(np.median(np.divide(runs["ours"], runs["faiss"])))
+    over_roofline = float(np.median(np.divide(runs["ours"], runs["roofline"])))
     out = {
         "shape": {"N": n, "D": d, "K": k, "iterations": iterations},
-        "ours_gflops": round(ours, 1),
-        "ours_passes": passes,
-        "roofline_gflops": round(roofline, 1),
-        "faiss_gflops": round(faiss_gflops, 1),
-        "ours_over_roofline": round(ours / roofline, 3),
-        "ours_over_faiss": round(ours / faiss_gflops, 3),
+        "rounds": args.rounds,
+        **{
+            f"{name}_gflops": [round(value, 1) for value in values] for name, values in runs.items()
+        },
+        "ours_over_roofline_median": round(over_roofline, 3),
+        "ours_over_faiss_median": round(over_faiss, 3),
+        "ours_over_faiss_best": round(best["ours"] / best["faiss"], 3),
+        "ours_over_roofline_best": round(best["ours"] / best["roofline"], 3),
     }
     print(
-        f"k-means N={n} D={d} K={k}: ours {ours:.1f} GFLOP/s, torch matmul {roofline:.1f}, "
-        f"faiss.Kmeans {faiss_gflops:.1f} → ours/roofline {ours / roofline:.2f}, ours/faiss "
-        f"{ours / faiss_gflops:.2f}"
+        f"k-means N={n} D={d} K={k}, {args.rounds} interleaved rounds: best ours "
+        f"{best['ours']:.1f} GFLOP/s, torch matmul {best['roofline']:.1f}, faiss.Kmeans "
+        f"{best['faiss']:.1f}; ours/faiss median {over_faiss:.2f} "
+        f"(best {out['ours_over_faiss_best']:.2f}), ours/roofline median {over_roofline:.2f} "
+        f"(best {out['ours_over_roofline_best']:.2f})"
     )
     return out
 
@@ -600,6 +617,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--ssl-steps", type=int, default=600, help="effect: training steps of the ssl embedder"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="kmeans: interleaved runs of each kernel"
     )
     args = parser.parse_args()
     results = {}

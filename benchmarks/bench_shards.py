@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from sslflow.data import ShardDataset, write_shards
 from sslflow.data.datasets import ArraySource, fashion_mnist
-from sslflow.data.reader import decode_tensor
+from sslflow.data.decoding import decode_tensor
 
 
 class PngFolder(Dataset):

@@ -71,12 +71,12 @@ def test_each_part_uses_only_the_parts_below_it() -> None:
     """data at the bottom; models and tracking over it; curation, ssl and evaluation over models
     (never one another's training code); the Dagster shell and the CLI over everything."""
     allowed = {
-        "data": ("paths", "fields"),
+        "data": ("paths", "fields", "devices"),
         "tracking": ("paths",),
-        "models": ("data", "tracking"),
-        "curation": ("data", "models", "tracking", "paths", "fields"),
-        "evaluation": ("data", "models", "tracking", "paths", "fields"),
-        "ssl": ("data", "models", "tracking", "paths", "fields"),
+        "models": ("data", "tracking", "devices"),
+        "curation": ("data", "models", "tracking", "paths", "fields", "devices"),
+        "evaluation": ("data", "models", "tracking", "paths", "fields", "devices"),
+        "ssl": ("data", "models", "tracking", "paths", "fields", "devices"),
     }
     assert not _violations(allowed)
 

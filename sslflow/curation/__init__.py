@@ -4,15 +4,18 @@ hierarchical sampling, deduplication, incremental assignment and a report. Plain
 Heavy modules (embedders, report plotting) are imported from their submodules on use.
 """
 
+from sslflow.curation.assignment import AssignConfig, assign
 from sslflow.curation.dedup import CopyRule, DedupResult, find_copies_of, find_duplicates
 from sslflow.curation.hierarchical import HierarchyConfig, Level, build_hierarchy
 from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError, load_hierarchy
 from sslflow.curation.incremental import Assignment, assign_new
-from sslflow.curation.kmeans import KMeansConfig, KMeansResult, RowSubset, assign, kmeans
+from sslflow.curation.kmeans import KMeansConfig, KMeansResult, kmeans
+from sslflow.curation.rows import RowSubset
 from sslflow.curation.sampling import CuratedIndex, LeafStrategy, allocate, sample_hierarchy
 from sslflow.curation.stats import normalised_entropy
 
 __all__ = [
+    "AssignConfig",
     "Assignment",
     "CopyRule",
     "CuratedIndex",

@@ -1,7 +1,8 @@
 """Hierarchical k-means across torch.distributed ranks: ``python -m sslflow.curation.distributed``.
 
 Every rank runs :func:`main`; level 0 (the pass over every embedding) is split over the ranks
-with gloo all-reduces (see :func:`sslflow.curation.hierarchical.build_hierarchy`), and rank 0
+with all-reduces (NCCL on device tensors when every rank has a GPU of its own, gloo
+otherwise; see :func:`sslflow.curation.hierarchical.build_hierarchy`), and rank 0
 writes the folder. :func:`torchrun_builder` writes the launch files and hands the arguments to
 a launcher (the pipelines' torchrun resource), so a launch plugs into
 :func:`sslflow.curation.build.cluster_pool` as its ``build``.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sslflow.curation.build import HierarchyBuilder
+from sslflow.curation.comm import process_group_backend
 from sslflow.curation.embeddings import load_embeddings
 from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
 from sslflow.curation.hierarchy_store import Hierarchy, load_hierarchy
@@ -81,13 +84,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of every rank (``torchrun -m sslflow.curation.distributed``)."""
+    import torch
     import torch.distributed as dist
 
     args = parse_args(argv)
     config = HierarchyConfig(**load_json(Path(args.config)))
     source = load_embeddings(args.embeddings)
     rows = load_npy(Path(args.rows)) if args.rows else None
-    dist.init_process_group("gloo")  # the sums are numpy on the CPU, whatever the accelerator
+    backend = process_group_backend(int(os.environ.get("WORLD_SIZE", "1")))
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
     try:
         hierarchy = build_hierarchy(
             source.array(), source.keys(), args.out, config, rows=rows, overwrite=True

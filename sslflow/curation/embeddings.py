@@ -44,6 +44,7 @@ from sslflow.curation.storage import (
 )
 from sslflow.data import Manifest, ShardDataset, geometry_of
 from sslflow.data.geometry import AUTO, BACKBONE_SIDE_CAP, PIXELS_SIDE_CAP, ImageGeometry
+from sslflow.devices import compute_device
 from sslflow.models import CenterCropResize, Embedder
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def make_embedder(config: EmbedConfig, manifest: Manifest, out: Path) -> Embedde
         backbone = models.timm_backbone(spec, weights, chans, size, config.small_stem)
     else:
         backbone = models.random_backbone(spec, chans, size, config.seed, config.small_stem)
-    return backbone.to(models.compute_device())
+    return backbone.to(compute_device())
 
 
 def _is_model_uri(spec: str) -> bool:

@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from sslflow.curation.assignment import assign
+from sslflow.curation.comm import RankComm
 from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError
-from sslflow.curation.kmeans import KMeansConfig, RankComm, Rows, RowSubset, assign, kmeans
+from sslflow.curation.kmeans import KMeansConfig, kmeans
 from sslflow.curation.levels import (
     Level,
     check_levels,
@@ -43,6 +45,7 @@ from sslflow.curation.levels import (
     resolve_levels,
     small_clusters_message,
 )
+from sslflow.curation.rows import Rows, RowSubset
 from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
 
@@ -66,6 +69,8 @@ class HierarchyConfig:
         max_iter: Lloyd iterations per k-means run.
         init_trials: k-means++ candidates per draw (None = scikit-learn's greedy 2 + log K).
         chunk_size: rows per streamed chunk.
+        device: where k-means assignment runs: "auto" (the GPU when there is one, else the
+            CPU), "cpu" or "cuda[:N]"; results agree across devices up to float32 rounding.
         drop_invalid: drop NaN/inf rows instead of failing on them.
         progress: show progress bars.
     """
@@ -76,6 +81,7 @@ class HierarchyConfig:
     max_iter: int = 50
     init_trials: int | None = None
     chunk_size: int = 16384
+    device: str = "auto"
     drop_invalid: bool = False
     progress: bool = False
 
@@ -257,13 +263,14 @@ def _build_level(
         init_trials=config.init_trials,
         spherical=config.spherical,
         chunk_size=config.chunk_size,
+        device=config.device,
         progress=config.progress,
     )
     history: list[dict[str, Any]] = []
     if done:
         first = int(done[-1].stem.split("_")[1]) + 1
         centroids = load_npy(done[-1])
-        labels, distances = assign(data, centroids, config.chunk_size, config.spherical)
+        labels, distances = assign(data, centroids, kmeans_config.assignment())
         log.info("level %d: resuming after step %d", index, first - 1)
     else:
         first = 1
@@ -286,7 +293,7 @@ def _build_level(
         seeded = replace(kmeans_config, seed=_step_seed(config, index, step))
         result = kmeans(np.asarray(full[pool], dtype=np.float32), seeded, distributed=False)
         centroids = result.centroids
-        labels, distances = assign(data, centroids, config.chunk_size, config.spherical)
+        labels, distances = assign(data, centroids, kmeans_config.assignment())
         if write:
             save_npy(steps / f"step_{step:03d}.npy", centroids)
         inertia = float(comm.sum(np.array([distances.sum(dtype=np.float64)]))[0])

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sslflow.curation.assignment import AssignConfig, assign
 from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError
-from sslflow.curation.kmeans import Rows, assign
+from sslflow.curation.rows import Rows
 
 if TYPE_CHECKING:
     from sslflow.curation.embeddings import EmbeddingSet
@@ -49,7 +50,8 @@ def assign_new(hierarchy: Hierarchy, x: Rows, chunk_size: int = 16384) -> Assign
             f"was built on dimension {hierarchy.dim}: embed them with the same embedder"
         )
     centroids = hierarchy.centroids(0)
-    leaves, distances = assign(x, centroids, chunk_size, bool(hierarchy.config["spherical"]))
+    spherical = bool(hierarchy.config["spherical"])
+    leaves, distances = assign(x, centroids, AssignConfig(chunk_size, spherical))
     paths = hierarchy.leaf_paths()[leaves]
     reference = float(hierarchy.stats[0]["mean_distance"])
     drift = (

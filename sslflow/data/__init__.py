@@ -1,16 +1,10 @@
 """Image sources, the WebDataset shard writer and the shard reader."""
 
 from sslflow.data.datasets import fashion_mnist_dir
+from sslflow.data.decoding import decode_batch, decode_image, decode_tensor
 from sslflow.data.geometry import ImageGeometry
 from sslflow.data.manifest import Manifest, ShardInfo, resolve_urls
-from sslflow.data.reader import (
-    Mode,
-    ShardDataset,
-    ShardReadError,
-    decode_image,
-    decode_tensor,
-    geometry_of,
-)
+from sslflow.data.reader import Mode, ShardDataset, ShardReadError, geometry_of
 from sslflow.data.samples import EncodedImage, Sample, Skipped, Source, SourceError
 from sslflow.data.sources import SOURCE_NAMES, open_source
 from sslflow.data.writer import ShardWriteError, WriterConfig, write_shards
@@ -30,6 +24,7 @@ __all__ = [
     "Source",
     "SourceError",
     "WriterConfig",
+    "decode_batch",
     "decode_image",
     "decode_tensor",
     "fashion_mnist_dir",

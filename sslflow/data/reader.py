@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from sslflow.data.batches import Chunk, shuffled_batches
 from sslflow.data.blocks import BlockError, is_block, read_block
+from sslflow.data.decoding import block_tensor, decode_image, decode_image_array, decode_tensor
 from sslflow.data.geometry import AUTO, ImageGeometry
 from sslflow.data.manifest import Manifest, resolve_urls
 from sslflow.data.tar import iter_samples, open_url
@@ -76,8 +76,10 @@ class ShardDataset(IterableDataset):
             samples per epoch in total (split across ranks and workers).
         samples_per_epoch: required for ``resampled``; defaults to the manifest's total.
         seed: seeds shard choice and the shuffle buffer (with the epoch from ``set_epoch``).
-        decode: ``tensor`` gives uint8 (C, H, W) tensors; ``pil`` gives PIL images. EXIF
-            orientation is applied either way.
+        decode: ``tensor`` gives uint8 (C, H, W) tensors; ``pil`` gives PIL images (EXIF
+            orientation applied either way); ``encoded`` gives the stored bytes, undecoded and
+            untransformed, for :func:`sslflow.data.decoding.decode_batch` (block-layout samples
+            come as tensors, decoded already).
         image_mode: PIL mode to convert to (``"L"``, ``"RGB"``); ``auto`` (default) is the
             one mode of the manifest's geometry (RGB if any image is colour), so a shard set of
             mixed modes batches; None keeps L and RGB per image and converts any other mode to
@@ -121,8 +123,8 @@ class ShardDataset(IterableDataset):
                 samples_per_epoch = self.manifest.total_samples
             if not samples_per_epoch:
                 raise ValueError("resampled mode needs samples_per_epoch (no manifest to count)")
-        if decode not in ("tensor", "pil"):
-            raise ValueError(f"decode must be 'tensor' or 'pil', got {decode!r}")
+        if decode not in ("tensor", "pil", "encoded"):
+            raise ValueError(f"decode must be 'tensor', 'pil' or 'encoded', got {decode!r}")
         if batch_size is not None and (self.mode is not Mode.RESAMPLED or decode != "tensor"):
             raise ValueError("batch_size needs mode='resampled' and decode='tensor'")
         if on_error not in ("raise", "skip"):
@@ -293,12 +295,14 @@ class ShardDataset(IterableDataset):
             ext = next((k for k in IMAGE_KEYS if k in sample), None)
             if ext is None:
                 raise ValueError(f"no image member ({', '.join(IMAGE_KEYS)})")
+            label = int(sample["cls"]) if "cls" in sample else NO_LABEL
+            if self.decode == "encoded":
+                return {"key": key, "image": bytes(sample[ext]), "label": label}
             image: torch.Tensor | Image.Image = (
                 decode_tensor(sample[ext], self.image_mode)
                 if self.decode == "tensor"
                 else decode_image(sample[ext], self.image_mode)
             )
-            label = int(sample["cls"]) if "cls" in sample else NO_LABEL
         except Exception as exc:  # noqa: BLE001 - raised or skipped by on_error
             message = f"cannot decode sample {key!r} in shard {url}: {type(exc).__name__}: {exc}"
             self._skip_or_raise(message, exc, shard=False)
@@ -306,56 +310,6 @@ class ShardDataset(IterableDataset):
         if self.transform is not None:
             image = self.transform(image)
         return {"key": key, "image": image, "label": label}
-
-
-def decode_image(data: bytes, mode: str | None = None) -> Image.Image:
-    """Decode image bytes to PIL, EXIF orientation applied, converting the mode explicitly."""
-    with Image.open(io.BytesIO(data)) as opened:
-        image = ImageOps.exif_transpose(opened)
-        target = mode or (image.mode if image.mode in ("L", "RGB") else "RGB")
-        return image.convert(target) if image.mode != target else image.copy()
-
-
-def block_tensor(pixels: np.ndarray, mode: str | None = None) -> torch.Tensor:
-    """uint8 (B, H, W[, 3]) block pixels as a contiguous (B, C, H, W) tensor in ``mode``.
-
-    RGB becomes L by ITU-R 601 weights rounded as PIL's ``convert("L")`` does; L becomes RGB by
-    repeating the channel."""
-    tensor = torch.from_numpy(pixels)
-    if tensor.ndim == 3:
-        tensor = tensor.unsqueeze(1)
-        return tensor.expand(-1, 3, -1, -1).contiguous() if mode == "RGB" else tensor
-    tensor = tensor.permute(0, 3, 1, 2)
-    if mode == "L":
-        weights = torch.tensor([19595, 38470, 7471], dtype=torch.int32).view(1, 3, 1, 1)
-        grey = ((tensor.to(torch.int32) * weights).sum(1, keepdim=True) + 0x8000) >> 16
-        return grey.to(torch.uint8)
-    return tensor.contiguous()
-
-
-def decode_image_array(pixels: np.ndarray, mode: str | None = None) -> Image.Image:
-    """One block image (uint8 (H, W) or (H, W, 3)) as PIL, converted to ``mode``."""
-    image = Image.fromarray(pixels)
-    return image.convert(mode) if mode and image.mode != mode else image
-
-
-def decode_tensor(data: bytes, mode: str | None = None) -> torch.Tensor:
-    """Decode PNG/JPEG/WebP bytes straight to a uint8 (C, H, W) tensor.
-
-    torchvision's C++ decoders take ~20 µs for a 28×28 PNG against ~40 µs for PIL plus the
-    array copy. ``mode`` is ``"L"``, ``"RGB"`` or None (keep grey or RGB, drop alpha).
-    """
-    from torchvision.io import ImageReadMode, decode_image as tv_decode
-
-    read_mode = {"L": ImageReadMode.GRAY, "RGB": ImageReadMode.RGB}.get(mode or "")
-    tensor = tv_decode(
-        torch.frombuffer(bytearray(data), dtype=torch.uint8),
-        mode=read_mode or ImageReadMode.UNCHANGED,
-        apply_exif_orientation=True,
-    )
-    if read_mode is None and tensor.shape[0] in (2, 4):  # grey+alpha or RGBA: drop alpha explicitly
-        tensor = tensor[: tensor.shape[0] - 1]
-    return tensor
 
 
 def geometry_of(manifest: Manifest, limit: int = 1000) -> ImageGeometry:

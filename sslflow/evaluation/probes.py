@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from sslflow.devices import compute_device
 from sslflow.evaluation.config import LinearConfig
 from sslflow.evaluation.features import FeatureSet
 from sslflow.evaluation.index import FeatureIndex
@@ -24,7 +25,6 @@ from sslflow.evaluation.linear import (
     sgd_probe,
 )
 from sslflow.evaluation.results import ModelProbe
-from sslflow.models import compute_device
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import logging
 from dataclasses import dataclass
 
 from sslflow.data.geometry import ImageGeometry
-from sslflow.models import FrozenBackbone, compute_device, load_backbone, random_backbone
+from sslflow.devices import compute_device
+from sslflow.models import FrozenBackbone, load_backbone, random_backbone
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ checkpoint, so loading a model URI never unpickles code.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from sslflow.devices import inference_autocast
 from sslflow.models.backbones import create_backbone
 from sslflow.models.preprocess import CenterCropResize, match_channels, normalise
 
@@ -153,18 +153,6 @@ class FrozenBackbone:
                 tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
             )
         return digest.hexdigest()
-
-
-def compute_device() -> torch.device:
-    """Where embedding, feature extraction and kNN run: CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def inference_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on a CUDA device that supports it; otherwise float32 as the weights are."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _frozen(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 Optimizer = Literal["sgd", "adamw", "lars"]
 OPTIMIZERS = ("sgd", "adamw", "lars")
+DECODERS = ("auto", "workers", "device")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
 # Fields that may differ when a run folder is resumed: they change how the run is observed, not
@@ -57,6 +58,11 @@ class PretrainConfig:
         strategy: Lightning strategy; ``auto`` picks DDP when there is more than one process.
         num_workers: DataLoader workers per rank decoding shards; part of what is trained (each
             worker draws its own sample stream), so a run folder resumes only with the same.
+        decode: where images are decoded: ``workers`` (the DataLoader workers, batches cut from
+            blocks), ``device`` (workers only parse tars; each batch of JPEGs is decoded on the
+            training device, by nvJPEG on a GPU) or ``auto`` (``device`` when training on CUDA
+            and the shards hold images over 64 px, i.e. stored as files rather than blocks;
+            else ``workers``). Resolved before the run starts; part of what is trained.
         checkpoint_every_n_steps: save ``last.ckpt`` every n optimiser steps (and at the end).
         log_every_n_steps: metrics reported to the metrics hook every n steps.
         knn_monitor_every_n_epochs: online kNN accuracy on a small labelled set (0 = off).
@@ -92,6 +98,7 @@ class PretrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     num_workers: int = 2
+    decode: str = "auto"
     checkpoint_every_n_steps: int = 100
     log_every_n_steps: int = 10
     knn_monitor_every_n_epochs: int = 0
@@ -157,6 +164,8 @@ class PretrainConfig:
                 raise ConfigError(
                     f"{name} must be 0 (auto, from the data) or positive, got {value}"
                 )
+        if self.decode not in DECODERS:
+            raise ConfigError(f"decode {self.decode!r} is not one of {', '.join(DECODERS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.precision not in PRECISIONS:

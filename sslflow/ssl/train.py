@@ -33,6 +33,8 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from sslflow.data import Manifest, ShardDataset, geometry_of
+from sslflow.data.blocks import BLOCK_MAX_SIDE
+from sslflow.data.geometry import ImageGeometry
 from sslflow.data.manifest import sha256_file
 from sslflow.models import (
     CenterCropResize,
@@ -46,7 +48,7 @@ from sslflow.ssl.augment import AugmentConfig, ViewAugment
 from sslflow.ssl.callbacks import MetricsCallback, MetricsHook
 from sslflow.ssl.config import ConfigError, PretrainConfig
 from sslflow.ssl.knn_monitor import KNNMonitor
-from sslflow.ssl.loader import ShardBatches, batches_per_epoch, training_dataset
+from sslflow.ssl.loader import DeviceDecode, ShardBatches, batches_per_epoch, training_dataset
 from sslflow.ssl.methods import SSLMethod, build_method
 from sslflow.ssl.module import PretrainModule, steps_for
 
@@ -129,6 +131,7 @@ def resolve_config(config: PretrainConfig, manifest: Manifest) -> PretrainConfig
         "image_size": image_size,
         "in_chans": in_chans,
         "samples_per_epoch": config.samples_per_epoch or manifest.total_samples,
+        "decode": resolve_decode(config, geometry),
     }
     if config.mean is None or config.std is None:
         mean, std = channel_stats(
@@ -138,6 +141,16 @@ def resolve_config(config: PretrainConfig, manifest: Manifest) -> PretrainConfig
     resolved = dataclasses.replace(config, **updates)
     resolved.check()
     return resolved
+
+
+def resolve_decode(config: PretrainConfig, geometry: ImageGeometry) -> str:
+    """``decode: auto`` → ``device`` when training runs on CUDA and some images are stored as
+    files (over ``BLOCK_MAX_SIDE``), so JPEG decoding moves off the CPU; else ``workers``."""
+    if config.decode != "auto":
+        return config.decode
+    on_cuda = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    files = max(geometry.long_sides, default=0) > BLOCK_MAX_SIDE
+    return "device" if on_cuda and files else "workers"
 
 
 def _stats_sample(manifest: Manifest, image_size: int, seed: int) -> torch.Tensor:
@@ -241,10 +254,17 @@ def pretrain(
     samples = config.samples_per_epoch or manifest.total_samples
     rank_batches = batches_per_epoch(samples, config.rank_batch_size, world, config.num_workers)
     length, steps_per_epoch, total_steps = steps_for(config, rank_batches)
+    on_device = config.decode == "device"
     dataset = training_dataset(
-        manifest, samples, config.image_size, config.seed, batch_size=config.rank_batch_size
+        manifest,
+        samples,
+        config.image_size,
+        config.seed,
+        batch_size=config.rank_batch_size,
+        encoded=on_device,
     )
-    batches = ShardBatches(dataset, config.rank_batch_size, config.num_workers, length)
+    decode = DeviceDecode(config.image_size, dataset.image_mode or "RGB") if on_device else None
+    batches = ShardBatches(dataset, config.rank_batch_size, config.num_workers, length, decode)
     module = PretrainModule(config, method, augment, batches, steps_per_epoch, total_steps)
     module.force_resume = force
 

@@ -14,7 +14,8 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from conftest import free_port
-from sslflow.curation.kmeans import KMeansConfig, assign, init_centroids, kmeans
+from sslflow.curation.assignment import assign
+from sslflow.curation.kmeans import KMeansConfig, init_centroids, kmeans
 
 
 def blobs(n: int = 3000, centers: int = 12, dim: int = 8, seed: int = 0) -> np.ndarray:

@@ -137,7 +137,7 @@ def test_bad_inputs_are_explained(tmp_path: Path) -> None:
 
 
 def test_compute_device_is_cuda_only_when_there_is_one() -> None:
-    from sslflow.models import compute_device
+    from sslflow.devices import compute_device
 
     assert compute_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
 

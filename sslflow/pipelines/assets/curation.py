@@ -80,7 +80,8 @@ class KMeansHierarchyConfig(
     processes: int = Field(
         1,
         description="processes for level 0 (the pass over every embedding); > 1 launches torchrun "
-        "through Dagster Pipes, each rank clustering a slice of the memmap (gloo all-reduce)",
+        "through Dagster Pipes, each rank clustering a slice of the memmap (all-reduce over NCCL "
+        "when every rank has a GPU of its own, else gloo)",
     )
 
     @field_validator("levels")

@@ -1,0 +1,114 @@
+"""Assignment kernels: the torch (GPU) path equals faiss on the CPU fallback, deterministic
+float64 sums, device resolution, and NCCL collectives where there is a GPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+
+from conftest import free_port
+from sslflow.curation.assignment import AssignConfig, assignment_pass
+from sslflow.curation.comm import RankComm, process_group_backend
+from sslflow.curation.kmeans import KMeansConfig, kmeans
+from sslflow.devices import resolve_device
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def embeddings(n: int = 3000, dim: int = 32, seed: int = 0) -> np.ndarray:
+    x, _ = make_blobs(n, n_features=dim, centers=20, cluster_std=2.0, random_state=seed)
+    return x.astype(np.float32)
+
+
+def reference_sums(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    sums = np.zeros((k, x.shape[1]), np.float64)
+    np.add.at(sums, labels, x.astype(np.float64))
+    return sums
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_torch_kernel_on_cpu_equals_faiss(tmp_path: Path, spherical: bool) -> None:
+    x = embeddings()
+    path = tmp_path / "x.npy"
+    np.save(path, x.astype(np.float16))  # a float16 memmap, as the embeddings asset writes
+    rows = np.load(path, mmap_mode="r")
+    centroids = x[np.random.default_rng(0).choice(len(x), 50, replace=False)]
+    if spherical:
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    passes = {
+        kernel: assignment_pass(rows, centroids, AssignConfig(500, spherical, "cpu", kernel))
+        for kernel in ("faiss", "torch")
+    }
+    np.testing.assert_array_equal(passes["torch"].labels, passes["faiss"].labels)
+    np.testing.assert_allclose(
+        passes["torch"].distances, passes["faiss"].distances, rtol=1e-4, atol=1e-3
+    )
+
+
+def test_sums_follow_the_rows_that_change_label() -> None:
+    x = embeddings(2000, dim=8)
+    rng = np.random.default_rng(1)
+    config = AssignConfig(chunk_size=300, device="cpu")
+    sums = np.zeros((30, 8), np.float64)
+    first = assignment_pass(x, x[rng.choice(2000, 30, replace=False)], config, sums)
+    assert first.changed == 2000  # every row enters its first cluster
+    np.testing.assert_allclose(sums, reference_sums(x, first.labels, 30), rtol=0, atol=1e-9)
+    second = assignment_pass(x, x[rng.choice(2000, 30, replace=False)], config, sums, first.labels)
+    assert second.changed == int(np.count_nonzero(second.labels != first.labels)) > 0
+    np.testing.assert_allclose(sums, reference_sums(x, second.labels, 30), rtol=0, atol=1e-9)
+
+
+def test_kmeans_with_the_torch_kernel_matches_faiss() -> None:
+    x = embeddings(2000, dim=16, seed=3)
+    configs = {
+        k: KMeansConfig(n_clusters=20, seed=2, device="cpu", kernel=k) for k in ("faiss", "torch")
+    }
+    faiss_run, torch_run = (kmeans(x, config) for config in configs.values())
+    np.testing.assert_array_equal(torch_run.labels, faiss_run.labels)
+    np.testing.assert_allclose(torch_run.centroids, faiss_run.centroids, atol=1e-5)
+    assert torch_run.n_iter == faiss_run.n_iter
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert process_group_backend(2) == "gloo"
+
+
+@needs_cuda
+@pytest.mark.parametrize("kernel", ["auto", "torch"])
+def test_gpu_assignment_equals_the_cpu_path(kernel: str) -> None:
+    x = embeddings(20_000, dim=64)
+    centroids = x[:200].copy()
+    cpu = assignment_pass(x, centroids, AssignConfig(4096, False, "cpu"))
+    config = AssignConfig(4096, False, "cuda", kernel)  # type: ignore[arg-type]
+    gpu = assignment_pass(x, centroids, config)
+    assert np.mean(gpu.labels == cpu.labels) > 0.999  # ties and float32 rounding aside
+    np.testing.assert_allclose(gpu.distances, cpu.distances, rtol=1e-3, atol=1e-2)
+    on_gpu = kmeans(x, KMeansConfig(n_clusters=50, seed=0, device="cuda", kernel=kernel))  # type: ignore[arg-type]
+    on_cpu = kmeans(x, KMeansConfig(n_clusters=50, seed=0, device="cpu"))
+    assert on_gpu.inertia == pytest.approx(on_cpu.inertia, rel=1e-3)
+
+
+@needs_cuda
+def test_nccl_collectives_run_on_the_device() -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    torch.cuda.set_device(0)
+    torch.distributed.init_process_group("nccl", rank=0, world_size=1)
+    try:
+        comm = RankComm()
+        assert comm.device.type == "cuda"
+        np.testing.assert_array_equal(comm.sum(np.arange(4.0)), np.arange(4.0))
+        x = embeddings(2000, dim=16)
+        local = kmeans(x, KMeansConfig(n_clusters=10, seed=1))
+        alone = kmeans(x, KMeansConfig(n_clusters=10, seed=1), distributed=False)
+        np.testing.assert_allclose(local.centroids, alone.centroids, atol=1e-5)
+    finally:
+        torch.distributed.destroy_process_group()
