@@ -185,9 +185,12 @@ def _drain(loader: DataLoader, batches: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def bench_loader(source: ArraySource, folder: Path, images: torch.Tensor, batches: int) -> None:
-    """Shards in both layouts against an in-memory uint8 tensor, batch 256, 2 workers: three
-    interleaved rounds, medians (bursts of other load hit one round, not one contender)."""
+def bench_loader(
+    source: ArraySource, folder: Path, images: torch.Tensor, batches: int, rounds: int = 5
+) -> None:
+    """Shards in both layouts against an in-memory uint8 tensor, batch 256, 2 workers:
+    interleaved rounds, the median of each round's ratio (bursts of other load hit one round,
+    not one contender)."""
     manifests = {
         layout: write_shards(
             source, folder / f"loader-{layout}", shard_size=2000, progress=False, layout=layout
@@ -211,16 +214,21 @@ def bench_loader(source: ArraySource, folder: Path, images: torch.Tensor, batche
         )
 
     rates: dict[str, list[float]] = {"blocks": [], "samples": [], "in-memory": []}
-    for _ in range(3):
+    for _ in range(rounds):
         for layout, manifest in manifests.items():
             rates[layout].append(_drain(shards(manifest), batches))
         rates["in-memory"].append(_drain(memory(), batches))
+    # each round's ratio against the baseline measured beside it, then the median over rounds
+    ratio = {
+        layout: _median([a / b for a, b in zip(rates[layout], rates["in-memory"], strict=True)])
+        for layout in manifests
+    }
     median = {name: _median(values) for name, values in rates.items()}
     print(
-        f"loader   batch 256, 2 workers, median of 3: block shards {median['blocks']:.0f} img/s "
-        f"({median['blocks'] / median['in-memory']:.2f}×), per-sample shards "
-        f"{median['samples']:.0f} img/s ({median['samples'] / median['in-memory']:.2f}×), "
-        f"in-memory tensor {median['in-memory']:.0f} img/s",
+        f"loader   batch 256, 2 workers, {batches} batches, median of {rounds} rounds: block "
+        f"shards {median['blocks']:.0f} img/s (ratio {ratio['blocks']:.2f}×), per-sample "
+        f"shards {median['samples']:.0f} img/s ({ratio['samples']:.2f}×), in-memory tensor "
+        f"{median['in-memory']:.0f} img/s",
         flush=True,
     )
 
@@ -467,7 +475,7 @@ def main() -> None:
         if "step" in chosen:
             bench_step(manifest, images, 10 if args.small else 30, args.backbone, args.small_stem)
         if "loader" in chosen:
-            bench_loader(_subset(source, count), Path(folder), images, 20 if args.small else 100)
+            bench_loader(_subset(source, count), Path(folder), images, 20 if args.small else 200)
         if "quality" in chosen:
             bench_quality(manifest, args, Path(folder))
 

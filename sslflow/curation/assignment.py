@@ -37,6 +37,7 @@ from sslflow.curation.rows import Rows, read_chunk
 from sslflow.devices import resolve_device
 
 Kernel = Literal["auto", "faiss", "torch"]
+SCORES_BYTES = 256 << 20  # the torch kernel's distance matrix per block (K = 100k: 671 rows)
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,17 @@ class _TorchKernel:
         chunk = torch.from_numpy(np.require(rows, requirements=["C", "W"])).to(self.device).float()
         if self.spherical:
             chunk = F.normalize(chunk, dim=1, eps=1e-12)
-        best, nearest = torch.addmm(self.norms, chunk, self.centroids.T, alpha=-2.0).min(1)
-        distances = (best + chunk.square().sum(1)).clamp_min_(0.0)
-        return nearest.cpu().numpy(), distances.cpu().numpy()
+        # rows per block so the (block, K) distance matrix stays near SCORES_BYTES
+        step = max(1, SCORES_BYTES // (4 * len(self.centroids)))
+        best, nearest = zip(
+            *(
+                torch.addmm(self.norms, block, self.centroids.T, alpha=-2.0).min(1)
+                for block in chunk.split(step)
+            ),
+            strict=True,
+        )
+        distances = (torch.cat(best) + chunk.square().sum(1)).clamp_min_(0.0)
+        return torch.cat(nearest).cpu().numpy(), distances.cpu().numpy()
 
 
 def move_rows(sums: np.ndarray, rows: np.ndarray, old: np.ndarray | None, new: np.ndarray) -> None:

@@ -48,6 +48,24 @@ class _Rows:
         return images[:count], labels[:count]
 
 
+def _gathered(images: np.ndarray, labels: np.ndarray, slots: np.ndarray) -> dict[str, torch.Tensor]:
+    """Rows ``slots`` of the pool as one batch whose image and label tensors share a storage.
+
+    A batch leaves a DataLoader worker as shared memory, one segment per storage: one segment
+    instead of two took the loader from 0.79× to 0.86× of an in-memory tensor (60k Fashion-MNIST,
+    batch 256, 2 workers), and gathering straight into it saves a copy of the batch.
+    """
+    shape = (len(slots), *images.shape[1:])
+    size = int(np.prod(shape)) * images.itemsize
+    start = -(-size // 8) * 8  # labels aligned for int64
+    storage = torch.empty(start + 8 * len(slots), dtype=torch.uint8)
+    image = storage[:size].view(torch.from_numpy(images[:0]).dtype).view(shape)
+    label = storage[start:].view(torch.int64)
+    np.take(images, slots, axis=0, out=image.numpy())
+    np.take(labels, slots, out=label.numpy())
+    return {"image": image, "label": label}
+
+
 def shuffled_batches(
     chunks: Iterator[Chunk],
     batches: int,
@@ -69,9 +87,6 @@ def shuffled_batches(
     pool_images, pool_labels = (array.copy() for array in rows.take(capacity))
     for number in range(batches):
         slots = torch.randperm(capacity, generator=generator)[:batch_size].numpy()
-        yield {
-            "image": torch.from_numpy(pool_images[slots]),
-            "label": torch.from_numpy(pool_labels[slots]),
-        }
+        yield _gathered(pool_images, pool_labels, slots)
         if number + 1 < batches:
             pool_images[slots], pool_labels[slots] = rows.take(batch_size)
