@@ -64,8 +64,8 @@ class RankComm:
         return int(sizes[: self.rank].sum()), int(sizes.sum())
 
 
-def process_group_backend(world_size: int) -> str:
-    """``"nccl"`` when every rank can have a GPU of its own (NCCL refuses two ranks on one
-    device), else gloo."""
+def process_group_backend(local_ranks: int) -> str:
+    """``"nccl"`` when each of this node's ``local_ranks`` can have a GPU of its own (NCCL
+    refuses two ranks on one device), else gloo."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return "nccl" if 0 < world_size <= gpus else "gloo"
+    return "nccl" if 0 < local_ranks <= gpus else "gloo"

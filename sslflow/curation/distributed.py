@@ -91,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = HierarchyConfig(**load_json(Path(args.config)))
     source = load_embeddings(args.embeddings)
     rows = load_npy(Path(args.rows)) if args.rows else None
-    backend = process_group_backend(int(os.environ.get("WORLD_SIZE", "1")))
+    local_ranks = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))
+    backend = process_group_backend(int(local_ranks))
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend)

@@ -12,11 +12,14 @@ tested without a GPU.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+log = logging.getLogger(__name__)
 
 EXIF_ORIENTATION = 0x0112
 
@@ -76,8 +79,11 @@ def upright_jpeg(data: bytes) -> bool:
     orientation on the CPU only). Reads the header, not the pixels."""
     if not data.startswith(b"\xff\xd8"):
         return False
-    with Image.open(io.BytesIO(data)) as image:
-        return int(image.getexif().get(EXIF_ORIENTATION, 1)) == 1
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return int(image.getexif().get(EXIF_ORIENTATION, 1)) == 1
+    except OSError:  # unreadable: the CPU decoder names the failure
+        return False
 
 
 def decode_batch(
@@ -85,19 +91,26 @@ def decode_batch(
     mode: str,
     transform: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
+    keys: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """A batch of encoded (or already decoded) images as uint8 (B, C, S, S) on ``device``.
 
     Upright JPEGs are decoded together by ``decode_jpeg`` on ``device``; any other image (PNG,
     WebP, a JPEG with an EXIF rotation) by :func:`decode_tensor` on the CPU, and a tensor (a
     block-layout sample, decoded already) is used as it is. Each image then goes through
-    ``transform`` on the device (e.g. ``CenterCropResize``, making the sides equal).
+    ``transform`` on the device (e.g. ``CenterCropResize``, making the sides equal). When the
+    batched call fails (nvJPEG refuses some JPEGs, e.g. CMYK ones), that batch's JPEGs are
+    decoded one by one on the CPU instead, with a warning.
 
     Args:
         images: encoded bytes or uint8 (C, H, W) tensors in ``mode``.
         mode: ``"L"`` or ``"RGB"``, the mode every image is converted to.
         transform: uint8 (C, H, W) → uint8 (C, S, S), with one S for the batch.
         device: where decoding and ``transform`` run.
+        keys: the samples' keys, to name an image that cannot be decoded at all.
+
+    Raises:
+        ValueError: an image no decoder can read, named by its key.
     """
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -106,10 +119,19 @@ def decode_batch(
     jpegs = [i for i, item in enumerate(images) if isinstance(item, bytes) and upright_jpeg(item)]
     if jpegs:
         encoded = [torch.frombuffer(bytearray(images[i]), dtype=torch.uint8) for i in jpegs]
-        for index, image in zip(jpegs, decode_jpeg(encoded, mode=read_mode, device=device)):
-            decoded[index] = image
+        try:
+            for index, image in zip(jpegs, decode_jpeg(encoded, mode=read_mode, device=device)):
+                decoded[index] = image
+        except RuntimeError as exc:
+            log.warning(
+                "batched JPEG decode on %s failed (%s); this batch goes to the CPU", device, exc
+            )
     for index, item in enumerate(images):
         if decoded[index] is None:
-            tensor = item if isinstance(item, torch.Tensor) else decode_tensor(item, mode)
+            try:
+                tensor = item if isinstance(item, torch.Tensor) else decode_tensor(item, mode)
+            except RuntimeError as exc:
+                name = keys[index] if keys else f"image {index} of the batch"
+                raise ValueError(f"cannot decode {name}: {exc}") from exc
             decoded[index] = tensor.to(device)
     return torch.stack([transform(image) for image in decoded if image is not None])

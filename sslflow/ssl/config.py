@@ -20,6 +20,12 @@ RESUME_FREE_FIELDS = frozenset(
 )
 
 
+# Fields added after run folders were first written, with the value every older run trained
+# with: a saved config without the field trained that way, and a run folder's name leaves the
+# field out at that value, so run folders from before the field existed still resume.
+LEGACY_VALUES: dict[str, Any] = {"decode": "workers"}
+
+
 class ConfigError(ValueError):
     """A pretraining configuration that cannot work; raised before training starts."""
 
@@ -219,6 +225,7 @@ class PretrainConfig:
             ``{field: (saved value, current value)}``.
         """
         current = self.to_dict()
+        saved = {**LEGACY_VALUES, **saved}
         return {
             key: (saved.get(key), value)
             for key, value in current.items()

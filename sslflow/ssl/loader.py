@@ -32,9 +32,9 @@ def collate_images(samples: list[dict[str, Any]]) -> torch.Tensor:
     return torch.stack([sample["image"] for sample in samples])
 
 
-def encoded_images(samples: list[dict[str, Any]]) -> list[Any]:
-    """The images of a list of ``decode="encoded"`` samples (bytes, or tensors from blocks)."""
-    return [sample["image"] for sample in samples]
+def encoded_batch(samples: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
+    """Keys and images of a list of ``decode="encoded"`` samples (bytes, or block tensors)."""
+    return [sample["key"] for sample in samples], [sample["image"] for sample in samples]
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,10 @@ class DeviceDecode:
     mode: str
     device: str | None = None
 
-    def __call__(self, images: list[Any]) -> torch.Tensor:
+    def __call__(self, batch: tuple[list[str], list[Any]]) -> torch.Tensor:
+        keys, images = batch
         device = torch.device(self.device) if self.device else compute_device()
-        return decode_batch(images, self.mode, CenterCropResize(self.image_size), device)
+        return decode_batch(images, self.mode, CenterCropResize(self.image_size), device, keys)
 
 
 def _slot_quota(total: int, slot: int, slots: int) -> int:
@@ -146,7 +147,7 @@ class ShardBatches:
                 self.shards,
                 batch_size=self.batch_size,
                 drop_last=True,
-                collate_fn=encoded_images,
+                collate_fn=encoded_batch,
                 num_workers=self.num_workers,
                 prefetch_factor=prefetch,
             )

@@ -109,3 +109,32 @@ def test_nvjpeg_batches_match_the_cpu_decoder(photos: tuple[PhotoFolder, Manifes
     assert gpu.device.type == "cuda" and gpu.shape == cpu.shape
     # nvJPEG's IDCT and upsampling differ from libjpeg-turbo's by a grey level or two
     assert (gpu.cpu().float() - cpu.float()).abs().mean() < 2.0
+
+
+def test_an_undecodable_image_is_named_after_the_batch_falls_back_to_one_by_one(
+    photos: tuple[PhotoFolder, Manifest], caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, _ = photos
+    upright = (p for p in folder.files if p.suffix == ".jpg" and p not in folder.exif_rotated)
+    good = next(upright).read_bytes()
+    truncated = good[: len(good) // 2]  # its header reads, its pixels do not
+    assert upright_jpeg(truncated)
+    with caplog.at_level("WARNING"), pytest.raises(ValueError, match="cannot decode bad-key"):
+        decode_batch(
+            [good, truncated], "RGB", CenterCropResize(SIDE), torch.device("cpu"), ["ok", "bad-key"]
+        )
+    assert "batched JPEG decode on cpu failed" in caplog.text
+
+
+def test_run_folders_written_before_decode_existed_still_resume(
+    photos: tuple[PhotoFolder, Manifest],
+) -> None:
+    from sslflow.pipelines.assets.pretraining import run_folder_name
+
+    _, manifest = photos
+    workers, device = PretrainConfig(decode="workers"), PretrainConfig(decode="device")
+    saved = workers.to_dict()
+    del saved["decode"]  # a config.json of an older version, which always decoded in workers
+    assert workers.resume_differences(saved) == {}
+    assert device.resume_differences(saved) == {"decode": ("workers", "device")}
+    assert run_folder_name(workers, manifest) != run_folder_name(device, manifest)

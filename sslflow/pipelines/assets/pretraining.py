@@ -27,7 +27,7 @@ from sslflow.pipelines.lineage import skip_when_unchanged
 from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
 from sslflow.pipelines.torchrun import TorchrunLauncher
-from sslflow.ssl.config import RESUME_FREE_FIELDS, ConfigError, PretrainConfig
+from sslflow.ssl.config import LEGACY_VALUES, RESUME_FREE_FIELDS, ConfigError, PretrainConfig
 from sslflow.tracking import TrackedRun
 from sslflow.tracking.registry import registry_name
 
@@ -97,7 +97,11 @@ def knn_manifests(home: SslflowHome, config: PretrainConfig) -> tuple[Path, Path
 
 def run_folder_name(config: PretrainConfig, manifest: Manifest) -> str:
     """``<method>-<backbone>-<hash of training config and data version>``."""
-    fields = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE_FIELDS}
+    fields = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in RESUME_FREE_FIELDS and not (k in LEGACY_VALUES and v == LEGACY_VALUES[k])
+    }
     digest = hashlib.sha256(
         json.dumps([fields, manifest.content_hash], sort_keys=True).encode()
     ).hexdigest()
