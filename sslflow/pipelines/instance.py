@@ -9,7 +9,12 @@ from sslflow.pipelines.metadata import RUN_ID_KEY
 
 def latest_metadata(context: dg.AssetExecutionContext, asset: str, key: str) -> Any:
     """Value of ``key`` in the latest materialisation metadata of ``asset`` (None if absent)."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return instance_metadata(context.instance, asset, key)
+
+
+def instance_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> Any:
+    """:func:`latest_metadata` read from an instance (the CLI and schedules have no context)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
     materialization = event.asset_materialization if event else None
     entry = materialization.metadata.get(key) if materialization else None
     return entry.value if entry is not None else None

@@ -14,10 +14,12 @@ from typing import Any
 
 import dagster as dg
 
-from sslflow.pipelines.assets.embeddings import LATEST_MODEL, ROUND_KEY
+from sslflow.pipelines.instance import instance_metadata
 from sslflow.pipelines.pipeline_config import AssetConfig, merged
 from sslflow.pipelines.stages import CURATION, PRETRAINING
 
+LATEST_MODEL = "latest-model"  # the embedder of a round: the model the previous round trained
+ROUND_KEY = "curation_round"  # metadata key of embeddings and curated_index
 ROUND_ASSETS = CURATION + PRETRAINING
 BOOTSTRAP_ASSETS = PRETRAINING
 # What makes a run a round: these fields win over the pipeline configuration's.
@@ -56,9 +58,8 @@ def has_pretrained_model(instance: dg.DagsterInstance) -> bool:
 
 
 def latest_round(instance: dg.DagsterInstance) -> int:
-    """The ``curation_round`` of the latest curated_index (0 when none was curated yet)."""
-    event = instance.get_latest_materialization_event(dg.AssetKey("curated_index"))
-    materialization = event.asset_materialization if event else None
-    entry = materialization.metadata.get(ROUND_KEY) if materialization else None
-    value = entry.value if entry is not None else 0
+    """The ``curation_round`` of the latest curated_index (0 when none was curated yet); the
+    next round, wherever it is started from (the embeddings asset, the CLI, the schedule), is
+    this plus one."""
+    value = instance_metadata(instance, "curated_index", ROUND_KEY)
     return value if isinstance(value, int) else 0

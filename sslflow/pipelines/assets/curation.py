@@ -24,7 +24,6 @@ from sslflow.data import write_shards
 from sslflow.data.manifest import sha256_file
 from sslflow.fields import attribute_docs
 from sslflow.pipelines.assets.data import ShardWriterConfig, raw_manifest
-from sslflow.pipelines.assets.embeddings import ROUND_KEY
 from sslflow.pipelines.config import core_values, derive_config
 from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.fingerprints import eval_copies, pool_copies
@@ -34,6 +33,7 @@ from sslflow.pipelines.lineage import (
 )
 from sslflow.pipelines.metadata import run_metadata, shard_set_metadata, shard_set_metrics
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
+from sslflow.pipelines.rounds import ROUND_KEY
 from sslflow.pipelines.torchrun import TorchrunLauncher
 from sslflow.tracking import TrackedRun, earlier_runs
 

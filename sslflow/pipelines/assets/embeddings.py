@@ -18,6 +18,7 @@ from sslflow.pipelines.instance import latest_metadata, upstream_run_ids
 from sslflow.pipelines.lineage import INPUT_FINGERPRINT, input_fingerprint, reuse_if_unchanged
 from sslflow.pipelines.metadata import run_metadata
 from sslflow.pipelines.resources import MLflowTracking, SslflowHome
+from sslflow.pipelines.rounds import LATEST_MODEL, ROUND_KEY, latest_round
 from sslflow.tracking.registry import pin_model_uri
 
 GROUP = "curation"
@@ -40,10 +41,6 @@ class EmbeddingsConfig(
         return EmbedConfig(**values, tracking_uri=tracking_uri, progress=True)
 
 
-LATEST_MODEL = "latest-model"
-ROUND_KEY = "curation_round"
-
-
 def resolve_embedder(
     context: dg.AssetExecutionContext, embedder: str, tracking_uri: str
 ) -> tuple[str, int]:
@@ -63,8 +60,7 @@ def resolve_embedder(
         raise bad_input(
             "embedder latest-model needs a pretrained model: materialise pretrained_model first"
         )
-    previous = latest_metadata(context, "curated_index", ROUND_KEY)
-    return str(uri), int(previous or 0) + 1
+    return str(uri), latest_round(context.instance) + 1
 
 
 @dg.asset(group_name=GROUP, deps=["raw_shards"], code_version="1", kinds={"numpy", "mlflow"})
