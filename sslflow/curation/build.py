@@ -21,6 +21,7 @@ from sslflow.curation.dedup import METHODS, CopyPair, CopyRule, find_copies_of, 
 from sslflow.curation.fingerprints import CopyFeatures
 from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
 from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError
+from sslflow.curation.rows import RowSubset
 from sslflow.curation.storage import load_json, save_json
 
 DEDUP_FILE = "dedup.json"
@@ -155,7 +156,8 @@ def remove_copies(
     if config.decontaminate and evaluation is not None:
         contaminated = find_copies_of(copies, evaluation.features, rule, progress=True)
         rows = np.setdiff1d(rows, [p.a for p in contaminated])
-    subset = CopyFeatures(copies.thumbs[rows], copies.digests[rows], copies.small[rows])
+    # a view of the thumbnail memmap: the rows left are read a chunk at a time, never all at once
+    subset = CopyFeatures(RowSubset(copies.thumbs, rows), copies.digests[rows], copies.small[rows])
     found = find_duplicates(subset, rule, progress=True)
     subset_keys = [keys[int(r)] for r in rows]
     summary = DedupSummary(

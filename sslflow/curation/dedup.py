@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from sslflow.curation.fingerprints import BACKGROUND_TOLERANCE, CopyFeatures, background
+from sslflow.curation.rows import Rows
 
 BLOCK = 4
 """Thumbnail pixels per side of one candidate-search block (32 px → 8 × 8 block means)."""
@@ -104,8 +105,8 @@ def _block_means(thumbs: np.ndarray) -> np.ndarray:
 
 
 def candidate_pairs(
-    queries: np.ndarray,
-    index_thumbs: np.ndarray,
+    queries: Rows,
+    index_thumbs: Rows,
     neighbours: int,
     chunk_size: int = 8192,
     progress: bool = False,

@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from sslflow.curation.rows import Rows
 from sslflow.curation.storage import (
     load_json,
     load_lines,
@@ -104,9 +105,10 @@ class CopyFingerprint:
 
 @dataclass(frozen=True)
 class CopyFeatures:
-    """What copy detection compares, row-aligned: thumbnails, digests, small-image flags."""
+    """What copy detection compares, row-aligned: thumbnails (an array, a memmap, or a
+    ``RowSubset`` of one, read a chunk at a time), digests, small-image flags."""
 
-    thumbs: np.ndarray
+    thumbs: Rows
     digests: np.ndarray
     small: np.ndarray
 
