@@ -342,6 +342,7 @@ def dedup_quality(args: argparse.Namespace) -> dict[str, object]:
     source = fashion_mnist(split="train")
     small = list(source.images[rng.choice(len(source.images), n, replace=False)])
     photos = list(sample_photos().values())
+    print(f"dedup: crops of {len(photos)} photos: {', '.join(sample_photos())}")
     large, boxes = [], []
     for number in range(n // 4):
         photo = photos[number % len(photos)]
@@ -374,11 +375,15 @@ def dedup_quality(args: argparse.Namespace) -> dict[str, object]:
         kind = np.arange(len(of)) % 5
         if name.startswith("fashion"):
             false = {r for p in found.pairs if p.b < count for r in (p.a, p.b)}
-            overlapping = 0
+            overlapping = {}
         else:  # two crops of one photo that overlap by half or more are copies in part
             pairs = [p for p in found.pairs if p.b < count]
-            overlapping = sum(_overlap(boxes[p.a], boxes[p.b]) >= 0.5 for p in pairs)
-            false = {r for p in pairs if _overlap(boxes[p.a], boxes[p.b]) < 0.5 for r in (p.a, p.b)}
+            overlaps = np.array([_overlap(boxes[p.a], boxes[p.b]) for p in pairs])
+            overlapping = {
+                f"iou {low}-{high}": int(((overlaps >= low) & (overlaps < high)).sum())
+                for low, high in ((0.5, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01))
+            }
+            false = {r for p, o in zip(pairs, overlaps, strict=True) if o < 0.5 for r in (p.a, p.b)}
         results[name] = {
             "distinct": count,
             "planted": len(of),
@@ -387,7 +392,7 @@ def dedup_quality(args: argparse.Namespace) -> dict[str, object]:
                 k: round(float(hit[kind == i].mean()), 3) for i, k in enumerate(kind_names)
             },
             "false_positive_share": round(len(false) / count, 4),
-            "overlapping_crop_pairs_linked": int(overlapping),
+            "overlapping_crop_pairs_linked": overlapping,
             "removed_by_method": found.removed,
             "seconds_per_10k": round(seconds / len(images) * 10_000, 1),
             "fingerprint_seconds_per_10k": round(fingerprint_seconds / len(images) * 10_000, 1),

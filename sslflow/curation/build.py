@@ -43,7 +43,11 @@ class DedupConfig:
             of at most 32 px)
         max_differing: largest share of differing foreground pixels in a copy (images of at
             most 32 px)
-        min_correlation: least correlation of the 32 px thumbnails of a copy (larger images)
+        min_correlation: least correlation of the 32 px thumbnails at a whole-pixel shift for
+            two larger images to be aligned and compared
+        min_coverage: least share of each image the other covers once aligned (larger images)
+        min_detail_correlation: least correlation of the aligned high-pass thumbnails of a copy
+            (larger images)
         examples: example pairs per method kept for the report
     """
 
@@ -54,6 +58,8 @@ class DedupConfig:
     pixel_tolerance: int = CopyRule.pixel_tolerance
     max_differing: float = CopyRule.max_differing
     min_correlation: float = CopyRule.min_correlation
+    min_coverage: float = CopyRule.min_coverage
+    min_detail_correlation: float = CopyRule.min_detail_correlation
     examples: int = 8
 
     def rule(self) -> CopyRule:
@@ -63,6 +69,8 @@ class DedupConfig:
             self.pixel_tolerance,
             self.max_differing,
             self.min_correlation,
+            self.min_coverage,
+            self.min_detail_correlation,
         )
 
 

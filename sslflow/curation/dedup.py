@@ -11,8 +11,12 @@
     pixels that are foreground in either differ by more than ``pixel_tolerance`` grey levels.
     Counting differing pixels, not averaging differences, keeps a copy whose shift pushed a
     strip of the object off the image a copy, and two garments of one silhouette apart.
-  * ``correlation``, otherwise (downscaled thumbnails): Pearson correlation ≥
-    ``min_correlation``.
+  * ``correlation``, otherwise (downscaled thumbnails): a Pearson correlation ≥
+    ``min_correlation`` at the best whole-pixel shift selects the pairs worth aligning; the
+    alignment (:mod:`sslflow.curation.alignment`) must then cover ≥ ``min_coverage`` of both
+    images and their high-pass parts must correlate ≥ ``min_detail_correlation``, which two
+    distinct crops of one smooth scene do not; a pair without detail (``FLAT_DETAIL``) must
+    instead agree in its aligned pixels.
 
 Linked rows form groups (connected components); each group keeps its lowest row.
 """
@@ -30,11 +34,18 @@ from scipy.sparse.csgraph import connected_components
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from sslflow.curation.alignment import fit_alignment
 from sslflow.curation.fingerprints import BACKGROUND_TOLERANCE, CopyFeatures, background
 from sslflow.curation.rows import Rows
 
 BLOCK = 4
 """Thumbnail pixels per side of one candidate-search block (32 px → 8 × 8 block means)."""
+FLAT_DETAIL = 1.0
+"""Grey levels of high-pass variation below which a thumbnail has no detail to correlate."""
+FLAT_MIN_CORRELATION = 0.98
+FLAT_MAX_DIFFERENCE = 2.0
+"""A pair without detail is a copy when its aligned thumbnails correlate ≥ 0.98 and differ by
+≤ 2 grey levels on average (measured on planted copies: docs/benchmarks/curation.md §4)."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +58,20 @@ class CopyRule:
         pixel_tolerance: grey levels by which two aligned pixels may differ and still agree.
         max_differing: largest share of foreground pixels that may disagree in a copy (small
             images).
-        min_correlation: least Pearson correlation of the thumbnails of a copy (larger images).
+        min_correlation: least Pearson correlation of the thumbnails at the best whole-pixel
+            shift for a pair of larger images to be aligned.
+        min_coverage: least share of each image the other covers once aligned (larger images).
+        min_detail_correlation: least correlation of the aligned high-pass thumbnails of a copy
+            (larger images).
     """
 
     neighbours: int = 16
     max_shift: int = 2
     pixel_tolerance: int = 32
     max_differing: float = 0.08
-    min_correlation: float = 0.98
+    min_correlation: float = 0.8
+    min_coverage: float = 0.85
+    min_detail_correlation: float = 0.7
 
 
 METHODS = ("exact", "pixels", "correlation")
@@ -63,7 +80,8 @@ METHODS = ("exact", "pixels", "correlation")
 @dataclass(frozen=True)
 class CopyPair:
     """Two rows found to be copies, by which method (``METHODS``), and its score: the share of
-    differing pixels (``pixels``), the correlation (``correlation``) or 0 (``exact``)."""
+    differing pixels (``pixels``), the detail correlation once aligned (``correlation``; the
+    aligned correlation for images without detail) or 0 (``exact``)."""
 
     a: int
     b: int
@@ -185,6 +203,26 @@ def _pixel_test(a: np.ndarray, b: np.ndarray, rule: CopyRule) -> tuple[np.ndarra
     return share <= rule.max_differing, share
 
 
+def _aligned_test(a: np.ndarray, b: np.ndarray, rule: CopyRule) -> tuple[np.ndarray, np.ndarray]:
+    """(passed, score) for larger-image pairs: only those correlating ≥ ``min_correlation`` at
+    a whole-pixel shift are aligned (most candidates are not). The score is the detail
+    correlation, or for a pair without detail the aligned thumbnails' correlation."""
+    passed = np.zeros(len(a), bool)
+    score = np.zeros(len(a), np.float32)
+    close = np.flatnonzero(correlation(a, b, rule.max_shift) >= rule.min_correlation)
+    if len(close):
+        fit = fit_alignment(a[close], b[close])
+        flat = fit.detail_level < FLAT_DETAIL
+        score[close] = np.where(flat, fit.correlation, fit.detail)
+        agree = np.where(
+            flat,
+            (fit.correlation >= FLAT_MIN_CORRELATION) & (fit.difference <= FLAT_MAX_DIFFERENCE),
+            fit.detail >= rule.min_detail_correlation,
+        )
+        passed[close] = (fit.coverage >= rule.min_coverage) & agree
+    return passed, score
+
+
 def verified(pairs: np.ndarray, a: CopyFeatures, b: CopyFeatures, rule: CopyRule) -> list[CopyPair]:
     """The candidate (row of ``a``, row of ``b``) pairs that are copies (batches of 4096)."""
     found: list[CopyPair] = []
@@ -198,8 +236,7 @@ def verified(pairs: np.ndarray, a: CopyFeatures, b: CopyFeatures, rule: CopyRule
             if method == "pixels":
                 passed, score = _pixel_test(ta, tb, rule)
             else:
-                score = correlation(ta, tb, rule.max_shift)
-                passed = score >= rule.min_correlation
+                passed, score = _aligned_test(ta, tb, rule)
             found += [
                 CopyPair(int(i), int(j), method, float(v))
                 for (i, j), v in zip(chosen[passed], score[passed], strict=True)

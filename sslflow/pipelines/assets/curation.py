@@ -50,6 +50,8 @@ DEDUP_FIELDS = {
     "pixel_tolerance": "dedup_pixel_tolerance",
     "max_differing": "dedup_max_differing",
     "min_correlation": "dedup_min_correlation",
+    "min_coverage": "dedup_min_coverage",
+    "min_detail_correlation": "dedup_min_detail_correlation",
     "examples": "dedup_examples",
 }
 
