@@ -86,7 +86,7 @@ def warp(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation of each pair of (n, H, W) images (0 when either is flat)."""
     a = a.flatten(1) - a.flatten(1).mean(1, keepdim=True)
     b = b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
@@ -138,9 +138,9 @@ def fit_alignment(a: np.ndarray, b: np.ndarray) -> Fit:
     return Fit(
         params=params.numpy(),
         coverage=coverage(params.numpy()),
-        detail=correlation(detail_a, detail_b).numpy(),
+        detail=pearson(detail_a, detail_b).numpy(),
         detail_level=torch.minimum(detail_a.flatten(1).std(1), detail_b.flatten(1).std(1)).numpy(),
-        correlation=correlation(first, second).numpy(),
+        correlation=pearson(first, second).numpy(),
         difference=(first - second).abs().flatten(1).mean(1).numpy(),
     )
 

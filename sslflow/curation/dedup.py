@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import product
 
 import faiss
 import numpy as np
@@ -34,7 +35,7 @@ from scipy.sparse.csgraph import connected_components
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from sslflow.curation.alignment import fit_alignment
+from sslflow.curation.alignment import fit_alignment, pearson
 from sslflow.curation.fingerprints import BACKGROUND_TOLERANCE, CopyFeatures, background
 from sslflow.curation.rows import Rows
 
@@ -175,21 +176,16 @@ def differing_share(a: np.ndarray, b: np.ndarray, rule: CopyRule, shift: int) ->
     return best.numpy()
 
 
-def correlation(a: np.ndarray, b: np.ndarray, shift: int) -> np.ndarray:
-    """Per pair, the largest Pearson correlation over shifts of ``a`` by up to ``shift`` px."""
+def shifted_correlation(a: np.ndarray, b: np.ndarray, shift: int) -> np.ndarray:
+    """Per pair, the largest Pearson correlation over shifts of ``a`` by up to ``shift`` px
+    (``b``'s centre, its border of ``shift`` px dropped, slides over ``a``)."""
     ta = torch.from_numpy(np.asarray(a, dtype=np.float32))
     tb = torch.from_numpy(np.asarray(b, dtype=np.float32))
     inner = ta.shape[-1] - 2 * shift
     centre = tb[:, shift : shift + inner, shift : shift + inner]
-    centre = centre - centre.mean((1, 2), keepdim=True)
-    centre_norm = centre.flatten(1).norm(dim=1)
     best = torch.full((len(ta),), -1.0)
-    for dy in range(2 * shift + 1):
-        for dx in range(2 * shift + 1):
-            window = ta[:, dy : dy + inner, dx : dx + inner]
-            window = window - window.mean((1, 2), keepdim=True)
-            dot = (window * centre).sum((1, 2))
-            best = torch.maximum(best, dot / (window.flatten(1).norm(dim=1) * centre_norm + 1e-6))
+    for dy, dx in product(range(2 * shift + 1), repeat=2):
+        best = torch.maximum(best, pearson(ta[:, dy : dy + inner, dx : dx + inner], centre))
     return best.numpy()
 
 
@@ -209,7 +205,7 @@ def _aligned_test(a: np.ndarray, b: np.ndarray, rule: CopyRule) -> tuple[np.ndar
     correlation, or for a pair without detail the aligned thumbnails' correlation."""
     passed = np.zeros(len(a), bool)
     score = np.zeros(len(a), np.float32)
-    close = np.flatnonzero(correlation(a, b, rule.max_shift) >= rule.min_correlation)
+    close = np.flatnonzero(shifted_correlation(a, b, rule.max_shift) >= rule.min_correlation)
     if len(close):
         fit = fit_alignment(a[close], b[close])
         flat = fit.detail_level < FLAT_DETAIL

@@ -11,7 +11,8 @@ embedding: an embedding made to group concepts also groups distinct images of on
   mass sits at the centre. The centring undoes translations, so a 2 px shifted copy lands on
   its original (measured: docs/benchmarks/curation.md).
 * ``small.npy`` (N,) bool: the image fits in 32 × 32 at its own pixels (its thumbnail is exact,
-  so copies are compared pixel by pixel; larger images are compared by correlation).
+  so copies are compared pixel by pixel; larger images are aligned and correlated:
+  :mod:`sslflow.curation.alignment`).
 * ``keys.txt`` and ``meta.json`` (the shard set's content hash; written last).
 """
 
