@@ -31,6 +31,7 @@ SOURCE_FLAGS = (
     "max_side",
     "jpeg_quality",
     "download",
+    "allow_pipe",
     "overwrite",
 )
 
@@ -80,6 +81,15 @@ def _add_source(parser: argparse.ArgumentParser, with_split: bool) -> None:
     )
     parser.add_argument(
         "--download", action="store_true", default=None, help="allow downloading Fashion-MNIST"
+    )
+    parser.add_argument(
+        "--allow-pipe",
+        action="store_true",
+        default=None,
+        help=(
+            "shards: run the pipe: commands in --path (or in the URL list it names) as shell "
+            "commands; off by default, never for inbox entries"
+        ),
     )
     parser.add_argument(
         "--overwrite",

@@ -10,7 +10,7 @@ from sslflow.curation.hierarchical import HierarchyConfig, Level, build_hierarch
 from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError, load_hierarchy
 from sslflow.curation.incremental import Assignment, assign_new
 from sslflow.curation.kmeans import KMeansConfig, KMeansResult, kmeans
-from sslflow.curation.rows import RowSubset
+from sslflow.curation.rows import EmbeddingsError, RowSubset
 from sslflow.curation.sampling import CuratedIndex, LeafStrategy, allocate, sample_hierarchy
 from sslflow.curation.stats import normalised_entropy
 
@@ -20,6 +20,7 @@ __all__ = [
     "CopyRule",
     "CuratedIndex",
     "DedupResult",
+    "EmbeddingsError",
     "Hierarchy",
     "HierarchyConfig",
     "HierarchyError",

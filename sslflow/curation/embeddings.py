@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sslflow.curation.rows import EmbeddingsError, check_rows
 from sslflow.curation.storage import (
     load_json,
     load_lines,
@@ -281,12 +282,31 @@ class EmbeddingSet:
 
 
 def load_embeddings(root: str | Path) -> EmbeddingSet:
+    """The complete embeddings folder ``root``, checked: (N, D) float rows with N keys and N
+    labels.
+
+    Raises:
+        FileNotFoundError: the folder is not complete.
+        EmbeddingsError: malformed rows, keys or labels, naming the file.
+    """
     root = Path(root)
     if not (root / "meta.json").is_file():
         raise FileNotFoundError(
             f"no complete embeddings at {root} (meta.json missing): run the embeddings step"
         )
-    return EmbeddingSet(root)
+    embeddings = EmbeddingSet(root)
+    try:
+        rows = embeddings.array()
+    except ValueError as exc:
+        raise EmbeddingsError(f"{embeddings.path} is not a readable .npy file: {exc}") from exc
+    check_rows(rows, keys=len(embeddings.keys()), where=str(embeddings.path))
+    labels = embeddings.labels()
+    if labels.shape != (len(rows),):
+        raise EmbeddingsError(
+            f"{root / 'labels.npy'} has shape {labels.shape} for {len(rows)} embedding rows: "
+            "rebuild the embeddings (asset embeddings)"
+        )
+    return embeddings
 
 
 def embed_shards(

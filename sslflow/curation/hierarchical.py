@@ -45,7 +45,7 @@ from sslflow.curation.levels import (
     resolve_levels,
     small_clusters_message,
 )
-from sslflow.curation.rows import Rows, RowSubset
+from sslflow.curation.rows import Rows, RowSubset, check_rows
 from sslflow.curation.stats import normalised_entropy, size_quantiles
 from sslflow.curation.storage import load_json, load_npy, save_json, save_npy
 
@@ -142,12 +142,12 @@ def build_hierarchy(
         overwrite: delete an existing hierarchy built with another config instead of failing.
 
     Raises:
+        EmbeddingsError: rows that are not (N, D) floats, or not one per key.
         HierarchyError: duplicate keys, NaN/inf rows (without ``drop_invalid``), levels that do
             not fit the data, or an existing hierarchy with another dimension or config.
     """
     out = Path(out_dir)
-    if len(keys) != len(embeddings):
-        raise HierarchyError(f"{len(keys)} keys for {len(embeddings)} embedding rows")
+    check_rows(embeddings, keys=len(keys))
     check_keys(keys)
     selected = (
         np.arange(len(embeddings), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from sslflow.curation.assignment import AssignConfig, Kernel, assignment_pass
 from sslflow.curation.comm import RankComm
-from sslflow.curation.rows import Rows, RowSubset, read_chunk, unit_rows
+from sslflow.curation.rows import Rows, RowSubset, check_rows, read_chunk, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ def kmeans(
         ``KMeansResult``; labels and distances cover this rank's rows and match the returned
         centroids (a final assignment pass runs when ``max_iter`` stops the loop).
     """
+    check_rows(x)
     comm = RankComm(distributed)
     _, total = comm.row_offset(len(x))
     if total < config.n_clusters:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +124,16 @@ class Block:
     def meta(self) -> list[dict[str, Any]]:
         parsed = json.loads(self.meta_json) if self.meta_json else None
         return parsed if isinstance(parsed, list) else [{} for _ in self.keys]
+
+    def rows(self, kept: Sequence[int]) -> Block:
+        """The block with only the images at ``kept`` (e.g. without duplicate keys)."""
+        metas = self.meta()
+        return Block(
+            self.pixels[list(kept)],
+            [self.keys[i] for i in kept],
+            [self.labels[i] for i in kept],
+            json.dumps([metas[i] for i in kept]).encode(),
+        )
 
 
 def is_block(record: dict[str, Any]) -> bool:

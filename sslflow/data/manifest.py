@@ -8,11 +8,12 @@ import os
 import re
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sslflow.data.geometry import ImageGeometry
 from sslflow.data.tar import SHARD_SUFFIXES
+from sslflow.data.urls import check_url
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -20,12 +21,15 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """One complete shard: file name (relative to the manifest), samples, bytes and sha256."""
+    """One complete shard: file name (relative to the manifest), samples, bytes, sha256, and
+    how many of its keys were renamed because the source's were unsafe to write
+    (``sslflow.data.keys.contained_key``)."""
 
     name: str
     samples: int
     bytes: int
     sha256: str
+    renamed_keys: int = 0
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Manifest:
     complete output means there is nothing to do. ``geometry`` (colour modes and side lengths
     of the stored images) is what every ``auto`` image setting downstream is resolved from;
     shard sets written by other tools have none (see ``sslflow.data.geometry.measure``).
+    Shard names are files inside the manifest's folder.
     """
 
     fingerprint: str
@@ -58,6 +63,11 @@ class Manifest:
         return sum(s.bytes for s in self.shards)
 
     @property
+    def renamed_keys(self) -> int:
+        """Source keys that were unsafe to write and were renamed (see ``ShardInfo``)."""
+        return sum(s.renamed_keys for s in self.shards)
+
+    @property
     def content_hash(self) -> str:
         """sha256 over the shards' sha256s: a data version for the whole set."""
         joined = "\n".join(f"{s.name}:{s.sha256}" for s in self.shards)
@@ -77,6 +87,7 @@ class Manifest:
             "bytes": self.total_bytes,
             "shards": len(self.shards),
             "skipped": len(self.skipped),
+            "renamed_keys": self.renamed_keys,
         }
         body["content_hash"] = self.content_hash
         return body
@@ -89,14 +100,24 @@ class Manifest:
         return target
 
     @classmethod
-    def from_json(cls, body: dict[str, Any], root: Path | None = None) -> Manifest:
+    def from_json(
+        cls, body: dict[str, Any], root: Path | None = None, where: str = "manifest"
+    ) -> Manifest:
+        """The manifest ``body`` (read from ``where``, named in errors).
+
+        Raises:
+            ValueError: another format version, or a shard name outside the manifest's folder.
+        """
         if body.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported manifest format {body.get('format_version')!r}")
+            raise ValueError(f"{where}: unsupported format {body.get('format_version')!r}")
+        shards = [ShardInfo(**s) for s in body["shards"]]
+        for shard in shards:
+            check_shard_name(shard.name, where)
         return cls(
             fingerprint=body["fingerprint"],
             source=body["source"],
             writer=body["writer"],
-            shards=[ShardInfo(**s) for s in body["shards"]],
+            shards=shards,
             skipped=body.get("skipped", []),
             classes=body.get("classes"),
             labelled=body.get("labelled", False),
@@ -112,7 +133,26 @@ class Manifest:
             target = target / MANIFEST_NAME
         if not target.is_file():
             raise FileNotFoundError(f"no manifest at {target}: write the shards first")
-        return cls.from_json(json.loads(target.read_text()), root=target.parent)
+        return cls.from_json(json.loads(target.read_text()), root=target.parent, where=str(target))
+
+
+def check_shard_name(name: str, where: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a relative path inside the manifest's folder
+    (no absolute path, ``..`` segment, URL or ``pipe:`` command: a manifest names only files
+    beside it)."""
+    path = PurePosixPath(name)
+    if (
+        not name
+        or path.is_absolute()
+        or ".." in path.parts
+        or "\\" in name
+        or ":" in name
+        or any(ord(c) < 32 for c in name)
+    ):
+        raise ValueError(
+            f"{where}: shard name {name!r} is not a file inside the manifest's folder; a "
+            "manifest may name only files beside it (list other URLs in a URL list instead)"
+        )
 
 
 def atomic_write_text(target: Path, text: str) -> None:
@@ -140,10 +180,18 @@ def expand_braces(pattern: str) -> list[str]:
     return list(braceexpand.braceexpand(pattern))
 
 
-def resolve_urls(spec: str) -> tuple[list[str], Manifest | None]:
+def resolve_urls(spec: str, allow_pipe: bool = False) -> tuple[list[str], Manifest | None]:
     """Turn a manifest path/URL, a file of URLs, or a URL list into shard URLs.
 
+    Args:
+        spec: the manifest (local or http(s)://), the URL list file, or URLs.
+        allow_pipe: the user asked for ``pipe:`` commands in their own configuration; without
+            it a ``pipe:`` URL is refused (see :mod:`sslflow.data.urls`).
+
     Returns the URLs and the manifest when there is one (its classes and counts are useful).
+
+    Raises:
+        UrlRefused: a refused URL, naming the list file and line it came from.
     """
     spec = spec.strip()
     if spec.endswith(MANIFEST_NAME) or (
@@ -152,13 +200,17 @@ def resolve_urls(spec: str) -> tuple[list[str], Manifest | None]:
         if spec.startswith(("http://", "https://")):
             with urllib.request.urlopen(spec, timeout=30) as response:
                 body = json.loads(response.read())
-            manifest = Manifest.from_json(body)
+            manifest = Manifest.from_json(body, where=spec)
             base = spec.rsplit("/", 1)[0]
             return [f"{base}/{s.name}" for s in manifest.shards], manifest
-        manifest = Manifest.load(spec)
+        manifest = Manifest.load(check_url(spec, allow_pipe=False))
         return manifest.urls(), manifest
     if Path(spec).is_file() and not spec.endswith(SHARD_SUFFIXES):
-        lines = [ln.strip() for ln in Path(spec).read_text().splitlines()]
-        return [u for ln in lines if ln and not ln.startswith("#") for u in expand_braces(ln)], None
+        urls = []
+        for number, line in enumerate(Path(spec).read_text().splitlines(), start=1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                urls += [check_url(u, allow_pipe, f"{spec}:{number}") for u in expand_braces(line)]
+        return urls, None
     parts = [p for p in re.split(r"[\s,]+(?![^{]*})", spec) if p]
-    return [u for p in parts for u in expand_braces(p)], None
+    return [check_url(u, allow_pipe) for p in parts for u in expand_braces(p)], None

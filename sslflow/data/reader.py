@@ -24,8 +24,10 @@ from sslflow.data.batches import Chunk, shuffled_batches
 from sslflow.data.blocks import BlockError, is_block, read_block
 from sslflow.data.decoding import block_tensor, decode_image, decode_image_array, decode_tensor
 from sslflow.data.geometry import AUTO, ImageGeometry
+from sslflow.data.keys import KeyLedger
 from sslflow.data.manifest import Manifest, resolve_urls
 from sslflow.data.tar import iter_samples, open_url
+from sslflow.data.urls import UrlRefused, check_url
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,13 @@ class ShardReadError(RuntimeError):
 
 @dataclass
 class ReadErrors:
-    """What ``on_error="skip"`` skipped in this process (each DataLoader worker has its own)."""
+    """What was skipped in this process (each DataLoader worker has its own): corrupt shards
+    and bad samples under ``on_error="skip"``; duplicate keys and empty shards always."""
 
     corrupt_shards: int = 0
     bad_samples: int = 0
+    duplicate_keys: int = 0
+    empty_shards: int = 0
 
 
 def _worker_slot(rank: int, world_size: int) -> tuple[int, int]:
@@ -68,9 +73,14 @@ def _dist_rank_world() -> tuple[int, int]:
 class ShardDataset(IterableDataset):
     """WebDataset shards as a PyTorch ``IterableDataset`` of ``{"key", "image", "label"}``.
 
+    A key that comes again within a shard is skipped with a warning naming the shard and the
+    key (the first sample wins), and an empty shard is warned about; both are counted in
+    ``errors``.
+
     Args:
-        shards: a ``Manifest``, a manifest path, or shard URLs (local paths, http(s)://,
-            ``pipe:`` commands; a string may hold several, brace patterns expand).
+        shards: a ``Manifest``, a manifest path, or shard URLs (local paths, http(s)://, and
+            ``pipe:`` commands with ``allow_pipe``; a string may hold several, brace patterns
+            expand).
         mode: ``finite`` yields each sample exactly once across DataLoader workers and DDP
             ranks; ``resampled`` draws shards with replacement and yields ``samples_per_epoch``
             samples per epoch in total (split across ranks and workers).
@@ -89,6 +99,8 @@ class ShardDataset(IterableDataset):
             ``skip`` skips the shard remainder or the sample, counts it and logs a warning.
         rank, world_size: override the DDP rank (defaults: torch.distributed, then RANK and
             WORLD_SIZE).
+        allow_pipe: run ``pipe:`` URLs as shell commands; only for URLs the user wrote (see
+            :mod:`sslflow.data.urls`).
         shuffle_buffer: samples held for shuffling in resampled mode; at most the manifest's
             total, so a small set of large photos is not decoded several times over before
             the first sample comes out.
@@ -110,11 +122,13 @@ class ShardDataset(IterableDataset):
         on_error: str = "raise",
         rank: int | None = None,
         world_size: int | None = None,
+        allow_pipe: bool = False,
         shuffle_buffer: int = 1000,
         batch_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.urls, self.manifest = _resolve(shards)
+        self.allow_pipe = allow_pipe
+        self.urls, self.manifest = _resolve(shards, allow_pipe)
         if not self.urls:
             raise ValueError("ShardDataset needs at least one shard URL")
         self.mode = Mode(mode)
@@ -236,21 +250,33 @@ class ShardDataset(IterableDataset):
 
         ``raw`` leaves per-sample members undecoded (a block's samples come decoded anyway)."""
         last_key = None
+        ledger = KeyLedger()
         try:
-            with open_url(url) as stream:
+            with open_url(url, self.allow_pipe) as stream:
                 for sample in iter_samples(stream, url):
                     last_key = sample["__key__"]
                     if is_block(sample):
-                        yield from self._block_samples(sample)
+                        yield from self._block_samples(sample, ledger)
+                    elif not ledger.first(last_key):
+                        self._duplicate(last_key, url)
                     elif raw:
                         yield sample
                     elif (decoded := self._decode(sample)) is not None:
                         yield decoded
-        except ShardReadError:
+        except (ShardReadError, UrlRefused):
             raise
         except Exception as exc:  # noqa: BLE001 - raised or skipped by on_error
             message = f"corrupt or unreadable shard {url} (after sample {last_key!r}): {exc}"
             self._skip_or_raise(message, exc, shard=True)
+            return
+        if last_key is None:
+            self.errors.empty_shards += 1
+            log.warning("shard %s holds no samples", url)
+
+    def _duplicate(self, key: str, url: str) -> None:
+        """Count and warn about a sample skipped because its key came before in the shard."""
+        self.errors.duplicate_keys += 1
+        log.warning("skipping duplicate key %r in shard %s (the first sample wins)", key, url)
 
     def _skip_or_raise(self, message: str, exc: Exception, shard: bool) -> None:
         """``on_error="raise"``: a ShardReadError with ``message``; ``skip``: count and warn."""
@@ -262,7 +288,7 @@ class ShardDataset(IterableDataset):
             self.errors.bad_samples += 1
         log.warning("skipping %s%s", "rest of shard: " if shard else "", message)
 
-    def _block_samples(self, record: dict[str, Any]) -> Iterator[Any]:
+    def _block_samples(self, record: dict[str, Any], ledger: KeyLedger) -> Iterator[Any]:
         """The samples of a block member, as views of its pixels (no per-image decoding); in
         batched mode one ``Chunk`` of them, the transform applied to the whole block."""
         try:
@@ -270,6 +296,12 @@ class ShardDataset(IterableDataset):
         except BlockError as exc:
             self._skip_or_raise(f"{exc} in shard {record.get('__url__')}", exc, shard=False)
             return
+        firsts = ledger.firsts(block.keys)
+        if firsts is not None:
+            for key, first in zip(block.keys, firsts, strict=True):
+                if not first:
+                    self._duplicate(key, record["__url__"])
+            block = block.rows([i for i, first in enumerate(firsts) if first])
         if self.batch_size:
             pixels = block_tensor(block.pixels, self.image_mode)
             transformed = pixels if self.transform is None else self.transform(pixels)
@@ -343,11 +375,11 @@ def geometry_of(manifest: Manifest, limit: int = 1000) -> ImageGeometry:
 
 
 def _resolve(
-    shards: Manifest | str | os.PathLike[str] | Sequence[str],
+    shards: Manifest | str | os.PathLike[str] | Sequence[str], allow_pipe: bool
 ) -> tuple[list[str], Manifest | None]:
     """Shard URLs and, when there is one, the manifest (for counts and classes)."""
     if isinstance(shards, Manifest):
         return shards.urls(), shards
     if isinstance(shards, (str, os.PathLike)):
-        return resolve_urls(str(shards))
-    return [str(u) for u in shards], None
+        return resolve_urls(str(shards), allow_pipe)
+    return [check_url(str(u), allow_pipe) for u in shards], None

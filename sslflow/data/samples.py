@@ -3,7 +3,6 @@ the shard writer reads."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -63,11 +62,6 @@ class Source(Protocol):
     def iter_items(self, start: int = 0) -> Iterator[Sample | Skipped]:
         """Yield items from position ``start`` on; each item counts as one position."""
         ...
-
-
-def safe_key(text: str) -> str:
-    """A WebDataset key from arbitrary text: no dots (a dot would split the key) or slashes."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "x"
 
 
 def check_split(split: str) -> str:

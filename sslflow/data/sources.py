@@ -7,6 +7,7 @@ path fails before anything is written, with the valid options in the message.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sslflow.data.datasets import cifar, digits, fashion_mnist
+from sslflow.data.keys import KeyLedger, safe_key
 from sslflow.data.samples import (
     EncodedImage,
     Sample,
@@ -23,8 +25,9 @@ from sslflow.data.samples import (
     Source,
     SourceError,
     check_split,
-    safe_key,
 )
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 
@@ -151,9 +154,12 @@ def image_folder(
 
 @dataclass
 class ShardSource:
-    """Samples of existing WebDataset shards (paths, http(s):// URLs or ``pipe:`` commands).
+    """Samples of existing WebDataset shards (paths, http(s):// URLs, and ``pipe:`` commands
+    when ``allow_pipe``).
 
-    Encoded images pass through unchanged; keys, labels and metadata are kept.
+    Encoded images pass through unchanged; keys, labels and metadata are kept. A key that comes
+    again anywhere in the shard set is skipped (the first sample wins) and an empty shard is
+    warned about, both naming the shard.
     """
 
     urls: Sequence[str]
@@ -161,6 +167,7 @@ class ShardSource:
     name: str = "shards"
     samples: int | None = None
     content_hash: str | None = None
+    allow_pipe: bool = False
 
     def __len__(self) -> int:
         return self.samples or 0
@@ -178,29 +185,49 @@ class ShardSource:
         from sslflow.data.blocks import is_block, read_block
         from sslflow.data.tar import iter_samples, open_url
 
+        ledger = KeyLedger()
+
         def stream() -> Iterator[dict[str, Any]]:
             for url in self.urls:
-                with open_url(url) as handle:
-                    yield from iter_samples(handle, url)
+                with open_url(url, self.allow_pipe) as handle:
+                    empty = True
+                    for raw in iter_samples(handle, url):
+                        empty = False
+                        yield raw
+                if empty:
+                    log.warning("shard %s holds no samples", url)
+
+        def duplicate(key: str, url: str) -> Skipped:
+            return Skipped(where=f"{url}:{key}", reason="duplicate key (the first one is kept)")
 
         position = 0
         for raw in stream():
             if is_block(raw):  # images stored as pixels: one Sample each, blocked again on write
                 block = read_block(raw)
                 metas = block.meta()
+                url = raw["__url__"]
+                firsts = ledger.firsts(block.keys)
                 for index, key in enumerate(block.keys):
                     if position >= start:
                         stored = block.labels[index]
-                        yield Sample(
-                            key=key,
-                            image=Image.fromarray(block.pixels[index]),
-                            label=None if stored < 0 else stored,
-                            meta={**metas[index], "shard": raw.get("__url__")},
+                        yield (
+                            duplicate(key, url)
+                            if firsts is not None and not firsts[index]
+                            else Sample(
+                                key=key,
+                                image=Image.fromarray(block.pixels[index]),
+                                label=None if stored < 0 else stored,
+                                meta={**metas[index], "shard": url},
+                            )
                         )
                     position += 1
                 continue
             position += 1
+            is_first = ledger.first(raw["__key__"])
             if position <= start:
+                continue
+            if not is_first:
+                yield duplicate(raw["__key__"], raw["__url__"])
                 continue
             ext = next((e for e in ("png", "jpg", "jpeg", "webp") if e in raw), None)
             if ext is None:
@@ -277,6 +304,7 @@ def open_source(
     split: str = "train",
     download: bool = False,
     download_root: str | os.PathLike[str] | None = None,
+    allow_pipe: bool = False,
 ) -> Source:
     """Open a source by name. Every error here is raised before anything is written.
 
@@ -290,6 +318,8 @@ def open_source(
             sets are read whole.
         download: allow torchvision to download Fashion-MNIST when it is not found locally.
         download_root: where a download goes.
+        allow_pipe: ``shards`` may run the ``pipe:`` commands in ``path``; only for a path the
+            user wrote in their own configuration, never one found in data (the inbox).
     """
     check_split(split)
     if name == "fashion-mnist":
@@ -303,9 +333,10 @@ def open_source(
     if name == "shards":
         from sslflow.data.manifest import resolve_urls
 
-        urls, manifest = resolve_urls(_require_path(name, path, "a manifest.json or URL list"))
+        spec = _require_path(name, path, "a manifest.json or URL list")
+        urls, manifest = resolve_urls(spec, allow_pipe)
         if manifest is None:
-            return ShardSource(urls=urls)
+            return ShardSource(urls=urls, allow_pipe=allow_pipe)
         return ShardSource(
             urls,
             manifest.classes,

@@ -7,13 +7,16 @@ time of a photo downscaled to 128 px). The parser handles what tar writers put i
 ustar, GNU long names and pax headers, and it checks every header checksum so a corrupt or
 truncated shard is reported, not misread. The writer emits plain POSIX ustar members, which
 tar, tarfile and webdataset all read. Streams are opened with webdataset's ``gopen`` (files,
-http(s)://, ``pipe:``); gzip-compressed shards are recognised by their magic bytes.
+http(s)://, and ``pipe:`` only where :mod:`sslflow.data.urls` allows it); gzip-compressed
+shards are recognised by their magic bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import IO, Any, Self, cast
+
+from sslflow.data.urls import check_url
 
 BLOCK = 512
 
@@ -139,18 +142,20 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def iter_samples(stream: IO[bytes], url: str) -> Iterator[dict[str, Any]]:
-    """Group consecutive members with the same key into a sample dict (``__key__``, fields)."""
+    """Group consecutive members with the same key into a sample dict (``__key__``, fields).
+
+    A field that repeats under one key starts another sample with that key, so a shard that
+    holds a key twice yields it twice: readers keep the first (:class:`KeyLedger`).
+    """
     current: dict[str, Any] | None = None
     for name, data in iter_members(stream):
         if name.startswith("__") or "." not in name.rpartition("/")[2]:
             continue
         key, field = split_name(name)
-        if current is None or current["__key__"] != key:
+        if current is None or current["__key__"] != key or field in current:
             if current is not None:
                 yield current
             current = {"__key__": key, "__url__": url}
-        if field in current:
-            raise TarFormatError(f"duplicate field {field!r} for key {key!r}")
         current[field] = data
     if current is not None:
         yield current
@@ -186,17 +191,21 @@ class _Stream:
         self.close()
 
 
-def open_url(url: str) -> IO[bytes]:
-    """Open a local path, http(s):// URL or ``pipe:`` command as a byte stream of tar data.
+def open_url(url: str, allow_pipe: bool = False) -> IO[bytes]:
+    """Open a local path, http(s):// URL or (with ``allow_pipe``) ``pipe:`` command as a byte
+    stream of tar data.
 
     Gzip-compressed shards (``.tar.gz``, ``.tgz``, or any name starting with gzip's magic
     bytes) are decompressed on the fly, so they read like plain ones.
+
+    Raises:
+        UrlRefused: see :func:`sslflow.data.urls.check_url`.
     """
     import gzip
 
     from webdataset.gopen import gopen
 
-    raw = gopen(url, "rb")
+    raw = gopen(check_url(url, allow_pipe), "rb")
     head = raw.read(len(GZIP_MAGIC))
     if head != GZIP_MAGIC:
         return cast(IO[bytes], _Stream(head, raw, (raw,)))

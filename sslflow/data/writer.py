@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from sslflow.data.journal import (
     remove_stale_shards,
     resume_state,
 )
+from sslflow.data.keys import contained_key
 from sslflow.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, sha256_file
 from sslflow.data.samples import Sample, Skipped, Source
 from sslflow.data.tar import end_archive, write_member
@@ -35,6 +36,7 @@ from sslflow.data.tar import end_archive, write_member
 log = logging.getLogger(__name__)
 
 SHARD_PATTERN = "shard-%06d.tar"
+SHARD_FIELDS = {f.name for f in fields(ShardInfo)}
 
 
 class ShardWriteError(RuntimeError):
@@ -90,8 +92,6 @@ def fingerprint(source_description: dict[str, Any], config: WriterConfig) -> str
 
 def encode_sample(sample: Sample, stored: StoredImage) -> dict[str, Any]:
     """The tar members of one sample: the image, ``cls`` when labelled, and ``json`` metadata."""
-    if "." in sample.key:
-        raise ShardWriteError(f"key {sample.key!r} contains a dot; WebDataset would split it")
     meta = {**sample.meta, "width": stored.width, "height": stored.height}
     if stored.original_mode != stored.mode:
         meta["original_mode"] = stored.original_mode
@@ -105,6 +105,15 @@ def encode_sample(sample: Sample, stored: StoredImage) -> dict[str, Any]:
     if sample.label is not None:
         record["cls"] = str(sample.label).encode()
     return record
+
+
+def contained(sample: Sample) -> Sample:
+    """``sample`` under a key safe to write (:func:`sslflow.data.keys.contained_key`); a
+    renamed sample keeps its source key in ``meta["original_key"]``."""
+    key = contained_key(sample.key)
+    if key == sample.key:
+        return sample
+    return replace(sample, key=key, meta={**sample.meta, "original_key": sample.key})
 
 
 def tar_bytes(record: dict[str, Any]) -> int:
@@ -146,6 +155,11 @@ def write_shards(
 
     Returns:
         The manifest; unchanged and nothing written when the same config is already complete.
+        Keys unsafe to write are renamed and counted per shard (``ShardInfo.renamed_keys``).
+
+    Raises:
+        ShardWriteError: a folder holding foreign files or another complete set (without
+            ``overwrite``), or a source that gave no sample to write.
     """
     config = WriterConfig(shard_size, max_bytes, png_compress_level, max_side, jpeg_quality, layout)
     config.check()
@@ -174,11 +188,17 @@ def write_shards(
         append_journal(out, {"fingerprint": print_, "source": description, "writer": vars(config)})
     remove_stale_shards(out, {entry["name"] for entry in done})
     position = done[-1]["position"] if done else 0
-    shards = [ShardInfo(**{k: d[k] for k in ("name", "samples", "bytes", "sha256")}) for d in done]
+    shards = [ShardInfo(**{k: v for k, v in d.items() if k in SHARD_FIELDS}) for d in done]
     geometry = ImageGeometry()
     for entry in done:
         geometry.merge(ImageGeometry.from_json(entry["geometry"]))
     _write_remaining(source, out, config, shards, skipped, geometry, position, progress, on_shard)
+    if not shards:
+        reasons = "; ".join(f"{s['where']}: {s['reason']}" for s in skipped[:3])
+        raise ShardWriteError(
+            f"source {description.get('name')!r} gave no sample to write into {out} "
+            f"({len(skipped)} skipped{': ' + reasons if reasons else ''}); check its path"
+        )
 
     manifest = Manifest(
         fingerprint=print_,
@@ -206,6 +226,7 @@ class _OpenShard:
         self.geometry = ImageGeometry()
         self.block = PendingBlock()
         self.blocks = 0
+        self.renamed = 0
 
     @property
     def size(self) -> int:
@@ -246,7 +267,11 @@ class _OpenShard:
         os.fsync(self.handle.fileno())
         self.handle.close()
         info = ShardInfo(
-            self.final.name, self.count, self.partial.stat().st_size, sha256_file(self.partial)
+            self.final.name,
+            self.count,
+            self.partial.stat().st_size,
+            sha256_file(self.partial),
+            self.renamed,
         )
         os.replace(self.partial, self.final)
         return info
@@ -304,7 +329,10 @@ def _write_remaining(
     try:
         for item in source.iter_items(position):
             stored = pixels = None
+            renamed = False
             if isinstance(item, Sample):
+                safe = contained(item)
+                renamed, item = safe is not item, safe
                 try:
                     pixels = block_pixels(item.image, config.layout, config.max_side)
                     stored = stored_image(item.image, config) if pixels is None else None
@@ -325,6 +353,15 @@ def _write_remaining(
                     shard = None
                 if shard is None:
                     shard = _OpenShard(out / (SHARD_PATTERN % len(shards)))
+                if renamed:
+                    shard.renamed += 1
+                    log.warning(
+                        "renamed key %r to %r (unsafe to write); %s has %d renamed keys so far",
+                        item.meta["original_key"],
+                        item.key,
+                        shard.final.name,
+                        shard.renamed,
+                    )
                 if pixels is not None:
                     shard.add_to_block(item, pixels)
                 elif stored is not None:

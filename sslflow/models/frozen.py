@@ -35,6 +35,15 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FORMAT = "sslflow.backbone/1"
 CHECKPOINT_FILE = "backbone.pt"  # the checkpoint's name beside a logged MLflow model
+# The description of every registered version: MLflow's pytorch flavour is a pickle.
+LOADING_NOTE = (
+    "Loading this model with mlflow.pytorch.load_model (or mlflow.pyfunc.load_model) unpickles "
+    "the Python objects stored with it, which can run code: do that only for models from a "
+    "tracking server whose writers you trust. To load the weights only, with no unpickling: "
+    "sslflow.models.load_backbone('models:/<name>/<version>') reads the plain state dict "
+    f"{CHECKPOINT_FILE}, stored beside MLmodel, with torch.load(weights_only=True); any other "
+    f"program can download {CHECKPOINT_FILE} and load it the same way."
+)
 METADATA_KEY = "sslflow_backbone"
 # The evaluation transform every consumer of a backbone applies (see ``FrozenBackbone.transform``).
 PREPROCESS = (
@@ -289,8 +298,10 @@ def log_backbone(
     """Log ``backbone`` as an MLflow model of run ``run_id``, registered as ``registered_name``
     with ``alias`` moved to the new version (see :func:`sslflow.tracking.registry.log_torch_model`).
 
-    The model folder holds the module (MLflow's ``pytorch`` flavour, for MLflow's own tools),
-    the config as ``sslflow_backbone`` metadata and the checkpoint :func:`load_backbone` reads.
+    The model folder holds the module (MLflow's ``pytorch`` flavour, for MLflow's own tools:
+    a pickle), the config as ``sslflow_backbone`` metadata and the checkpoint
+    :func:`load_backbone` reads with ``weights_only=True``; the registered version's
+    description says so (``LOADING_NOTE``).
     """
     import timm
 
@@ -312,6 +323,7 @@ def log_backbone(
                 ],
                 registered_name=registered_name,
                 alias=alias,
+                description=LOADING_NOTE,
             )
         finally:
             backbone.to(device)

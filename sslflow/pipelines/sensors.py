@@ -5,8 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from sslflow.data.keys import safe_key
 from sslflow.data.manifest import resolve_urls
-from sslflow.data.samples import safe_key
 from sslflow.pipelines.assets.inbox import (
     entry_spec,
     inbox_assignment,

@@ -148,6 +148,7 @@ def log_torch_model(
     pip_requirements: Sequence[str] = (),
     registered_name: str | None = None,
     alias: str | None = None,
+    description: str = "",
 ) -> LoggedModelRef:
     """Log ``module`` as an MLflow ``pytorch`` model of run ``run_id``, with ``files`` beside it.
 
@@ -155,7 +156,8 @@ def log_torch_model(
     reads the process-global tracking URI): create the logged model, save it locally in the
     pickle flavour (which loads back as the same class), copy ``files`` into the model folder's
     top level, upload, mark it READY. ``pip_requirements`` spare MLflow ~20 s of inference.
-    When ``registered_name`` is set a new version is registered and ``alias`` moved to it.
+    When ``registered_name`` is set a new version is registered, with ``description`` on the
+    version (and on the registered model when this creates it), and ``alias`` moved to it.
     (MLflow reserves the alias ``latest``: ``models:/<name>/latest`` already means the newest.)
     """
     import shutil
@@ -169,7 +171,7 @@ def log_torch_model(
     store.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / MODEL_NAME
-        description = Model(
+        mlmodel = Model(
             artifact_path=logged.artifact_location,
             model_uuid=logged.model_id,
             run_id=run_id,
@@ -179,7 +181,7 @@ def log_torch_model(
         mlflow.pytorch.save_model(
             module,
             str(local),
-            mlflow_model=description,
+            mlflow_model=mlmodel,
             serialization_format="pickle",
             pip_requirements=list(pip_requirements),
         )
@@ -191,11 +193,15 @@ def log_torch_model(
     if registered_name is None:
         return LoggedModelRef(model_uri, None, None, None)
     with contextlib.suppress(MlflowException):  # already registered
-        store.create_registered_model(registered_name)
+        store.create_registered_model(registered_name, description=description or None)
     # source is the storage location, not models:/<id>: MLflow's SQL registry resolves that
     # through the process-global tracking URI
     version = store.create_model_version(
-        registered_name, source=logged.artifact_location, run_id=run_id, model_id=logged.model_id
+        registered_name,
+        source=logged.artifact_location,
+        run_id=run_id,
+        model_id=logged.model_id,
+        description=description or None,
     ).version
     if alias:
         store.set_registered_model_alias(registered_name, alias, version)

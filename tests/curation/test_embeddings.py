@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import sslflow.curation.embeddings as embeddings_module
-from sslflow.curation.embeddings import EmbedConfig, embed_shards
+from sslflow.curation import EmbeddingsError, HierarchyConfig, KMeansConfig, build_hierarchy, kmeans
+from sslflow.curation.embeddings import EmbedConfig, embed_shards, load_embeddings
+from sslflow.curation.storage import save_json, save_lines, save_npy
 
 
 def test_pixels_embeddings_cover_every_sample_once(fmnist_subset, tmp_path: Path) -> None:
@@ -69,3 +71,43 @@ def test_sslflow_checkpoint_embeds_like_its_backbone(fmnist_subset, tmp_path: Pa
     result = embed_shards(fmnist_subset.test, tmp_path / "emb", config)
     assert result.meta()["fingerprint"] == backbone.fingerprint()
     assert result.array().shape == (500, backbone.feature_dim)
+
+
+def embeddings_folder(root: Path, rows: np.ndarray, keys: int, labels: int) -> Path:
+    """An embeddings folder as the embeddings step writes it, with the given contents."""
+    save_npy(root / "embeddings.npy", rows)
+    save_lines(root / "keys.txt", [f"k{i}" for i in range(keys)])
+    save_npy(root / "labels.npy", np.zeros(labels, np.int64))
+    save_json(root / "meta.json", {})
+    return root
+
+
+@pytest.mark.parametrize(
+    ("rows", "keys", "labels", "message"),
+    [
+        (np.zeros(40, np.float16), 40, 40, r"shape \(40,\); embeddings are \(N, D\)"),
+        (np.zeros((40, 4), np.int64), 40, 40, "holds int64 values"),
+        (np.zeros((40, 4), np.float16), 39, 40, "40 rows for 39 keys"),
+        (np.zeros((40, 0), np.float32), 40, 40, "no rows or no dimensions"),
+        (np.zeros((40, 4), np.float16), 40, 41, r"labels\.npy has shape \(41,\) for 40"),
+    ],
+)
+def test_malformed_embeddings_are_refused_naming_the_file(
+    tmp_path: Path, rows: np.ndarray, keys: int, labels: int, message: str
+) -> None:
+    folder = embeddings_folder(tmp_path / "emb", rows, keys, labels)
+    with pytest.raises(EmbeddingsError, match=message) as raised:
+        load_embeddings(folder)
+    assert str(folder) in str(raised.value)
+
+
+def test_one_dimensional_rows_name_their_file_in_clustering(tmp_path: Path) -> None:
+    save_npy(tmp_path / "flat.npy", np.zeros(100, np.float16))
+    flat = np.load(tmp_path / "flat.npy", mmap_mode="r")
+    config = HierarchyConfig(levels=[(5, 0, 1)])
+    keys = [f"k{i}" for i in range(100)]
+    with pytest.raises(EmbeddingsError, match=rf"{tmp_path / 'flat.npy'} has shape \(100,\)"):
+        build_hierarchy(flat, keys, tmp_path / "hier", config)
+    with pytest.raises(EmbeddingsError, match="has shape"):
+        kmeans(flat, KMeansConfig(n_clusters=5))
+    assert not (tmp_path / "hier").exists()

@@ -58,6 +58,7 @@ def test_manifest_records_counts_bytes_and_hashes(digit_shards: Manifest) -> Non
         "bytes": digit_shards.total_bytes,
         "shards": 8,
         "skipped": 0,
+        "renamed_keys": 0,
     }
     first = body["shards"][0]
     assert first["samples"] == 250 and len(first["sha256"]) == 64

@@ -36,6 +36,11 @@ def test_logged_backbone_loads_back_without_unpickling(
         loaded = load_backbone(spec, tracking_uri=uri)
         assert torch.equal(loaded.embed(images), backbone.embed(images)), spec
     assert registry.training_run_id(logged.version_uri, uri) == run.run_id
+    version = tracking.client(uri).get_model_version("sslflow-simclr", "1")
+    assert "unpickles" in version.description and "weights_only=True" in version.description
+    assert tracking.client(uri).get_registered_model("sslflow-simclr").description == (
+        version.description
+    )
     assert registry.latest_registered_model(uri) == "models:/sslflow-simclr/1"
 
 

@@ -81,6 +81,40 @@ def test_inbox_sensor_adds_partitions_and_requests_runs_once(sslflow_home: Path)
     assert [r.partition_key for r in later.run_requests] == ["batch-003"]
 
 
+def test_inbox_url_list_with_a_pipe_line_runs_nothing(
+    resources: dict[str, object], sslflow_home: Path
+) -> None:
+    """A list dropped into the inbox is data: its pipe: line is refused by the sensor and by the
+    asset (were it launched by hand), and the command never runs."""
+    from sslflow.pipelines.definitions import build_definitions
+
+    inbox = make_inbox(sslflow_home)
+    marker = sslflow_home / "marker"
+    shard = min((inbox / "batch-001").glob("*.tar"))
+    (inbox / "evil.txt").write_text(f"{shard}\npipe:touch {marker}; cat {shard}\n")
+    instance = dg.DagsterInstance.ephemeral()
+    sensed = inbox_sensor(
+        dg.build_sensor_context(
+            instance=instance, resources={"home": SslflowHome(root=str(sslflow_home))}
+        )
+    )
+    assert "evil" not in [r.partition_key for r in sensed.run_requests]
+
+    instance.add_dynamic_partitions("inbox", ["evil"])
+    result = (
+        build_definitions()
+        .resolve_job_def("inbox_job")
+        .execute_in_process(
+            instance=instance, resources=resources, partition_key="evil", raise_on_error=False
+        )
+    )
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert [e.step_key for e in failures] == ["inbox_shards"]
+    assert f"{inbox / 'evil.txt'}:2" in str(failures[0].event_specific_data)
+    assert not marker.exists()
+
+
 def test_inbox_sensor_without_inbox_skips(sslflow_home: Path) -> None:
     context = dg.build_sensor_context(resources={"home": SslflowHome(root=str(sslflow_home))})
     result = inbox_sensor(context)

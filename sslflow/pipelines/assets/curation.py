@@ -14,10 +14,11 @@ from pydantic import Field, field_validator
 from sslflow.curation.build import DEDUP_FILE, DedupConfig, HierarchyBuilder, cluster_pool
 from sslflow.curation.curate import CurationRound, SamplingConfig, curate
 from sslflow.curation.distributed import MODULE as DISTRIBUTED_MODULE, torchrun_builder
-from sslflow.curation.embeddings import load_embeddings
+from sslflow.curation.embeddings import EmbeddingSet, load_embeddings
 from sslflow.curation.hierarchical import HierarchyConfig
 from sslflow.curation.hierarchy_store import HierarchyError, load_hierarchy
 from sslflow.curation.levels import levels_value, parse_levels
+from sslflow.curation.rows import EmbeddingsError
 from sslflow.curation.shards import SelectedSource, pool_source
 from sslflow.curation.storage import load_json
 from sslflow.data import write_shards
@@ -38,6 +39,14 @@ from sslflow.pipelines.torchrun import TorchrunLauncher
 from sslflow.tracking import TrackedRun, earlier_runs
 
 GROUP = "curation"
+
+
+def pool_embeddings(home: SslflowHome) -> EmbeddingSet:
+    """The pool's embeddings, checked; a missing or malformed folder fails as bad input."""
+    try:
+        return load_embeddings(home.asset_dir("embeddings"))
+    except (FileNotFoundError, EmbeddingsError) as exc:
+        raise bad_input(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- kmeans_hierarchy
@@ -141,7 +150,7 @@ def kmeans_hierarchy(
 ) -> dg.MaterializeResult:
     """Centroids, assignments and CSR clusters per level (resumable per level and step), built
     after copies of evaluation images and duplicates left the pool."""
-    source = load_embeddings(home.asset_dir("embeddings"))
+    source = pool_embeddings(home)
     out = home.asset_dir("kmeans_hierarchy")
     upstream = upstream_run_ids(context, ["raw_shards", "embeddings"])
     dedup = config.dedup_config()
@@ -268,7 +277,7 @@ def curated_index(
         sampling.leaf_strategy()
     except ValueError as exc:
         raise bad_input(str(exc)) from exc
-    source = load_embeddings(home.asset_dir("embeddings"))
+    source = pool_embeddings(home)
     hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
     pool = raw_manifest(home)
     out = home.asset_dir("curated_index")

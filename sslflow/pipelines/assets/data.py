@@ -48,6 +48,12 @@ class SourceConfig(ShardWriterConfig):
     download: bool = Field(
         False, description="let torchvision download Fashion-MNIST when not found locally"
     )
+    allow_pipe: bool = Field(
+        False,
+        description="shards: run the pipe: commands named in path (or in the URL list it names) "
+        "as shell commands; set it only for a path you wrote yourself (inbox entries never run "
+        "commands)",
+    )
     overwrite: bool = Field(
         True,
         description="replace the asset's shard set when the source or config changed "
@@ -55,7 +61,9 @@ class SourceConfig(ShardWriterConfig):
     )
 
     def open(self, split: str, download_root: Path) -> Source:
-        return open_source(self.source, self.path or None, split, self.download, download_root)
+        return open_source(
+            self.source, self.path or None, split, self.download, download_root, self.allow_pipe
+        )
 
 
 class RawShardsConfig(SourceConfig):

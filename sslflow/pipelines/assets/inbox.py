@@ -6,11 +6,11 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from sslflow.curation.embeddings import load_embeddings
 from sslflow.curation.hierarchy_store import load_hierarchy
 from sslflow.curation.incremental import assign_shards
 from sslflow.data import open_source, write_shards
 from sslflow.data.samples import SourceError
+from sslflow.pipelines.assets.curation import pool_embeddings
 from sslflow.pipelines.failures import bad_input
 from sslflow.pipelines.instance import upstream_run_ids
 from sslflow.pipelines.lineage import skip_when_unchanged
@@ -62,7 +62,7 @@ def inbox_shards(
 ) -> dg.MaterializeResult:
     """One inbox entry (a shard-set folder or a file of shard URLs) copied into sslflow's shards."""
     entry = find_entry(inbox_folder(home, config.inbox), context.partition_key)
-    try:
+    try:  # never allow_pipe: an inbox entry is data, and data runs no command
         source = open_source("shards", entry_spec(entry))
     except (SourceError, FileNotFoundError, ValueError) as exc:
         raise bad_input(f"inbox entry {entry} is not a shard set: {exc}") from exc
@@ -102,7 +102,7 @@ def inbox_assignment(
 ) -> dg.MaterializeResult:
     """New samples placed in the existing hierarchy (nearest leaf centroid) with a drift
     statistic."""
-    pool = load_embeddings(home.asset_dir("embeddings"))
+    pool = pool_embeddings(home)
     hierarchy = load_hierarchy(home.asset_dir("kmeans_hierarchy"))
     shards = home.asset_dir("inbox_shards", context.partition_key)
     out = home.asset_dir("inbox_assignment", context.partition_key)
