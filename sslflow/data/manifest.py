@@ -108,22 +108,29 @@ class Manifest:
         Raises:
             ValueError: another format version, or a shard name outside the manifest's folder.
         """
-        if body.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{where}: unsupported format {body.get('format_version')!r}")
-        shards = [ShardInfo(**s) for s in body["shards"]]
+        if not isinstance(body, dict) or body.get("format_version") != FORMAT_VERSION:
+            found = body.get("format_version") if isinstance(body, dict) else type(body).__name__
+            raise ValueError(f"{where}: not an sslflow manifest of format 1 (found {found!r})")
+        try:
+            shards = [ShardInfo(**s) for s in body["shards"]]
+            manifest = cls(
+                fingerprint=body["fingerprint"],
+                source=body["source"],
+                writer=body["writer"],
+                shards=shards,
+                skipped=body.get("skipped", []),
+                classes=body.get("classes"),
+                labelled=body.get("labelled", False),
+                geometry=ImageGeometry.from_json(body["geometry"])
+                if body.get("geometry")
+                else None,
+                root=root,
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from exc
         for shard in shards:
             check_shard_name(shard.name, where)
-        return cls(
-            fingerprint=body["fingerprint"],
-            source=body["source"],
-            writer=body["writer"],
-            shards=shards,
-            skipped=body.get("skipped", []),
-            classes=body.get("classes"),
-            labelled=body.get("labelled", False),
-            geometry=ImageGeometry.from_json(body["geometry"]) if body.get("geometry") else None,
-            root=root,
-        )
+        return manifest
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Manifest:
@@ -133,7 +140,11 @@ class Manifest:
             target = target / MANIFEST_NAME
         if not target.is_file():
             raise FileNotFoundError(f"no manifest at {target}: write the shards first")
-        return cls.from_json(json.loads(target.read_text()), root=target.parent, where=str(target))
+        try:
+            body = json.loads(target.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{target}: not valid JSON ({exc}); write the shards again") from exc
+        return cls.from_json(body, root=target.parent, where=str(target))
 
 
 def check_shard_name(name: str, where: str) -> None:

@@ -178,40 +178,26 @@ class ShardSource:
         return {"name": self.name, "urls": list(self.urls), "content_hash": self.content_hash}
 
     def iter_items(self, start: int = 0) -> Iterator[Sample | Skipped]:
-        import json
-
         from PIL import Image
 
-        from sslflow.data.blocks import is_block, read_block
-        from sslflow.data.tar import iter_samples, open_url
+        from sslflow.data.blocks import BlockError, is_block, read_block
 
         ledger = KeyLedger()
-
-        def stream() -> Iterator[dict[str, Any]]:
-            for url in self.urls:
-                with open_url(url, self.allow_pipe) as handle:
-                    empty = True
-                    for raw in iter_samples(handle, url):
-                        empty = False
-                        yield raw
-                if empty:
-                    log.warning("shard %s holds no samples", url)
-
-        def duplicate(key: str, url: str) -> Skipped:
-            return Skipped(where=f"{url}:{key}", reason="duplicate key (the first one is kept)")
-
         position = 0
-        for raw in stream():
+        for raw in self._records():
+            url = raw["__url__"]
             if is_block(raw):  # images stored as pixels: one Sample each, blocked again on write
-                block = read_block(raw)
+                try:
+                    block = read_block(raw)
+                except BlockError as exc:
+                    raise SourceError(f"{exc} in shard {url}") from exc
                 metas = block.meta()
-                url = raw["__url__"]
                 firsts = ledger.firsts(block.keys)
                 for index, key in enumerate(block.keys):
                     if position >= start:
                         stored = block.labels[index]
                         yield (
-                            duplicate(key, url)
+                            _duplicate(url, key)
                             if firsts is not None and not firsts[index]
                             else Sample(
                                 key=key,
@@ -224,23 +210,59 @@ class ShardSource:
                 continue
             position += 1
             is_first = ledger.first(raw["__key__"])
-            if position <= start:
-                continue
-            if not is_first:
-                yield duplicate(raw["__key__"], raw["__url__"])
-                continue
-            ext = next((e for e in ("png", "jpg", "jpeg", "webp") if e in raw), None)
-            if ext is None:
-                yield Skipped(where=f"{raw.get('__url__')}:{raw['__key__']}", reason="no image")
-                continue
-            meta = json.loads(raw["json"]) if "json" in raw else {}
-            label = int(raw["cls"]) if "cls" in raw else None
-            yield Sample(
-                key=raw["__key__"],
-                image=EncodedImage(raw[ext], "jpg" if ext == "jpeg" else ext),
-                label=label,
-                meta={**meta, "shard": raw.get("__url__")},
-            )
+            if position > start:
+                yield _encoded_sample(raw) if is_first else _duplicate(url, raw["__key__"])
+
+    def _records(self) -> Iterator[dict[str, Any]]:
+        """The raw records of every shard in order; an unreadable shard raises ``SourceError``
+        naming it and the last key read, an empty one is warned about."""
+        from sslflow.data.tar import iter_samples, open_url
+        from sslflow.data.urls import UrlRefused
+
+        for url in self.urls:
+            last_key = None
+            try:
+                with open_url(url, self.allow_pipe) as handle:
+                    for raw in iter_samples(handle, url):
+                        last_key = raw["__key__"]
+                        yield raw
+            except UrlRefused:
+                raise
+            except Exception as exc:  # any failure names the shard
+                raise SourceError(
+                    f"corrupt or unreadable shard {url} (after sample {last_key!r}): "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if last_key is None:
+                log.warning("shard %s holds no samples", url)
+
+
+def _duplicate(url: str, key: str) -> Skipped:
+    return Skipped(where=f"{url}:{key}", reason="duplicate key (the first one is kept)")
+
+
+def _encoded_sample(raw: dict[str, Any]) -> Sample | Skipped:
+    """A per-sample record as a Sample; one without an image or with an unreadable label or
+    metadata member is skipped, naming shard and key."""
+    import json
+
+    where = f"{raw['__url__']}:{raw['__key__']}"
+    ext = next((e for e in ("png", "jpg", "jpeg", "webp") if e in raw), None)
+    if ext is None:
+        return Skipped(where=where, reason="no image")
+    try:
+        meta = json.loads(raw["json"]) if "json" in raw else {}
+        label = int(raw["cls"]) if "cls" in raw else None
+    except ValueError as exc:  # json's and int's parse errors (UnicodeDecodeError too)
+        return Skipped(where=where, reason=f"unreadable label or metadata: {exc}")
+    if not isinstance(meta, dict):
+        return Skipped(where=where, reason="metadata is not a JSON object")
+    return Sample(
+        key=raw["__key__"],
+        image=EncodedImage(raw[ext], "jpg" if ext == "jpeg" else ext),
+        label=label,
+        meta={**meta, "shard": raw["__url__"]},
+    )
 
 
 # --------------------------------------------------------------------------- several as one

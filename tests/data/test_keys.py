@@ -3,36 +3,17 @@ skipped and counted with the shard named, an empty source refused."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from foreign_shards import foreign_shard, png
 from sslflow.data import ShardDataset, ShardWriteError, open_source, write_shards
 from sslflow.data.keys import MAX_KEY_BYTES, contained_key
 from sslflow.data.tar import iter_samples, open_url
-
-
-def png(value: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((6, 5), value, np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def foreign_shard(path: Path, members: list[tuple[str, bytes]]) -> str:
-    """A tar written by Python's tarfile (not sslflow), members in the given order."""
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return str(path)
-
 
 UNSAFE_KEYS = ["/etc/cron", "a/../../b", "up/..", "bell\x07key", "back\\slash", "k" * 120, ""]
 
