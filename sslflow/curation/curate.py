@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sslflow.curation.build import DedupSummary
-from sslflow.curation.embeddings import EmbeddingSet
+from sslflow.curation.embedding_set import EmbeddingSet
 from sslflow.curation.hierarchy_store import Hierarchy
 from sslflow.curation.report import (
     ReportInputs,

@@ -21,7 +21,7 @@ import numpy as np
 
 from sslflow.curation.build import HierarchyBuilder
 from sslflow.curation.comm import process_group_backend
-from sslflow.curation.embeddings import load_embeddings
+from sslflow.curation.embedding_set import load_embeddings
 from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
 from sslflow.curation.hierarchy_store import Hierarchy, load_hierarchy
 from sslflow.curation.levels import levels_value

@@ -22,7 +22,7 @@ from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError
 from sslflow.curation.rows import Rows
 
 if TYPE_CHECKING:
-    from sslflow.curation.embeddings import EmbeddingSet
+    from sslflow.curation.embedding_set import EmbeddingSet
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 
 from sslflow.curation.build import DedupSummary
 from sslflow.curation.curate import BALANCE_TOLERANCE, balance_verdict, summarise
-from sslflow.curation.embeddings import EmbeddingSet
+from sslflow.curation.embedding_set import EmbeddingSet
 from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
 from sslflow.curation.hierarchy_store import Hierarchy, load_hierarchy
 from sslflow.curation.report import class_balance_sentence

@@ -9,7 +9,8 @@ import pytest
 
 import sslflow.curation.embeddings as embeddings_module
 from sslflow.curation import EmbeddingsError, HierarchyConfig, KMeansConfig, build_hierarchy, kmeans
-from sslflow.curation.embeddings import EmbedConfig, embed_shards, load_embeddings
+from sslflow.curation.embedding_set import load_embeddings
+from sslflow.curation.embeddings import EmbedConfig, embed_shards
 from sslflow.curation.storage import save_json, save_lines, save_npy
 
 

@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from sslflow.curation.embeddings import load_embeddings
+from sslflow.curation.embedding_set import load_embeddings
 from sslflow.data import Manifest
 from sslflow.pipelines.definitions import ASSETS, CHECKS
 from sslflow.pipelines.metadata import RUN_ID_KEY

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from sslflow.curation.build import DEDUP_FILE, DedupConfig, HierarchyBuilder, cluster_pool
 from sslflow.curation.curate import CurationRound, SamplingConfig, curate
 from sslflow.curation.distributed import MODULE as DISTRIBUTED_MODULE, torchrun_builder
-from sslflow.curation.embeddings import EmbeddingSet, load_embeddings
+from sslflow.curation.embedding_set import EmbeddingSet, load_embeddings
 from sslflow.curation.hierarchical import HierarchyConfig
 from sslflow.curation.hierarchy_store import HierarchyError, load_hierarchy
 from sslflow.curation.levels import levels_value, parse_levels

@@ -8,7 +8,8 @@ import time
 
 import dagster as dg
 
-from sslflow.curation.embeddings import EmbedConfig, embed_shards, load_embeddings
+from sslflow.curation.embedding_set import load_embeddings
+from sslflow.curation.embeddings import EmbedConfig, embed_shards
 from sslflow.curation.hierarchical import find_invalid_rows
 from sslflow.data.manifest import sha256_file
 from sslflow.pipelines.assets.data import raw_manifest
