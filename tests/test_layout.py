@@ -1,4 +1,5 @@
-"""The house rules of DESIGN.md, read from the code's imports (every import, nested ones too)."""
+"""The layering README.md's "Layout" states, read from the code's imports (every import, nested ones
+too), and the size limit of a module."""
 
 from __future__ import annotations
 

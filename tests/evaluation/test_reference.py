@@ -24,6 +24,6 @@ def test_raw_pixel_knn_reference_numbers() -> None:
         torch.from_numpy(test.labels),
         [(20, 0.07), (200, 0.1)],
     )
-    # Reference (ECOSYSTEM-NOTES): cosine on L2-normalised pixels, 60k train / 10k test.
+    # The numbers of docs/probing.md, "Sanity numbers": cosine on L2-normalised pixels, 60k / 10k.
     assert dino.top1 == pytest.approx(0.846, abs=0.0015)
     assert lightly.top1 == pytest.approx(0.789, abs=0.0015)
