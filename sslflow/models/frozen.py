@@ -270,8 +270,27 @@ def load_backbone(spec: str | os.PathLike[str], tracking_uri: str | None = None)
     return backbone_from_checkpoint(_read_checkpoint(path), str(path))
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+def _read_checkpoint(path: Path, name: str = "") -> dict[str, Any]:
+    """The checkpoint dict at ``path`` (``name``: what to call it), loaded weights-only.
+
+    Raises:
+        ValueError: the file is not a weights-only checkpoint dict; sslflow never falls back
+            to unpickling arbitrary objects, which could run code.
+    """
+    named = name or str(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, struct.error ...
+        raise ValueError(
+            f"{named} is not a weights-only checkpoint sslflow can read "
+            f"({type(exc).__name__}); "
+            "sslflow loads only tensors and plain values, never pickled objects that can run "
+            "code: use a file written by sslflow.models.save_backbone or sslflow pretrain"
+        ) from exc
+    if not isinstance(payload, dict):  # a ValueError like every bad checkpoint, for callers
+        raise ValueError(  # noqa: TRY004
+            f"{named} holds a {type(payload).__name__}, not an sslflow backbone checkpoint"
+        )
     return payload
 
 
@@ -284,7 +303,7 @@ def _load_logged(uri: str, tracking_uri: str | None) -> FrozenBackbone:
         )
     with tempfile.TemporaryDirectory() as folder:
         path = registry.download_model_file(uri, CHECKPOINT_FILE, tracking_uri, folder)
-        payload = _read_checkpoint(path)
+        payload = _read_checkpoint(path, f"{CHECKPOINT_FILE} of {uri}")
     return backbone_from_checkpoint(payload, uri)
 
 

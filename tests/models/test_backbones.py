@@ -114,6 +114,38 @@ def test_save_load_round_trip_gives_identical_features(tmp_path: Path) -> None:
     )
 
 
+class _RunsACommand:
+    """A pickled object whose unpickling would run a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoints_that_are_not_weights_only_are_refused_without_running_code(
+    tmp_path: Path,
+) -> None:
+    import pickle
+
+    marker = tmp_path / "ran"
+    (tmp_path / "code.pt").write_bytes(pickle.dumps(_RunsACommand(marker)))
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    for name, message in [
+        ("code.pt", "not a weights-only checkpoint .*UnpicklingError.*never pickled objects"),
+        ("tensor.pt", "holds a Tensor, not an sslflow backbone checkpoint"),
+        ("junk.pt", "not a weights-only checkpoint"),
+    ]:
+        with pytest.raises(ValueError, match=message) as raised:
+            load_backbone(tmp_path / name)
+        assert str(tmp_path / name) in str(raised.value)
+    assert not marker.exists()
+
+
 def test_embed_converts_channels_and_size() -> None:
     grey = random_backbone("resnet10t", in_chans=1, image_size=28)
     rgb = _images(channels=3, size=32)
