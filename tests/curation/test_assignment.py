@@ -1,20 +1,22 @@
 """Assignment kernels: the torch (GPU) path equals faiss on the CPU fallback, deterministic
-float64 sums, device resolution, and NCCL collectives where there is a GPU."""
+float64 sums, device resolution, and the collectives of two ranks (gloo; NCCL on two GPUs)."""
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from sklearn.datasets import make_blobs
 
+import two_ranks
 from conftest import free_port
 from sslflow.curation import assignment
 from sslflow.curation.assignment import AssignConfig, assignment_pass
-from sslflow.curation.comm import RankComm, process_group_backend
+from sslflow.curation.comm import process_group_backend
 from sslflow.curation.kmeans import KMeansConfig, kmeans
 from sslflow.devices import resolve_device
 
@@ -111,18 +113,33 @@ def test_gpu_assignment_equals_the_cpu_path(kernel: str) -> None:
     assert on_gpu.inertia == pytest.approx(on_cpu.inertia, rel=1e-3)
 
 
-@needs_cuda
-def test_nccl_collectives_run_on_the_device() -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-    torch.cuda.set_device(0)
-    torch.distributed.init_process_group("nccl", rank=0, world_size=1)
-    try:
-        comm = RankComm()
-        assert comm.device.type == "cuda"
-        np.testing.assert_array_equal(comm.sum(np.arange(4.0)), np.arange(4.0))
-        x = embeddings(2000, dim=16)
-        local = kmeans(x, KMeansConfig(n_clusters=10, seed=1))
-        alone = kmeans(x, KMeansConfig(n_clusters=10, seed=1), distributed=False)
-        np.testing.assert_allclose(local.centroids, alone.centroids, atol=1e-5)
-    finally:
-        torch.distributed.destroy_process_group()
+needs_two_gpus = pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason="needs 2 CUDA devices (NCCL: one GPU per rank)"
+)
+
+
+@pytest.mark.parametrize("backend", ["gloo", pytest.param("nccl", marks=needs_two_gpus)])
+def test_two_ranks_sum_gather_and_cluster_together(backend: str, tmp_path: Path) -> None:
+    """Two processes, each on its own device under NCCL: every collective combines both ranks
+    (with one rank each would be the identity) and k-means over both halves equals k-means of
+    the whole in one process."""
+    args = (2, backend, free_port(), str(tmp_path))
+    mp.spawn(two_ranks.collectives_worker, args=args, nprocs=2, join=True)
+    ranks = two_ranks.load_rank_results(tmp_path, 2)
+    x = two_ranks.cluster_data()
+    alone = kmeans(x, dataclasses.replace(two_ranks.KMEANS, device="cpu"))
+    for rank, found in enumerate(ranks):
+        assert found["device"] == (f"cuda:{rank}" if backend == "nccl" else "cpu")
+        assert (found["rank"], found["world"]) == (rank, 2)
+        expected_sum = two_ranks.rank_values(0) + two_ranks.rank_values(1)
+        np.testing.assert_array_equal(found["sum"], expected_sum)
+        assert found["sum"].dtype == np.float64 and found["input_unchanged"]
+        np.testing.assert_array_equal(found["sum_int64"], np.array([3, 30]))
+        assert found["sum_int64"].dtype == np.int64
+        np.testing.assert_array_equal(found["gather"], np.repeat([0.0, 1.0], 6).reshape(4, 3))
+        np.testing.assert_array_equal(found["gather_rows"], np.array([[0, 0], [1, 1], [1, 1]]))
+        # LOCAL_ROWS = (5, 2): rank 0 starts at row 0, rank 1 at row 5, of 7
+        assert found["row_offset"] == ((0, 7) if rank == 0 else (5, 7))
+        np.testing.assert_allclose(found["centroids"], alone.centroids, atol=1e-4)
+    labels = np.concatenate([found["labels"] for found in ranks])
+    np.testing.assert_array_equal(labels, alone.labels)

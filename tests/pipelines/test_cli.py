@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -16,6 +18,7 @@ from sslflow.cli.errors import CliError
 from sslflow.cli.main import main
 from sslflow.cli.parser import build_parser, load_run_config, parse_overrides
 from sslflow.cli.runner import UnknownAssetError
+from sslflow.data import Manifest, ShardDataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -248,8 +251,36 @@ def test_failed_balance_check_fails_curate_and_blocks_the_shards(
     report = (cli_home / "curated_index" / "report" / "index.html").read_text()
     assert "against a random subset of the same size: normalised class entropy" in report
     summary = json.loads((cli_home / "curated_index" / "summary.json").read_text())
-    assert summary["class_balance_vs_random"] in {"improved", "worsened", "unchanged"}
-    assert 0 < summary["class_entropy_random"] <= 1
+    # The class balance, recomputed from the files curation wrote: the labels of the curated
+    # shards, of the pool the hierarchy clustered (its embedding rows, after dedup), and of a
+    # uniform random subset of that pool of the same size drawn with curated_index's seed (0).
+    labels = np.load(cli_home / "embeddings" / "labels.npy")
+    classes = int(labels.max()) + 1
+    pool = np.load(cli_home / "kmeans_hierarchy" / "rows.npy")
+    curated = Manifest.load(cli_home / "curated_shards")
+    curated_labels = [int(s["label"]) for s in ShardDataset(curated, decode="encoded")]
+    assert len(curated_labels) == 150
+    random_rows = np.random.default_rng(0).choice(pool, size=150, replace=False)
+
+    def entropy(y: Sequence[int] | np.ndarray) -> float:
+        """Normalised Shannon entropy of the class counts of ``y`` (1 = every class equal)."""
+        counts = np.bincount(y, minlength=classes)
+        shares = counts[counts > 0] / counts.sum()
+        return float(-(shares * np.log(shares)).sum() / np.log(classes))
+
+    expected = {
+        "class_entropy_pool": entropy(labels[pool]),
+        "class_entropy_curated": entropy(curated_labels),
+        "class_entropy_random": entropy(labels[random_rows]),
+    }
+    assert {k: summary[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+    gain = expected["class_entropy_curated"] - expected["class_entropy_random"]
+    verdict = "unchanged" if abs(gain) < 0.005 else "improved" if gain > 0 else "worsened"
+    assert summary["class_balance_vs_random"] == verdict
+    curated_vs_random = (
+        f"{summary['class_entropy_curated']:.3f} vs {summary['class_entropy_random']:.3f}"
+    )
+    assert curated_vs_random in report
 
 
 def test_dagster_definitions_validate_loads_the_workspace(tmp_path: Path) -> None:

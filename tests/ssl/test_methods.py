@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from copy import deepcopy
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 from torch import nn
 from torchvision.ops import roi_align
@@ -119,18 +121,42 @@ def test_loss_falls_over_30_steps(case: str, images: torch.Tensor) -> None:
     assert last < 0.95 * first, f"{case}: loss {first:.3f} -> {last:.3f}"
 
 
+def record_output_dtypes(model: nn.Module, kind: type[nn.Module]) -> list[torch.dtype]:
+    """A list that receives the output dtype of every forward call of ``kind`` in ``model``."""
+    found: list[torch.dtype] = []
+    for module in model.modules():
+        if isinstance(module, kind):
+            module.register_forward_hook(lambda _m, _i, out: found.append(out.dtype))
+    return found
+
+
 @pytest.mark.parametrize("case", sorted(CONFIGS))
-def test_methods_run_under_bf16_autocast(case: str, images: torch.Tensor) -> None:
-    # Mixed precision: the heads may run in bf16, the losses (Sinkhorn's exp(x / 0.05), the
-    # adaptive temperatures) must still come out finite in float32.
+def test_bf16_autocast_loss_and_gradients_match_float32(case: str, images: torch.Tensor) -> None:
+    # Mixed precision: the heads run in bf16, the losses (Sinkhorn's exp(x / 0.05), the
+    # adaptive temperatures) in float32, so the loss and its gradients stay those of the
+    # float32 path within bf16 rounding (8 bits of mantissa, relative step 2^-8 = 0.39 %).
+    # Measured over seeds 0-2: loss within 0.21 % relative, gradient cosine >= 0.979 (moco-v3;
+    # >= 0.996 for the others), gradient norm ratio 0.986-1.033. Bounds: 1 %, 0.95, 10 %.
     torch.manual_seed(0)
     name, overrides = CONFIGS[case]
     method = build_method(name, *tiny_backbone(), hidden_dim=64, output_dim=32, **overrides)
     views = make_views(method.views(), images[:16], torch.Generator().manual_seed(0))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, _ = method.training_step_loss(views, step=0, epoch=0)
-    loss.backward()
-    assert loss.dtype == torch.float32 and bool(torch.isfinite(loss))
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        copy = deepcopy(method)  # MoCo's queue and momentum encoder change with each step
+        linear_outputs = record_output_dtypes(copy, nn.Linear)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss, _ = copy.training_step_loss(views, step=0, epoch=0)
+        loss.backward()
+        assert dtype in linear_outputs, case  # the heads ran in this precision
+        assert loss.dtype == torch.float32 and bool(torch.isfinite(loss))
+        grads = [p.grad.flatten() for p in copy.parameters() if p.grad is not None]
+        results[dtype] = (float(loss), torch.cat(grads))
+    (loss32, grad32), (loss16, grad16) = results[torch.float32], results[torch.bfloat16]
+    assert loss16 == pytest.approx(loss32, rel=1e-2), case
+    assert torch.isfinite(grad16).all() and grad16.shape == grad32.shape
+    assert float(F.cosine_similarity(grad16, grad32, dim=0)) > 0.95, case
+    assert float(grad16.norm() / grad32.norm()) == pytest.approx(1.0, abs=0.1), case
 
 
 def test_nt_xent_matches_hand_computed_value() -> None:

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from torchvision.ops import roi_align
 
 from sslflow.models import load_backbone
 from sslflow.ssl.augment import AugmentConfig, ViewAugment, crop_boxes
@@ -198,11 +197,61 @@ def test_crop_boxes_stay_inside_the_image() -> None:
     assert area.max() <= 0.6 + 1e-4 and area.median() > 0.3
 
 
-def test_unjittered_full_crop_is_the_image() -> None:
-    images = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8)
-    full = torch.tensor([[i, 0.0, 0.0, 16.0, 16.0] for i in range(4)])
-    cropped = roi_align(images.float(), full, output_size=(16, 16), sampling_ratio=-1, aligned=True)
-    assert torch.allclose(cropped, images.float(), atol=1e-3)
+def _box_side(profile: torch.Tensor) -> tuple[float, float]:
+    """(start, length) in pixels of the box side a view's row or column was resampled from,
+    given the ramp 4·x that the image holds along that side.
+
+    Output pixel j of a side of S pixels averages samples centred on x1 + (j + 0.5)·L/S − 0.5
+    (roi_align, aligned=True), so the ramp reads 4·(x1 − 0.5 + (j + 0.5)·L/S), exactly, except
+    at the two ends where samples may be clamped to the image. The interior must be that line.
+    """
+    size = len(profile)
+    step = float(profile[-2] - profile[1]) / (size - 3)  # 4·L/S per output pixel
+    line = profile[1] + step * torch.arange(size - 2)
+    torch.testing.assert_close(profile[1:-1], line, atol=1e-2, rtol=0)
+    length = step * size / 4
+    return float(profile[1]) / 4 + 0.5 - 1.5 * length / size, length
+
+
+def test_views_are_crops_of_their_own_image_inside_it() -> None:
+    """ViewAugment's crops, read back from images whose pixels hold their own coordinates:
+    red 4·column, green 4·row, blue 30·(index in the batch). Jitter and flips are off."""
+    height, width, batch = 64, 48, 8
+    images = torch.empty(batch, 3, height, width, dtype=torch.uint8)
+    images[:, 0] = (torch.arange(width, dtype=torch.uint8) * 4)[None, None, :]
+    images[:, 1] = (torch.arange(height, dtype=torch.uint8) * 4)[None, :, None]
+    images[:, 2] = (torch.arange(batch, dtype=torch.uint8) * 30)[:, None, None]
+    # Global scale (1, 1): a box of the whole area with an aspect (w/h) in [3/4, 4/3] does not
+    # fit a 48×64 image, so it is shrunk to fit: the whole width, 48 to 64 px of the height.
+    spec = ViewSpec(n_global=2, n_local=2, global_scale=(1.0, 1.0), local_scale=(0.05, 0.2))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
+    augment = ViewAugment(
+        spec, 24, 3, mean.tolist(), std.tolist(), AugmentConfig(flip_p=0.0, jitter_p=0.0)
+    )
+    views = augment(images, torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in views] == [(batch, 3, 24, 24)] * 2 + [(batch, 3, 10, 10)] * 2
+    # The whole width, 48 px to 24 px, averages the pixels 2j and 2j + 1: 4·(2j + 0.5).
+    whole_width = 8 * torch.arange(24, dtype=torch.float32) + 2
+    for number, view in enumerate(views):
+        is_global = number < spec.n_global
+        pixels = (view * std[:, None, None] + mean[:, None, None]) * 255  # undo normalise
+        red, green, blue = pixels.unbind(1)
+        expected_blue = (torch.arange(batch) * 30.0)[:, None, None].expand_as(blue)
+        torch.testing.assert_close(blue, expected_blue, atol=1e-3, rtol=0)  # its own image
+        torch.testing.assert_close(red, red[:, :1].expand_as(red), atol=1e-3, rtol=0)
+        torch.testing.assert_close(green, green[:, :, :1].expand_as(green), atol=1e-3, rtol=0)
+        for index in range(batch):
+            (x1, w), (y1, h) = _box_side(red[index, 0]), _box_side(green[index, :, 0])
+            assert -1e-2 <= x1 and x1 + w <= width + 1e-2, (number, index, x1, w)
+            assert -1e-2 <= y1 and y1 + h <= height + 1e-2, (number, index, y1, h)
+            assert 3 / 4 - 1e-3 <= w / h <= 4 / 3 + 1e-3, (number, index, w, h)
+            if is_global:
+                torch.testing.assert_close(red[index, 0], whole_width, atol=1e-3, rtol=0)
+                assert width - 1e-2 <= h <= height + 1e-2, (number, index, h)
+            else:
+                low, high = spec.local_scale
+                area = w * h / (width * height)
+                assert low - 1e-3 <= area <= high + 1e-3, (number, index, area)
 
 
 def test_batches_per_epoch_is_equal_on_every_rank() -> None:
@@ -215,6 +264,12 @@ def test_batches_per_epoch_is_equal_on_every_rank() -> None:
 # MoCo v2's loss grows while its queue of negatives fills (log of the number of negatives);
 # a 64-entry queue is full after two steps, so the first window already compares like with like.
 METHOD_OPTIONS: dict[str, dict[str, Any]] = {"moco": {"queue_size": 64}}
+# Largest mean loss of steps 26-30 over that of steps 3-7 a method may end with. Measured
+# 2026-12 over seeds 0-6 (seed 0 is the test's): simclr 0.79-0.89 (0.85), moco 0.88-0.94
+# (0.91), swav 0.972-0.982 (0.980), amcl 0.84-0.92 (0.84). Without learning (lr 1e-9, seeds
+# 0-2) batch noise alone gives simclr 0.97-1.04, moco 0.989-0.999, swav 1.000-1.001, amcl
+# 0.98-1.04: each bound lies between the two, SwAV's loss moving least either way.
+MAX_LOSS_RATIO = {"simclr": 0.93, "moco": 0.965, "swav": 0.99, "amcl": 0.95}
 
 
 @pytest.mark.slow
@@ -232,7 +287,7 @@ def test_every_method_loss_falls(method: str, fmnist_subset: Any, tmp_path: Path
     )
     first = sum(losses[s] for s in range(3, 8)) / 5
     last = sum(losses[s] for s in range(26, 31)) / 5
-    assert last < first, (method, first, last)
+    assert last < MAX_LOSS_RATIO[method] * first, (method, first, last, last / first)
 
 
 def test_knn_monitor_reports_accuracy_each_epoch(fmnist_subset: Any, tmp_path: Path) -> None:
