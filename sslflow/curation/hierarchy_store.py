@@ -41,6 +41,11 @@ class Hierarchy:
     def dim(self) -> int:
         return int(self.config["dim"])
 
+    @property
+    def geometry(self) -> str:
+        """``cosine`` (spherical k-means on L2-normalised rows) or ``euclidean``."""
+        return "cosine" if self.config.get("spherical") else "euclidean"
+
     def level_dir(self, level: int) -> Path:
         return self.root / f"level_{level:02d}"
 

@@ -321,7 +321,8 @@ def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
 </head><body>
 <h1>Curation report</h1>
 <h2>Summary</h2>{balance}<table>{rows}</table>
-<h2>Levels</h2><table><tr><th>level</th><th>K</th><th>resampling steps</th><th>sample size</th>
+<h2>Levels</h2><p>Geometry: {inputs.hierarchy.geometry}.</p>
+<table><tr><th>level</th><th>K</th><th>resampling steps</th><th>sample size</th>
 <th>inertia</th><th>size entropy</th><th>empty</th></tr>{level_rows}</table>
 {rounds}
 {"".join(inputs.sections or [])}

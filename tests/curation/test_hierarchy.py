@@ -146,3 +146,21 @@ def test_incremental_assignment_and_drift(tmp_path: Path) -> None:
     assert 0.7 < near.drift < 1.3 and far.drift > 10.0
     with pytest.raises(HierarchyError, match="dimension 3"):
         assign_new(hierarchy, np.zeros((4, 3), np.float32))
+
+
+def test_geometry_follows_the_embedder_unless_set(tmp_path: Path) -> None:
+    auto = HierarchyConfig(levels=[(5, 0, 1)])
+    assert auto.for_embedder("pixels").spherical is False
+    for model in ("efficientnet_lite0", "models:/sslflow-simclr/3", "/runs/backbone.pt"):
+        assert auto.for_embedder(model).spherical is True
+    assert HierarchyConfig(spherical=False).for_embedder("resnet18").spherical is False
+    assert HierarchyConfig(spherical=True).for_embedder("pixels").spherical is True
+
+    x = skewed_mixture(0)[:200] * np.linspace(1, 50, 200)[:, None]  # norms from 1 to 50
+    keys = keys_for(200)
+    cosine = build_hierarchy(x, keys, tmp_path / "c", auto.for_embedder("resnet18"))
+    plain = build_hierarchy(x, keys, tmp_path / "e", auto)
+    assert (cosine.geometry, plain.geometry) == ("cosine", "euclidean")
+    assert load_hierarchy(tmp_path / "c").config["spherical"] is True
+    assert np.allclose(np.linalg.norm(cosine.centroids(0), axis=1), 1, atol=1e-5)
+    assert not np.array_equal(cosine.assignments(0), plain.assignments(0))

@@ -147,9 +147,9 @@ def test_dagster_config_takes_auto_or_lists_and_names_the_field() -> None:
     from sslflow.pipelines.assets.curation import KMeansHierarchyConfig
 
     assert KMeansHierarchyConfig().levels == AUTO
-    assert KMeansHierarchyConfig().hierarchy_config().levels == AUTO
+    assert KMeansHierarchyConfig().hierarchy_config("pixels").levels == AUTO
     explicit = KMeansHierarchyConfig(levels=[[40, 2, 5], [8, 1, 3]])
     assert explicit.model_dump()["levels"] == [[40, 2, 5], [8, 1, 3]]
-    assert explicit.hierarchy_config().levels == (Level(40, 2, 5), Level(8, 1, 3))
+    assert explicit.hierarchy_config("pixels").levels == (Level(40, 2, 5), Level(8, 1, 3))
     with pytest.raises(ValidationError, match=r'kmeans_hierarchy\.levels: expected "auto"'):
         KMeansHierarchyConfig(levels="bogus")

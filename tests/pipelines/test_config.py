@@ -69,7 +69,10 @@ def test_default_asset_config_builds_the_default_core_config() -> None:
     built = PretrainedModelConfig().pretrain_config()
     assert dataclasses.replace(built, progress_bar=True) == PretrainConfig()
     assert EmbeddingsConfig().embed_config("", "pixels") == EmbedConfig(progress=True)
-    assert KMeansHierarchyConfig().hierarchy_config() == HierarchyConfig(progress=True)
+    assert KMeansHierarchyConfig().hierarchy_config("pixels") == HierarchyConfig(
+        spherical=False, progress=True
+    )
+    assert KMeansHierarchyConfig().hierarchy_config("resnet18").spherical is True
     assert RawShardsConfig().writer() == WriterConfig()
 
 

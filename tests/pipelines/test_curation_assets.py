@@ -96,6 +96,9 @@ def test_curation_assets_materialise_in_process(
         "duplicates_removed" in hier.data.metrics
         and hier.data.params["levels"] == "[[40, 2, 5], [8, 1, 3]]"
     )
+    assert (hier.data.params["geometry"], hier.data.params["embedder"]) == ("euclidean", "pixels")
+    report = (sslflow_home / "curated_index" / "report" / "index.html").read_text()
+    assert "Geometry: euclidean." in report
     assert {"level_00/centroids.npy", "level_01/stats.json", "summary.json"} <= _artifacts(
         client, hier.info.run_id
     )

@@ -105,8 +105,10 @@ class KMeansHierarchyConfig(
         except HierarchyError as exc:
             raise ValueError(f"kmeans_hierarchy.{exc}") from exc
 
-    def hierarchy_config(self) -> HierarchyConfig:
-        return HierarchyConfig(**core_values(self, HierarchyConfig), progress=True)
+    def hierarchy_config(self, embedder: str) -> HierarchyConfig:
+        """The core config, its geometry resolved for rows made by ``embedder``."""
+        core = HierarchyConfig(**core_values(self, HierarchyConfig), progress=True)
+        return core.for_embedder(embedder)
 
     def dedup_config(self) -> DedupConfig:
         return DedupConfig(**core_values(self, DedupConfig, DEDUP_FIELDS))
@@ -117,6 +119,7 @@ def _hierarchy_builder(
     home: SslflowHome,
     torchrun: TorchrunLauncher,
     config: KMeansHierarchyConfig,
+    embedder: str,
 ) -> HierarchyBuilder | None:
     """None (build in this process), or ``config.processes`` torchrun ranks through Pipes."""
     if config.processes <= 1:
@@ -127,7 +130,7 @@ def _hierarchy_builder(
         ),
         home.asset_dir("embeddings"),
         home.asset_dir("kmeans_hierarchy"),
-        config.hierarchy_config(),
+        config.hierarchy_config(embedder),
         home.path() / "launch" / "kmeans_hierarchy",
     )
 
@@ -151,6 +154,7 @@ def kmeans_hierarchy(
     """Centroids, assignments and CSR clusters per level (resumable per level and step), built
     after copies of evaluation images and duplicates left the pool."""
     source = pool_embeddings(home)
+    embedder = source.embedder()
     out = home.asset_dir("kmeans_hierarchy")
     upstream = upstream_run_ids(context, ["raw_shards", "embeddings"])
     dedup = config.dedup_config()
@@ -164,13 +168,13 @@ def kmeans_hierarchy(
                 source.array(),
                 keys,
                 out,
-                config.hierarchy_config(),
+                config.hierarchy_config(embedder),
                 dedup,
                 copies,
                 evaluation,
-                _hierarchy_builder(context, home, torchrun, config),
+                _hierarchy_builder(context, home, torchrun, config, embedder),
             )
-        except HierarchyError as exc:
+        except (HierarchyError, EmbeddingsError) as exc:
             raise bad_input(str(exc)) from exc
         if config.dedup:
             removed = built.dedup
@@ -196,8 +200,10 @@ def kmeans_hierarchy(
                 "sslflow.embeddings_sha256": sha256_file(source.path),
             }
         )
+        run.log_params({"geometry": hierarchy.geometry, "embedder": embedder})
         metadata = {
             "levels": str(config.levels),
+            "geometry": hierarchy.geometry,
             "points": len(hierarchy.rows()),
             "duplicates_removed": built.dedup.duplicates_removed,
             "contaminated_removed": built.dedup.contaminated_removed,
