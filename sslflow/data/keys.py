@@ -47,15 +47,13 @@ class KeyLedger:
 
     def __init__(self) -> None:
         self.seen: set[str] = set()
-        self.duplicates = 0
 
     def first(self, key: str) -> bool:
-        """True the first time ``key`` comes; False (and counted) after that."""
-        if key not in self.seen:
-            self.seen.add(key)
-            return True
-        self.duplicates += 1
-        return False
+        """True the first time ``key`` comes; False after that."""
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
 
     def firsts(self, keys: Sequence[str]) -> list[bool] | None:
         """Per key of a block, whether it comes first; None when all do (the common case)."""

@@ -238,6 +238,17 @@ class _OpenShard:
         for field in sorted(k for k in record if not k.startswith("__")):  # webdataset's order
             self.bytes += write_member(self.handle, f"{key}.{field}", record[field])
 
+    def count_rename(self, sample: Sample) -> None:
+        """Count (and warn about) a sample whose source key was renamed to ``sample.key``."""
+        self.renamed += 1
+        log.warning(
+            "renamed key %r to %r (unsafe to write); %s has %d renamed keys so far",
+            sample.meta["original_key"],
+            sample.key,
+            self.final.name,
+            self.renamed,
+        )
+
     def write(self, record: dict[str, Any], stored: StoredImage) -> None:
         self._members(record)
         self.count += 1
@@ -354,14 +365,7 @@ def _write_remaining(
                 if shard is None:
                     shard = _OpenShard(out / (SHARD_PATTERN % len(shards)))
                 if renamed:
-                    shard.renamed += 1
-                    log.warning(
-                        "renamed key %r to %r (unsafe to write); %s has %d renamed keys so far",
-                        item.meta["original_key"],
-                        item.key,
-                        shard.final.name,
-                        shard.renamed,
-                    )
+                    shard.count_rename(item)
                 if pixels is not None:
                     shard.add_to_block(item, pixels)
                 elif stored is not None:
